@@ -1,0 +1,274 @@
+"""A thin, fast layer over a connected nats-py client for the JetStream API calls Aether makes.
+
+One wildcard reply subscription multiplexes every request (as nats-py's own ``request``
+does) but decodes acks with msgspec and supports multi-message replies (batch direct get).
+Every nats-py error is translated into an :class:`~aether.errors.AetherError` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from aether.errors import (
+    AetherError,
+    AetherTimeoutError,
+    NatsConnectionError,
+    PermissionDeniedError,
+    StoreError,
+    StoreUnavailableError,
+)
+
+__all__ = ["ApiError", "JsApi", "PubAck", "translate_nats_error"]
+
+
+class ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class PubAck(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: ApiError | None = None
+    batch: str = ""
+    count: int = 0
+
+
+_decode_ack = msgspec.json.Decoder(PubAck).decode
+_decode_any = msgspec.json.Decoder().decode
+_encode_json = msgspec.json.encode
+
+ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_STREAM_NOT_FOUND = 10059
+ERR_STREAM_NAME_IN_USE = 10058
+ERR_MESSAGE_TOO_LARGE = 10054
+
+
+def translate_nats_error(exc: BaseException, what: str) -> AetherError:
+    """Map a nats-py (or asyncio) exception to the matching AetherError."""
+    if isinstance(exc, AetherError):
+        return exc
+    if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
+        return AetherTimeoutError(f"{what}: no reply from NATS in time")
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return StoreError(f"{what}: no JetStream responder (is JetStream enabled, does the stream exist?)")
+    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError
+                  | nats.errors.StaleConnectionError | nats.errors.OutboundBufferLimitError
+                  | nats.errors.NoServersError | ConnectionError | OSError):
+        return StoreUnavailableError(f"{what}: NATS connection unavailable ({type(exc).__name__})")
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return StoreError(f"{what}: message exceeds the server's max payload")
+    text = str(exc)
+    if "permissions violation" in text.lower():
+        return PermissionDeniedError(f"{what}: {text}")
+    return StoreError(f"{what}: {type(exc).__name__}: {text}")
+
+
+class _Collector:
+    """Gathers the replies of a multi-message request until an end-of-batch status."""
+
+    __slots__ = ("done", "msgs")
+
+    def __init__(self) -> None:
+        self.msgs: list[Msg] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class JsApi:
+    """Request/reply over one multiplexed inbox subscription, with translated errors.
+
+    Args:
+        nc: a connected nats-py client (not owned: it is never closed here).
+        api_prefix: the JetStream API prefix (``$JS.API``; differs with domains).
+        timeout: default seconds to wait for a reply.
+    """
+
+    def __init__(self, nc: Client, *, api_prefix: str = "$JS.API", timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.api_prefix = api_prefix
+        self.timeout = timeout
+        self._prefix = ""
+        self._prefix_len = 0
+        self._sub: Any = None
+        self._waiting: dict[str, asyncio.Future[Msg] | _Collector] = {}
+        self._counter = 0
+        self._lock = asyncio.Lock()
+
+    async def _ensure_sub(self) -> None:
+        if self._sub is not None:
+            return
+        async with self._lock:
+            if self._sub is not None:
+                return
+            prefix = f"{self.nc._inbox_prefix.decode()}.{secrets.token_hex(8)}."
+            try:
+                self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+            except Exception as exc:
+                raise translate_nats_error(exc, "subscribing to the reply inbox") from exc
+            self._prefix = prefix
+            self._prefix_len = len(prefix)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        waiter = self._waiting.get(msg.subject[self._prefix_len :])
+        if waiter is None:
+            return
+        if isinstance(waiter, _Collector):
+            headers = msg.headers
+            if headers and "Status" in headers:
+                if not waiter.done.done():
+                    waiter.done.set_result(None)
+                waiter.msgs.append(msg)  # the status message closes the batch; callers inspect it
+                return
+            waiter.msgs.append(msg)
+        elif not waiter.done():
+            waiter.set_result(msg)
+
+    def check_connected(self, what: str) -> None:
+        """Raise StoreUnavailableError at once when the connection is not up."""
+        nc = self.nc
+        if not nc.is_connected:
+            state = "closed" if nc.is_closed else "reconnecting" if nc.is_reconnecting else "not connected"
+            raise StoreUnavailableError(f"{what}: NATS connection is {state}")
+
+    async def request(self, subject: str, payload: bytes, *, headers: dict[str, str] | None = None,
+                      timeout: float | None = None, what: str = "request") -> Msg:
+        """Send a request and return the reply message.
+
+        Raises:
+            StoreUnavailableError: not connected.
+            AetherTimeoutError: no reply within ``timeout``.
+            StoreError: no responders.
+        """
+        if self._sub is None:
+            await self._ensure_sub()
+        self.check_connected(what)
+        self._counter += 1
+        token = f"{self._counter:x}"
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting
+        waiting[token] = future
+        try:
+            await self.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            async with asyncio.timeout(self.timeout if timeout is None else timeout):
+                msg = await future
+        except (asyncio.CancelledError, AetherError):
+            raise
+        except Exception as exc:
+            raise translate_nats_error(exc, what) from exc
+        finally:
+            del waiting[token]
+        hdrs = msg.headers
+        if hdrs and hdrs.get("Status") == "503":
+            raise StoreError(f"{what}: no responders on {subject!r} (JetStream disabled or stream missing)")
+        return msg
+
+    async def request_many(self, subject: str, payload: bytes, *, timeout: float | None = None,
+                           what: str = "request") -> list[Msg]:
+        """Send a request whose reply is several messages ended by a status message.
+
+        Returns every message, the final status message included.
+
+        Raises:
+            as :meth:`request`.
+        """
+        if self._sub is None:
+            await self._ensure_sub()
+        self.check_connected(what)
+        self._counter += 1
+        token = f"{self._counter:x}"
+        collector = _Collector()
+        self._waiting[token] = collector
+        try:
+            await self.nc.publish(subject, payload, reply=self._prefix + token)
+            async with asyncio.timeout(self.timeout if timeout is None else timeout):
+                await collector.done
+        except (asyncio.CancelledError, AetherError):
+            raise
+        except Exception as exc:
+            raise translate_nats_error(exc, what) from exc
+        finally:
+            del self._waiting[token]
+        return collector.msgs
+
+    async def publish_acked(self, subject: str, payload: bytes, headers: dict[str, str], *,
+                            timeout: float | None = None, what: str = "publish") -> PubAck:
+        """Publish to a stream and return the decoded PubAck (``error`` may be set)."""
+        msg = await self.request(subject, payload, headers=headers, timeout=timeout, what=what)
+        try:
+            return _decode_ack(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StoreError(f"{what}: malformed publish ack {msg.data[:120]!r}") from exc
+
+    async def publish_nowait(self, subject: str, payload: bytes, headers: dict[str, str],
+                             what: str = "publish") -> None:
+        """Publish without a reply (used inside atomic batches)."""
+        try:
+            await self.nc.publish(subject, payload, headers=headers)
+        except Exception as exc:
+            raise translate_nats_error(exc, what) from exc
+
+    async def api(self, call: str, body: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        """Call ``$JS.API.<call>`` with a JSON body and return the decoded JSON reply.
+
+        Raises:
+            JetStreamApiError: the API replied with an error (code and description kept).
+        """
+        payload = _encode_json(body) if body is not None else b""
+        msg = await self.request(f"{self.api_prefix}.{call}", payload, timeout=timeout, what=f"JetStream {call}")
+        try:
+            reply = _decode_any(msg.data)
+        except msgspec.DecodeError as exc:
+            raise StoreError(f"JetStream {call}: malformed reply") from exc
+        err = reply.get("error") if isinstance(reply, dict) else None
+        if err:
+            raise JetStreamApiError(call, int(err.get("code", 0)), int(err.get("err_code", 0)),
+                                    str(err.get("description", "")))
+        return reply
+
+    def msg_handler_count(self) -> int:
+        return len(self._waiting)
+
+    async def aclose(self) -> None:
+        """Unsubscribe the reply inbox (the connection itself is left open)."""
+        sub, self._sub = self._sub, None
+        if sub is not None and not self.nc.is_closed:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: S110 - best effort on shutdown
+                pass
+
+
+class JetStreamApiError(StoreError):
+    """The JetStream API replied with an error.
+
+    Attributes:
+        code: the HTTP-like status code. err_code: the JetStream error code. description: text.
+    """
+
+    def __init__(self, call: str, code: int, err_code: int, description: str) -> None:
+        self.call = call
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+        super().__init__(f"JetStream {call} failed: {description} (code {code}, err_code {err_code})")
+
+
+def api_error(err: ApiError, what: str) -> AetherError:
+    """Translate a PubAck error into an AetherError."""
+    text = err.description
+    if "permission" in text.lower():
+        return PermissionDeniedError(f"{what}: {text}")
+    return JetStreamApiError(what, err.code, err.err_code, text)
+
+
+Callback = Callable[[Msg], None]

@@ -1,0 +1,164 @@
+"""The Aether error tree.
+
+Every error Aether raises derives from :class:`AetherError`; errors of nats-py are
+translated at the boundary (the original is kept as ``__cause__``)::
+
+    AetherError
+    ├── VersionConflictError        append with a version that is not latest+1
+    ├── InvalidInputError (+ValueError)
+    │   ├── InvalidNameError        an actor id, namespace or stream name breaks a rule
+    │   ├── InvalidVersionError     version < 1, or non-consecutive versions in a batch
+    │   ├── InvalidBatchError       empty batch, mixed actors, too many events
+    │   └── EventTooLargeError      encoded event exceeds the size limit
+    ├── CorruptEventError           a stored message is not a valid Aether event
+    ├── StoreError                  the event store failed (server error, missing stream, …)
+    ├── NatsConnectionError         the NATS server cannot be reached / connection closed
+    │   └── StoreUnavailableError
+    ├── AetherTimeoutError (+TimeoutError)  an operation did not finish in time
+    ├── PermissionDeniedError       the server refused the operation for lack of permissions
+    ├── BusClosedError              publish or subscribe on a closed bus
+    ├── ClusterError                cluster-level failures (not leader, not owner, routing)
+    │   ├── NotOwnerError           this node does not own the actor's shard
+    │   └── FencedError             acting with a lease/term that is no longer valid
+    └── NatsServerError             the embedded nats-server could not start or stopped
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AetherError",
+    "AetherTimeoutError",
+    "BusClosedError",
+    "ClusterError",
+    "CorruptEventError",
+    "EventTooLargeError",
+    "FencedError",
+    "InvalidBatchError",
+    "InvalidInputError",
+    "InvalidNameError",
+    "InvalidVersionError",
+    "NatsConnectionError",
+    "NatsServerError",
+    "NotOwnerError",
+    "PermissionDeniedError",
+    "StoreError",
+    "StoreUnavailableError",
+    "VersionConflictError",
+]
+
+
+class AetherError(Exception):
+    """Root of every error Aether raises."""
+
+
+class VersionConflictError(AetherError):
+    """An append carried a version that is not the actor's latest version + 1.
+
+    Attributes:
+        actor_id: the actor written to.
+        attempted_version: the version the caller tried to write.
+        current_version: the actor's latest stored version at the time of the check.
+    """
+
+    def __init__(self, actor_id: str, attempted_version: int, current_version: int) -> None:
+        self.actor_id = actor_id
+        self.attempted_version = attempted_version
+        self.current_version = current_version
+        super().__init__(
+            f"version conflict on actor {actor_id!r}: attempted version {attempted_version}, "
+            f"current version is {current_version} (expected {current_version + 1})"
+        )
+
+    def __reduce__(self) -> tuple[type[VersionConflictError], tuple[str, int, int]]:
+        return (type(self), (self.actor_id, self.attempted_version, self.current_version))
+
+
+class InvalidInputError(AetherError, ValueError):
+    """The caller passed something Aether cannot accept."""
+
+
+class InvalidNameError(InvalidInputError):
+    """An actor id, namespace, stream or cluster name breaks a naming rule (named in the message)."""
+
+
+class InvalidVersionError(InvalidInputError):
+    """A version is < 1, or a batch's versions are not consecutive."""
+
+
+class InvalidBatchError(InvalidInputError):
+    """A batch is empty, mixes actors, or exceeds the batch size limit."""
+
+
+class EventTooLargeError(InvalidInputError):
+    """An encoded event is larger than the configured or server maximum."""
+
+    def __init__(self, actor_id: str, size: int, limit: int) -> None:
+        self.actor_id = actor_id
+        self.size = size
+        self.limit = limit
+        super().__init__(f"event for actor {actor_id!r} encodes to {size} bytes, over the limit of {limit}")
+
+
+class CorruptEventError(AetherError):
+    """A stored message is not a valid Aether event.
+
+    Attributes:
+        actor_id: the actor whose history holds the message (if known).
+        stream: the stream holding the message.
+        sequence: the stream sequence of the message.
+    """
+
+    def __init__(self, reason: str, *, actor_id: str | None = None, stream: str | None = None,
+                 sequence: int | None = None) -> None:
+        self.reason = reason
+        self.actor_id = actor_id
+        self.stream = stream
+        self.sequence = sequence
+        where = []
+        if actor_id is not None:
+            where.append(f"actor {actor_id!r}")
+        if stream is not None:
+            where.append(f"stream {stream!r}")
+        if sequence is not None:
+            where.append(f"sequence {sequence}")
+        super().__init__(f"corrupt event ({', '.join(where) or 'unknown location'}): {reason}")
+
+
+class StoreError(AetherError):
+    """The event store failed for a reason other than a conflict or bad input."""
+
+
+class NatsConnectionError(AetherError):
+    """The NATS server cannot be reached, or the connection is closed or draining."""
+
+
+class StoreUnavailableError(NatsConnectionError, StoreError):
+    """The store's server is unreachable; the operation was not (known to be) performed."""
+
+
+class AetherTimeoutError(AetherError, TimeoutError):
+    """An operation did not complete within its timeout. Its outcome may be unknown."""
+
+
+class PermissionDeniedError(AetherError):
+    """The NATS server refused an operation because the user lacks the permission."""
+
+
+class BusClosedError(AetherError):
+    """The event bus has been closed."""
+
+
+class ClusterError(AetherError):
+    """A cluster operation failed."""
+
+
+class NotOwnerError(ClusterError):
+    """This node does not own the shard of the actor."""
+
+
+class FencedError(ClusterError):
+    """An action was attempted with a lease or term that is no longer valid."""
+
+
+class NatsServerError(AetherError):
+    """The embedded nats-server could not be found, started, or stopped."""

@@ -1,0 +1,575 @@
+"""JetStreamEventStore: the production event store on NATS JetStream.
+
+See DESIGN.md section 2: the server enforces optimistic concurrency with
+``Nats-Expected-Last-Subject-Sequence``; a bounded cache of (version, sequence) per actor
+avoids a lookup per append and is refreshed from the server on any mismatch; every append
+carries ``Nats-Msg-Id`` so retries are idempotent; ``save_events`` is a JetStream atomic
+batch; histories are read with batched direct gets (no consumer is ever created).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from aether._ids import new_id
+from aether._nats import (
+    ERR_MESSAGE_TOO_LARGE,
+    ERR_STREAM_NAME_IN_USE,
+    ERR_STREAM_NOT_FOUND,
+    ERR_WRONG_LAST_SEQUENCE,
+    JetStreamApiError,
+    JsApi,
+    PubAck,
+    api_error,
+)
+from aether.codec import decode_event, decode_snapshot, encode_event, encode_snapshot
+from aether.errors import (
+    AetherTimeoutError,
+    CorruptEventError,
+    EventTooLargeError,
+    StoreError,
+    VersionConflictError,
+)
+from aether.event import ActorSnapshot, Event
+from aether.names import decode_token, encode_token, stream_name, validate_actor_id
+from aether.store._validation import check_batch, check_event, check_from_version
+from aether.store.observer import StoreObserver
+from aether.store.options import JetStreamOptions
+
+__all__ = ["JetStreamEventStore", "JetStreamOptions"]
+
+_NS = 1_000_000_000
+_HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
+_encode_json = msgspec.json.encode
+
+
+class _Entry:
+    """What the cache knows of one actor: latest version, its stream sequence, its subject."""
+
+    __slots__ = ("seq", "subject", "version")
+
+    def __init__(self, version: int, seq: int, subject: str) -> None:
+        self.version = version
+        self.seq = seq
+        self.subject = subject
+
+
+class _Latest(msgspec.Struct):
+    version: int
+    seq: int
+    event_id: str | None
+
+
+class JetStreamEventStore:
+    """Event and snapshot store on a JetStream stream (one stream per namespace).
+
+    Create it with :meth:`create`; the constructor does no I/O. The store never closes the
+    nats-py client it was given.
+    """
+
+    def __init__(self, nc: Client, stream: str, *, namespace: str | None = None,
+                 options: JetStreamOptions | None = None, observer: StoreObserver | None = None) -> None:
+        self.options = options or JetStreamOptions()
+        self.namespace = namespace
+        self.stream = stream_name(stream, namespace)
+        self._nc = nc
+        self._api = JsApi(nc, timeout=self.options.timeout)
+        prefix = self.options.subject_prefix
+        self._event_prefix = f"{prefix}.{self.stream}.e."
+        self._snapshot_prefix = f"{prefix}.{self.stream}.s."
+        self._direct_get = f"$JS.API.DIRECT.GET.{self.stream}"
+        self._cache: dict[str, _Entry] = {}
+        self._anchors: dict[str, tuple[int, int]] = {}
+        self._observer = observer
+        self._ns_label = namespace or ""
+        self._max_event_size = self.options.max_event_size
+
+    # ---- construction -----------------------------------------------------------------
+    @classmethod
+    async def create(cls, nc: Client, stream_name: str, *, namespace: str | None = None,
+                     options: JetStreamOptions | None = None, observer: StoreObserver | None = None,
+                     **option_fields: Any) -> JetStreamEventStore:
+        """Connect a store to its stream, creating or upgrading the stream when needed.
+
+        Args:
+            nc: a connected nats-py client.
+            stream_name: base stream name (see :mod:`aether.names`).
+            namespace: optional namespace; each namespace has its own stream and subjects.
+            options: a :class:`JetStreamOptions`; or pass its fields as keyword arguments.
+            observer: receives metrics (see :mod:`aether.metrics`).
+
+        Raises:
+            InvalidNameError: bad stream name or namespace.
+            InvalidInputError: bad options.
+            StoreError: the stream cannot be created or is configured incompatibly.
+            StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
+        """
+        if option_fields:
+            if options is not None:
+                raise TypeError("pass either options= or option keyword arguments, not both")
+            options = JetStreamOptions(**option_fields)
+        store = cls(nc, stream_name, namespace=namespace, options=options, observer=observer)
+        await store._ensure_stream()
+        payload_limit = nc.max_payload - _HEADER_ALLOWANCE if nc.max_payload else store._max_event_size
+        store._max_event_size = min(store._max_event_size, payload_limit)
+        return store
+
+    def _stream_config(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "name": self.stream,
+            "subjects": [f"{o.subject_prefix}.{self.stream}.>"],
+            "retention": "limits",
+            "storage": o.storage,
+            "num_replicas": o.replicas,
+            "max_age": int(o.max_age * _NS),
+            "max_bytes": o.max_bytes,
+            "max_msgs": o.max_msgs,
+            "duplicate_window": int(o.duplicate_window * _NS),
+            "discard": "old",
+            "allow_direct": True,
+            "allow_atomic": True,
+        }
+
+    async def _ensure_stream(self) -> None:
+        config = self._stream_config()
+        try:
+            info = await self._api.api(f"STREAM.INFO.{self.stream}")
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            if not self.options.create_stream:
+                raise StoreError(f"stream {self.stream!r} does not exist (create_stream=False)") from None
+            try:
+                await self._api.api(f"STREAM.CREATE.{self.stream}", config)
+                return
+            except JetStreamApiError as create_exc:
+                if create_exc.err_code != ERR_STREAM_NAME_IN_USE:
+                    raise
+                info = await self._api.api(f"STREAM.INFO.{self.stream}")
+        existing = info["config"]
+        if config["subjects"][0] not in existing.get("subjects", []):
+            raise StoreError(
+                f"stream {self.stream!r} exists but does not hold subjects {config['subjects'][0]!r}"
+            )
+        if not existing.get("allow_direct") or not existing.get("allow_atomic"):
+            existing.update(allow_direct=True, allow_atomic=True)
+            await self._api.api(f"STREAM.UPDATE.{self.stream}", existing)
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _subject(self, actor_id: str) -> str:
+        entry = self._cache.get(actor_id)
+        if entry is not None:
+            return entry.subject
+        return self._event_prefix + encode_token(validate_actor_id(actor_id))
+
+    def _remember(self, actor_id: str, version: int, seq: int, subject: str) -> None:
+        cache = self._cache
+        entry = cache.get(actor_id)
+        if entry is not None:
+            if version >= entry.version:
+                entry.version = version
+                entry.seq = seq
+            return
+        if len(cache) >= self.options.cache_size:
+            del cache[next(iter(cache))]
+        cache[actor_id] = _Entry(version, seq, subject)
+
+    async def _fetch_latest(self, actor_id: str, subject: str) -> _Latest:
+        """Ask the server for the actor's last event; updates the cache (never trusts it)."""
+        msg = await self._api.request(self._direct_get, _encode_json({"last_by_subj": subject}),
+                                      what=f"reading the latest version of {actor_id!r}")
+        latest = self._latest_from_msg(actor_id, msg)
+        entry = self._cache.get(actor_id)
+        if entry is not None:
+            entry.version = latest.version
+            entry.seq = latest.seq
+        else:
+            self._remember(actor_id, latest.version, latest.seq, subject)
+        return latest
+
+    def _latest_from_msg(self, actor_id: str, msg: Msg) -> _Latest:
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status == "404":
+            return _Latest(0, 0, None)
+        if status is not None:
+            raise StoreError(f"direct get for {actor_id!r} failed: {status} {headers.get('Description', '')}")
+        seq = int(headers["Nats-Sequence"])
+        event = self._decode(msg.data, actor_id, seq)
+        return _Latest(event.version, seq, event.id)
+
+    def _decode(self, data: bytes, actor_id: str, seq: int) -> Event:
+        event = decode_event(data, stream=self.stream, sequence=seq, actor_id=actor_id)
+        if event.actor_id != actor_id:
+            raise CorruptEventError(f"message belongs to actor {event.actor_id!r}", actor_id=actor_id,
+                                    stream=self.stream, sequence=seq)
+        return event
+
+    async def _event_after(self, actor_id: str, subject: str, seq: int) -> Event | None:
+        """The actor's first event stored after stream sequence ``seq``."""
+        msg = await self._api.request(self._direct_get, _encode_json({"seq": seq + 1, "next_by_subj": subject}),
+                                      what=f"reading an event of {actor_id!r}")
+        headers = msg.headers or {}
+        if headers.get("Status"):
+            return None
+        return self._decode(msg.data, actor_id, int(headers["Nats-Sequence"]))
+
+    async def _already_stored(self, actor_id: str, subject: str, first: Event, last: Event,
+                              expected_seq: int | None, latest: _Latest) -> bool:
+        """Whether ``first..last`` were stored by an earlier attempt (same ids): a retry, not a conflict."""
+        if latest.version < last.version:
+            return False
+        if latest.version == last.version:
+            if latest.event_id != last.id:
+                return False
+            if first is last:
+                return True
+        if expected_seq is None:
+            return False
+        stored = await self._event_after(actor_id, subject, expected_seq)
+        return stored is not None and stored.version == first.version and stored.id == first.id
+
+    def _check_size(self, event: Event, payload: bytes) -> None:
+        if len(payload) > self._max_event_size:
+            raise EventTooLargeError(event.actor_id, len(payload), self._max_event_size)
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str], what: str) -> PubAck:
+        attempts = self.options.publish_retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._api.publish_acked(subject, payload, headers, what=what)
+            except AetherTimeoutError:
+                if attempt + 1 == attempts:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- EventStore -------------------------------------------------------------------
+    async def save_event(self, event: Event) -> None:
+        """Append one event with server-enforced optimistic concurrency.
+
+        Raises:
+            VersionConflictError: ``event.version`` is not the latest version + 1.
+            InvalidVersionError / InvalidNameError: bad version or actor id.
+            EventTooLargeError: the encoded event exceeds the size limit.
+            CorruptEventError: the actor's last stored message is not an Aether event.
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        started = time.perf_counter()
+        check_event(event)
+        actor_id = event.actor_id
+        version = event.version
+        entry = self._cache.get(actor_id)
+        observer = self._observer
+        if observer is not None:
+            observer.on_cache(self._ns_label, entry is not None)
+        latest: _Latest | None = None
+        if entry is None:
+            subject = self._event_prefix + encode_token(validate_actor_id(actor_id))
+            if version == 1:
+                expected_seq = 0
+            else:
+                latest = await self._fetch_latest(actor_id, subject)
+                expected_seq = latest.seq
+                if version != latest.version + 1:
+                    await self._resolve_mismatch(event, event, subject, None, latest)
+                    return
+        else:
+            subject = entry.subject
+            expected_seq = entry.seq
+            if version != entry.version + 1:
+                latest = await self._fetch_latest(actor_id, subject)
+                expected_seq = latest.seq
+                if version != latest.version + 1:
+                    await self._resolve_mismatch(event, event, subject, None, latest)
+                    return
+        payload = encode_event(event)
+        if len(payload) > self._max_event_size:
+            raise EventTooLargeError(actor_id, len(payload), self._max_event_size)
+        ack = await self._publish(
+            subject, payload,
+            {"Nats-Msg-Id": event.id, "Nats-Expected-Last-Subject-Sequence": str(expected_seq)},
+            f"appending version {version} of {actor_id!r}",
+        )
+        if ack.error is not None:
+            await self._handle_ack_error(ack, event, event, subject, expected_seq)
+            return
+        self._remember(actor_id, version, ack.seq, subject)
+        if observer is not None:
+            observer.on_append(self._ns_label, 1, time.perf_counter() - started)
+
+    async def _resolve_mismatch(self, first: Event, last: Event, subject: str, expected_seq: int | None,
+                                latest: _Latest) -> None:
+        if await self._already_stored(first.actor_id, subject, first, last, expected_seq, latest):
+            return
+        if self._observer is not None:
+            self._observer.on_conflict(self._ns_label)
+        raise VersionConflictError(first.actor_id, first.version, latest.version)
+
+    async def _handle_ack_error(self, ack: PubAck, first: Event, last: Event, subject: str,
+                                expected_seq: int) -> None:
+        assert ack.error is not None
+        if ack.error.err_code == ERR_WRONG_LAST_SEQUENCE:
+            latest = await self._fetch_latest(first.actor_id, subject)
+            await self._resolve_mismatch(first, last, subject, expected_seq, latest)
+            return
+        if ack.error.err_code == ERR_MESSAGE_TOO_LARGE:
+            raise EventTooLargeError(first.actor_id, -1, self._max_event_size)
+        raise api_error(ack.error, f"appending to {first.actor_id!r}")
+
+    async def save_events(self, events: Sequence[Event]) -> None:
+        """Append consecutive events of one actor atomically (JetStream atomic batch).
+
+        Raises:
+            VersionConflictError: the first version is not latest + 1; nothing is stored.
+            InvalidBatchError: empty, mixed actors, or more than 1000 events.
+            InvalidVersionError / InvalidNameError / EventTooLargeError: bad input; nothing is stored.
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        check_batch(events)
+        if len(events) == 1:
+            await self.save_event(events[0])
+            return
+        started = time.perf_counter()
+        first, last = events[0], events[-1]
+        actor_id = first.actor_id
+        entry = self._cache.get(actor_id)
+        if entry is None:
+            subject = self._event_prefix + encode_token(validate_actor_id(actor_id))
+            known_version, expected_seq = (0, 0) if first.version == 1 else (-1, -1)
+        else:
+            subject = entry.subject
+            known_version, expected_seq = entry.version, entry.seq
+        if first.version != known_version + 1:
+            latest = await self._fetch_latest(actor_id, subject)
+            expected_seq = latest.seq
+            if first.version != latest.version + 1:
+                await self._resolve_mismatch(first, last, subject, None, latest)
+                return
+        payloads = [encode_event(e) for e in events]
+        for event, payload in zip(events, payloads, strict=True):
+            self._check_size(event, payload)
+        what = f"appending versions {first.version}..{last.version} of {actor_id!r}"
+        ack: PubAck | None = None
+        for attempt in range(self.options.publish_retries + 1):
+            batch_id = new_id()
+            n = len(events)
+            for i in range(n - 1):
+                headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i + 1),
+                           "Nats-Msg-Id": events[i].id}
+                if i == 0:
+                    headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_seq)
+                await self._api.publish_nowait(subject, payloads[i], headers, what)
+            commit = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n), "Nats-Batch-Commit": "1",
+                      "Nats-Msg-Id": last.id}
+            try:
+                ack = await self._api.publish_acked(subject, payloads[-1], commit, what=what)
+                break
+            except AetherTimeoutError:
+                if attempt == self.options.publish_retries:
+                    raise
+        assert ack is not None
+        if ack.error is not None:
+            await self._handle_ack_error(ack, first, last, subject, expected_seq)
+            return
+        self._remember(actor_id, last.version, ack.seq, subject)
+        if self._observer is not None:
+            self._observer.on_append(self._ns_label, len(events), time.perf_counter() - started)
+
+    def _start_seq(self, actor_id: str, from_version: int) -> int:
+        entry = self._cache.get(actor_id)
+        if entry is not None and from_version > entry.version:
+            return entry.seq + 1
+        anchor = self._anchors.get(actor_id)
+        if anchor is not None and anchor[1] and from_version > anchor[0]:
+            return anchor[1] + 1
+        return 1
+
+    async def iter_events(self, actor_id: str, from_version: int = 0) -> AsyncIterator[Event]:
+        """Stream the actor's events with ``version >= from_version`` in pages.
+
+        Only the actor's subject is read (batched direct get); nothing is left on the server.
+
+        Raises:
+            CorruptEventError: a message in the actor's history is not an Aether event.
+            InvalidVersionError / InvalidNameError: bad arguments.
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        check_from_version(from_version)
+        async for page in self._pages(actor_id, from_version):
+            for event in page:
+                yield event
+
+    async def _pages(self, actor_id: str, from_version: int) -> AsyncIterator[list[Event]]:
+        subject = self._subject(actor_id)
+        seq = self._start_seq(actor_id, from_version)
+        page_size = self.options.page_size
+        what = f"reading the history of {actor_id!r}"
+        last_version = last_seq = 0
+        decode = decode_event
+        stream = self.stream
+        while True:
+            body = _encode_json({"seq": seq, "next_by_subj": subject, "batch": page_size})
+            msgs = await self._api.request_many(self._direct_get, body, what=what)
+            status_msg = msgs.pop()
+            page: list[Event] = []
+            append = page.append
+            for msg in msgs:
+                msg_seq = int(msg.headers["Nats-Sequence"])  # type: ignore[index]
+                event = decode(msg.data, stream=stream, sequence=msg_seq, actor_id=actor_id)
+                if event.actor_id != actor_id:
+                    raise CorruptEventError(f"message belongs to actor {event.actor_id!r}",
+                                            actor_id=actor_id, stream=stream, sequence=msg_seq)
+                if event.version >= from_version:
+                    append(event)
+                last_version, last_seq = event.version, msg_seq
+            if page:
+                yield page
+            headers = status_msg.headers or {}
+            status = headers.get("Status")
+            if status == "404" or not msgs:
+                break
+            if status != "204":
+                raise StoreError(f"{what}: direct get failed: {status} {headers.get('Description', '')}")
+            if headers.get("Nats-Num-Pending", "0") == "0":
+                break
+            seq = last_seq + 1
+        if last_seq:
+            self._remember(actor_id, last_version, last_seq, subject)
+
+    async def get_events(self, actor_id: str, from_version: int = 0) -> list[Event]:
+        """The actor's events with ``version >= from_version``, ascending.
+
+        Raises:
+            as :meth:`iter_events`.
+        """
+        check_from_version(from_version)
+        started = time.perf_counter()
+        events: list[Event] = []
+        async for page in self._pages(actor_id, from_version):
+            events.extend(page)
+        if self._observer is not None:
+            self._observer.on_read(self._ns_label, len(events), time.perf_counter() - started)
+        return events
+
+    async def get_latest_version(self, actor_id: str) -> int:
+        """The actor's latest version as stored on the server now (0 if none).
+
+        Raises:
+            CorruptEventError: the actor's last message is not an Aether event.
+            InvalidNameError: bad actor id.
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        latest = await self._fetch_latest(actor_id, self._subject(actor_id))
+        return latest.version
+
+    # ---- SnapshotStore ------------------------------------------------------------------
+    async def save_snapshot(self, snapshot: ActorSnapshot) -> None:
+        """Store a snapshot unless a newer one exists; older snapshots of the actor are purged.
+
+        Raises:
+            InvalidVersionError / InvalidNameError / EventTooLargeError: bad input.
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        check_event(snapshot)
+        actor_id = snapshot.actor_id
+        subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
+        entry = self._cache.get(actor_id)
+        seq = entry.seq if entry is not None and entry.version == snapshot.version else 0
+        payload = encode_snapshot(snapshot, seq)
+        if len(payload) > self._max_event_size:
+            raise EventTooLargeError(actor_id, len(payload), self._max_event_size)
+        for _ in range(10):
+            msg = await self._api.request(self._direct_get, _encode_json({"last_by_subj": subject}),
+                                          what=f"reading the snapshot of {actor_id!r}")
+            headers = msg.headers or {}
+            current_seq = 0
+            if headers.get("Status") is None:
+                current_seq = int(headers["Nats-Sequence"])
+                try:
+                    current = decode_snapshot(msg.data, stream=self.stream, sequence=current_seq,
+                                              actor_id=actor_id)
+                    if current.version > snapshot.version:
+                        return
+                except CorruptEventError:
+                    pass  # a foreign message: replace it with a valid snapshot
+            ack = await self._publish(subject, payload, {"Nats-Expected-Last-Subject-Sequence": str(current_seq)},
+                                      f"saving the snapshot of {actor_id!r}")
+            if ack.error is None:
+                break
+            if ack.error.err_code != ERR_WRONG_LAST_SEQUENCE:
+                raise api_error(ack.error, f"saving the snapshot of {actor_id!r}")
+        else:
+            raise StoreError(f"saving the snapshot of {actor_id!r}: too much contention")
+        if seq:
+            self._anchors[actor_id] = (snapshot.version, seq)
+        await self._api.api(f"STREAM.PURGE.{self.stream}", {"filter": subject, "keep": 1})
+
+    async def get_latest_snapshot(self, actor_id: str) -> ActorSnapshot | None:
+        """The actor's newest snapshot, or ``None``.
+
+        Loading a snapshot lets a following ``get_events(actor_id, snapshot.version + 1)`` start
+        reading right after the snapshot's last event.
+
+        Raises:
+            CorruptEventError: the stored snapshot cannot be decoded.
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
+        msg = await self._api.request(self._direct_get, _encode_json({"last_by_subj": subject}),
+                                      what=f"reading the snapshot of {actor_id!r}")
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status == "404":
+            return None
+        if status is not None:
+            raise StoreError(f"reading the snapshot of {actor_id!r}: {status} {headers.get('Description', '')}")
+        record = decode_snapshot(msg.data, stream=self.stream, sequence=int(headers["Nats-Sequence"]),
+                                 actor_id=actor_id)
+        if record.sequence:
+            if len(self._anchors) >= self.options.cache_size:
+                del self._anchors[next(iter(self._anchors))]
+            self._anchors[actor_id] = (record.version, record.sequence)
+        return record.to_snapshot()
+
+    # ---- inspection -----------------------------------------------------------------------
+    async def actor_ids(self) -> list[str]:
+        """Every actor id with at least one event in this store's stream.
+
+        Raises:
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        prefix = self._event_prefix
+        found: list[str] = []
+        offset = 0
+        while True:
+            info = await self._api.api(f"STREAM.INFO.{self.stream}",
+                                       {"subjects_filter": prefix + "*", "offset": offset})
+            subjects = info.get("state", {}).get("subjects") or {}
+            found.extend(decode_token(s[len(prefix):]) for s in subjects)
+            total = int(info.get("total", 0))
+            offset += len(subjects)
+            if not subjects or offset >= total:
+                break
+        return found
+
+    async def stream_info(self) -> dict[str, Any]:
+        """The raw JetStream stream info (config and state) of this store's stream."""
+        info: dict[str, Any] = await self._api.api(f"STREAM.INFO.{self.stream}")
+        return info
+
+    async def aclose(self) -> None:
+        """Release the store's reply subscription (the nats-py client stays open)."""
+        await self._api.aclose()
+
+    async def __aenter__(self) -> JetStreamEventStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,63 @@
+"""Frozen, keyword-only configuration of the JetStream event store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["JetStreamOptions"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JetStreamOptions:
+    """Options of :class:`~aether.store.JetStreamEventStore`.
+
+    Attributes:
+        replicas: stream replicas (1, or 3 on a NATS cluster for fault tolerance).
+        storage: ``"file"`` (durable) or ``"memory"``.
+        max_age: seconds events are kept (0 = forever).
+        max_bytes: size limit of the stream in bytes (-1 = unlimited).
+        max_msgs: message limit of the stream (-1 = unlimited).
+        duplicate_window: seconds the server remembers event ids for de-duplication.
+        cache_size: number of actors whose latest version and sequence are cached.
+        max_event_size: largest encoded event accepted (capped by the server's max payload).
+        page_size: events fetched per request when reading a history.
+        timeout: seconds to wait for any single server reply.
+        publish_retries: how often a publish that got no ack is re-sent (idempotently).
+        subject_prefix: first subject token(s) of every Aether subject.
+        create_stream: create the stream when missing (else a missing stream is an error).
+    """
+
+    replicas: int = 1
+    storage: Literal["file", "memory"] = "file"
+    max_age: float = 0.0
+    max_bytes: int = -1
+    max_msgs: int = -1
+    duplicate_window: float = 120.0
+    cache_size: int = 100_000
+    max_event_size: int = 1024 * 1024
+    page_size: int = 512
+    timeout: float = 5.0
+    publish_retries: int = 2
+    subject_prefix: str = "aether"
+    create_stream: bool = True
+
+    def __post_init__(self) -> None:
+        from aether.errors import InvalidInputError
+        from aether.names import validate_subject_prefix
+
+        if self.replicas not in (1, 2, 3, 4, 5):
+            raise InvalidInputError(f"replicas must be 1..5, got {self.replicas}")
+        if self.storage not in ("file", "memory"):
+            raise InvalidInputError(f"storage must be 'file' or 'memory', got {self.storage!r}")
+        if self.cache_size < 1:
+            raise InvalidInputError("cache_size must be >= 1")
+        if not 1 <= self.page_size <= 1000:
+            raise InvalidInputError("page_size must be 1..1000")
+        if self.timeout <= 0:
+            raise InvalidInputError("timeout must be > 0")
+        if self.publish_retries < 0:
+            raise InvalidInputError("publish_retries must be >= 0")
+        if self.max_event_size < 64:
+            raise InvalidInputError("max_event_size must be >= 64 bytes")
+        validate_subject_prefix(self.subject_prefix)

@@ -1,0 +1,5 @@
+"""Test support: real nats-server processes, pytest fixtures and the store conformance suite."""
+
+from aether.testing.server import NatsCluster, NatsServer, find_nats_server
+
+__all__ = ["NatsCluster", "NatsServer", "find_nats_server"]
