@@ -8,6 +8,7 @@ Every nats-py error is translated into an :class:`~aether.errors.AetherError` he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,6 @@ from nats.aio.msg import Msg
 from aether.errors import (
     AetherError,
     AetherTimeoutError,
-    NatsConnectionError,
     PermissionDeniedError,
     StoreError,
     StoreUnavailableError,
@@ -242,10 +242,8 @@ class JsApi:
         """Unsubscribe the reply inbox (the connection itself is left open)."""
         sub, self._sub = self._sub, None
         if sub is not None and not self.nc.is_closed:
-            try:
+            with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-            except Exception:  # noqa: S110 - best effort on shutdown
-                pass
 
 
 class JetStreamApiError(StoreError):

@@ -227,10 +227,8 @@ class JetStreamEventStore:
         if latest.version < last.version:
             return False
         if latest.version == last.version:
-            if latest.event_id != last.id:
-                return False
-            if first is last:
-                return True
+            # the last id is unique to this call, and batches are atomic: it is ours
+            return latest.event_id == last.id
         if expected_seq is None:
             return False
         stored = await self._event_after(actor_id, subject, expected_seq)

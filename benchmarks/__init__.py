@@ -1,0 +1,1 @@
+"""Aether benchmarks: each measures Aether and a raw baseline in the same run (``make bench``)."""

@@ -1,0 +1,1 @@
+"""Shared fixtures: the aether.testing plugin is loaded via pytest addopts."""
