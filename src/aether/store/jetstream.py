@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 
 from aether._ids import new_id
 from aether._nats import (
+    ERR_BATCH_DUPLICATE_MSG_ID,
     ERR_MESSAGE_TOO_LARGE,
     ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
@@ -313,10 +314,13 @@ class JetStreamEventStore:
     async def _handle_ack_error(self, ack: PubAck, first: Event, last: Event, subject: str,
                                 expected_seq: int) -> None:
         assert ack.error is not None
-        if ack.error.err_code == ERR_WRONG_LAST_SEQUENCE:
+        code = ack.error.err_code
+        if code in (ERR_WRONG_LAST_SEQUENCE, ERR_BATCH_DUPLICATE_MSG_ID):
+            # a stale version, or (cluster: de-duplication first) a retried batch already stored
             latest = await self._fetch_latest(first.actor_id, subject)
-            await self._resolve_mismatch(first, last, subject, expected_seq, latest)
-            return
+            if code == ERR_WRONG_LAST_SEQUENCE or latest.version + 1 != first.version:
+                await self._resolve_mismatch(first, last, subject, expected_seq, latest)
+                return
         if ack.error.err_code == ERR_MESSAGE_TOO_LARGE:
             raise EventTooLargeError(first.actor_id, -1, self._max_event_size)
         raise api_error(ack.error, f"appending to {first.actor_id!r}")

@@ -1,0 +1,198 @@
+"""JetStream-specific store behaviour against a real nats-server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+
+from aether import ActorSnapshot, Event
+from aether.errors import (
+    AetherError,
+    CorruptEventError,
+    EventTooLargeError,
+    InvalidInputError,
+    InvalidNameError,
+    StoreError,
+    VersionConflictError,
+)
+from aether.store import JetStreamEventStore, JetStreamOptions
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_namespaces_are_isolated(nc: Any, unique_name: str) -> None:
+    a = await JetStreamEventStore.create(nc, unique_name, namespace="tenant-a")
+    b = await JetStreamEventStore.create(nc, unique_name, namespace="tenant-b")
+    assert a.stream != b.stream
+    await a.save_event(Event("E", "acc", 1, {"tenant": "a"}))
+    assert await b.get_latest_version("acc") == 0
+    assert await b.get_events("acc") == []
+    await b.save_event(Event("E", "acc", 1, {"tenant": "b"}))
+    assert [e.data["tenant"] for e in await a.get_events("acc")] == ["a"]
+    assert [e.data["tenant"] for e in await b.get_events("acc")] == ["b"]
+    assert await a.actor_ids() == ["acc"]
+
+
+async def test_confusable_namespaces_and_ids_never_share_data(nc: Any, unique_name: str) -> None:
+    stores = {ns: await JetStreamEventStore.create(nc, unique_name, namespace=ns)
+              for ns in ("a.b", "a_b", "a-b", "a")}
+    for ns, store in stores.items():
+        for actor in ("a.b", "a_b", "a_2Eb"):
+            await store.save_event(Event("E", actor, 1, {"ns": ns, "actor": actor}))
+    for ns, store in stores.items():
+        for actor in ("a.b", "a_b", "a_2Eb"):
+            events = await store.get_events(actor)
+            assert [(e.data["ns"], e.data["actor"]) for e in events] == [(ns, actor)]
+        assert sorted(await store.actor_ids()) == sorted(["a.b", "a_b", "a_2Eb"])
+
+
+async def test_garbage_message_gives_clear_error_and_spares_other_actors(nc: Any, unique_name: str) -> None:
+    store = await JetStreamEventStore.create(nc, unique_name)
+    await store.save_event(Event("E", "victim", 1))
+    await store.save_event(Event("E", "bystander", 1))
+    js = nc.jetstream()
+    ack = await js.publish(f"aether.{store.stream}.e.victim", b"not an aether event")
+    with pytest.raises(CorruptEventError) as info:
+        await store.get_events("victim")
+    assert info.value.actor_id == "victim" and info.value.sequence == ack.seq
+    assert str(ack.seq) in str(info.value) and "victim" in str(info.value)
+    with pytest.raises(CorruptEventError):
+        await store.get_latest_version("victim")
+    assert [e.version for e in await store.get_events("bystander")] == [1]
+    await store.save_event(Event("E", "bystander", 2))
+    # a well-formed event of another actor published on this actor's subject is also refused
+    from aether.codec import encode_event
+
+    await js.publish(f"aether.{store.stream}.e.other", encode_event(Event("E", "intruder", 1)))
+    with pytest.raises(CorruptEventError, match="intruder"):
+        await store.get_events("other")
+
+
+async def test_oversized_event_rejected_and_nothing_stored(nc: Any, unique_name: str) -> None:
+    store = await JetStreamEventStore.create(nc, unique_name)
+    big = {"blob": "x" * (nc.max_payload + 10)}
+    with pytest.raises(EventTooLargeError) as info:
+        await store.save_event(Event("E", "big", 1, big))
+    assert info.value.size > info.value.limit
+    with pytest.raises(EventTooLargeError):
+        await store.save_events([Event("E", "big", 1), Event("E", "big", 2, big)])
+    assert await store.get_events("big") == []
+    small = await JetStreamEventStore.create(nc, unique_name + "-s", max_event_size=1000)
+    with pytest.raises(EventTooLargeError):
+        await small.save_event(Event("E", "big", 1, {"blob": "x" * 2000}))
+    with pytest.raises(InvalidInputError):
+        await small.save_event(Event("E", "big", 1, {"blob": "x" * 2000}))
+
+
+async def test_unencodable_event_is_input_error(nc: Any, unique_name: str) -> None:
+    store = await JetStreamEventStore.create(nc, unique_name)
+    with pytest.raises(InvalidInputError):
+        await store.save_event(Event("E", "a", 1, {"x": object()}))
+    assert await store.get_events("a") == []
+
+
+async def test_replay_after_snapshot_reads_only_the_tail(nc: Any, nats_url: str, unique_name: str) -> None:
+    writer = await JetStreamEventStore.create(nc, unique_name)
+    await writer.save_events([Event("E", "long", v) for v in range(1, 501)])
+    await writer.save_snapshot(ActorSnapshot("long", 500, {"n": 500}))
+    await writer.save_events([Event("E", "long", v) for v in range(501, 511)])
+    nc2 = await nats.connect(nats_url)
+    try:
+        reader = await JetStreamEventStore.create(nc2, unique_name)  # fresh cache
+        snap = await reader.get_latest_snapshot("long")
+        assert snap is not None and snap.version == 500
+        before = nc2.stats["in_msgs"]
+        tail = await reader.get_events("long", snap.version + 1)
+        received = nc2.stats["in_msgs"] - before
+        assert [e.version for e in tail] == list(range(501, 511))
+        assert received <= len(tail) + 2, f"read {received} messages for a tail of {len(tail)}"
+    finally:
+        await nc2.close()
+
+
+async def test_paged_reads_leave_no_consumer(nc: Any, unique_name: str) -> None:
+    store = await JetStreamEventStore.create(nc, unique_name, page_size=7)
+    await store.save_events([Event("E", "paged", v) for v in range(1, 101)])
+    assert [e.version for e in await store.get_events("paged")] == list(range(1, 101))
+    assert [e.version async for e in store.iter_events("paged", 50)] == list(range(50, 101))
+    info = await store.stream_info()
+    assert info["state"]["consumer_count"] == 0
+
+
+async def test_bounded_cache_stays_correct(nc: Any, unique_name: str) -> None:
+    store = await JetStreamEventStore.create(nc, unique_name, cache_size=8)
+    for round_ in range(1, 4):
+        for i in range(40):
+            await store.save_event(Event("E", f"c{i}", round_))
+    assert len(store._cache) <= 8
+    for i in range(40):
+        assert await store.get_latest_version(f"c{i}") == 3
+
+
+async def test_lost_ack_retry_from_another_instance(nc: Any, nats_url: str, unique_name: str) -> None:
+    """A retry of an event already stored (its ack lost) succeeds without a duplicate."""
+    a = await JetStreamEventStore.create(nc, unique_name)
+    nc2 = await nats.connect(nats_url)
+    try:
+        b = await JetStreamEventStore.create(nc2, unique_name)
+        assert await b.get_latest_version("x") == 0  # b caches version 0
+        event = Event("E", "x", 1)
+        await a.save_event(event)  # "first attempt", whose ack b never saw
+        await b.save_event(event)  # the retry
+        batch = [Event("E", "x", v) for v in (2, 3, 4)]
+        await a.save_events(batch)
+        await b.save_events(batch)
+        with pytest.raises(VersionConflictError):
+            await b.save_events([Event("E", "x", v) for v in (2, 3)])
+        assert [e.version for e in await b.get_events("x")] == [1, 2, 3, 4]
+    finally:
+        await nc2.close()
+
+
+async def test_bad_names_and_options(nc: Any) -> None:
+    with pytest.raises(InvalidNameError):
+        await JetStreamEventStore.create(nc, "bad.name")
+    with pytest.raises(InvalidNameError):
+        await JetStreamEventStore.create(nc, "EV", namespace="tenant*")
+    with pytest.raises(InvalidInputError):
+        JetStreamOptions(replicas=0)
+    with pytest.raises(InvalidInputError):
+        JetStreamOptions(storage="disk")  # type: ignore[arg-type]
+    with pytest.raises(InvalidNameError):
+        JetStreamOptions(subject_prefix="a.>")
+
+
+async def test_incompatible_existing_stream(nc: Any, unique_name: str) -> None:
+    js = nc.jetstream()
+    await js.add_stream(name=unique_name, subjects=[f"other.{unique_name}.>"])
+    with pytest.raises(StoreError, match="does not hold subjects"):
+        await JetStreamEventStore.create(nc, unique_name)
+    with pytest.raises(StoreError, match="does not exist"):
+        await JetStreamEventStore.create(nc, unique_name + "-missing", create_stream=False)
+
+
+async def test_existing_stream_is_upgraded_for_direct_and_atomic(nc: Any, unique_name: str) -> None:
+    js = nc.jetstream()
+    await js.add_stream(name=unique_name, subjects=[f"aether.{unique_name}.>"])
+    store = await JetStreamEventStore.create(nc, unique_name)
+    await store.save_events([Event("E", "u", 1), Event("E", "u", 2)])
+    assert len(await store.get_events("u")) == 2
+
+
+async def test_errors_are_aether_errors(nc: Any, unique_name: str) -> None:
+    store = await JetStreamEventStore.create(nc, unique_name)
+    await nc.close()
+    with pytest.raises(AetherError):
+        await store.save_event(Event("E", "closed", 1))
+    with pytest.raises(AetherError):
+        await store.get_events("closed")
+
+
+def test_options_are_frozen() -> None:
+    options = JetStreamOptions()
+    with pytest.raises(AttributeError):
+        options.replicas = 3  # type: ignore[misc]
+    assert msgspec.json.encode({"ok": True})
