@@ -24,6 +24,7 @@ from aether._nats import (
     ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
     ERR_WRONG_LAST_SEQUENCE,
+    ERR_WRONG_LAST_SEQUENCE_CLUSTERED,
     JetStreamApiError,
     JsApi,
     PubAck,
@@ -48,6 +49,7 @@ __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
 _encode_json = msgspec.json.encode
+_CONFLICT_CODES = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CLUSTERED, ERR_BATCH_DUPLICATE_MSG_ID)
 
 
 class _Entry:
@@ -315,10 +317,10 @@ class JetStreamEventStore:
                                 expected_seq: int) -> None:
         assert ack.error is not None
         code = ack.error.err_code
-        if code in (ERR_WRONG_LAST_SEQUENCE, ERR_BATCH_DUPLICATE_MSG_ID):
+        if code in _CONFLICT_CODES:
             # a stale version, or (cluster: de-duplication first) a retried batch already stored
             latest = await self._fetch_latest(first.actor_id, subject)
-            if code == ERR_WRONG_LAST_SEQUENCE or latest.version + 1 != first.version:
+            if code != ERR_BATCH_DUPLICATE_MSG_ID or latest.version + 1 != first.version:
                 await self._resolve_mismatch(first, last, subject, expected_seq, latest)
                 return
         if ack.error.err_code == ERR_MESSAGE_TOO_LARGE:
@@ -505,7 +507,7 @@ class JetStreamEventStore:
                                       f"saving the snapshot of {actor_id!r}")
             if ack.error is None:
                 break
-            if ack.error.err_code != ERR_WRONG_LAST_SEQUENCE:
+            if ack.error.err_code not in _CONFLICT_CODES:
                 raise api_error(ack.error, f"saving the snapshot of {actor_id!r}")
         else:
             raise StoreError(f"saving the snapshot of {actor_id!r}: too much contention")
