@@ -126,3 +126,29 @@ async def test_r3_stream_leader_killed_during_writes(nats_cluster_factory: Calla
             writers.verify(actor, await store.get_events(actor))
     finally:
         await nc.close()
+
+
+async def test_server_paused_then_resumed(nats_server_factory: Callable[..., NatsServer]) -> None:
+    """SIGSTOP the NATS server for a few seconds during writes: calls time out with an Aether
+    error instead of hanging, and after SIGCONT the writers recover with nothing lost."""
+    server = nats_server_factory()
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    try:
+        store = await _safe_store(nc, "PAUSED", timeout=0.5)
+        actors = [f"acc-{i}" for i in range(4)]
+        writers = _Writers(actors)
+        tasks = [asyncio.create_task(writers.run(store, a)) for a in actors]
+        await wait_for(lambda: len(writers.ack_times) >= 50, timeout=60, message="writes before the pause")
+        await server.pause()
+        paused_at = time.monotonic()
+        await asyncio.sleep(3)  # the fault lasts 3 s; verdicts below do not depend on timing
+        await server.resume()
+        await wait_for(lambda: len([t for t in writers.ack_times if t > paused_at + 3]) >= 50, timeout=60,
+                       message="writes after the resume")
+        writers.stop.set()
+        await asyncio.gather(*tasks)
+        for actor in actors:
+            writers.verify(actor, await store.get_events(actor))
+    finally:
+        await server.resume()
+        await nc.close()

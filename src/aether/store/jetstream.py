@@ -437,11 +437,11 @@ class JetStreamEventStore:
                 yield page
             headers = status_msg.headers or {}
             status = headers.get("Status")
-            if status == "404" or not msgs:
+            if status == "404":
                 break
             if status != "204":
                 raise StoreError(f"{what}: direct get failed: {status} {headers.get('Description', '')}")
-            if headers.get("Nats-Num-Pending", "0") == "0":
+            if not msgs or headers.get("Nats-Num-Pending", "0") == "0":
                 break
             seq = last_seq + 1
         if last_seq:
