@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import nats.errors
@@ -76,6 +77,40 @@ def translate_nats_error(exc: BaseException, what: str) -> AetherError:
     return StoreError(f"{what}: {type(exc).__name__}: {text}")
 
 
+_PERMISSION_PREFIX = "permissions violation for "
+
+
+class _PermissionWatch:
+    """Wraps a client's error callback to turn the server's asynchronous permission violations into
+    immediate :class:`PermissionDeniedError` for the Aether requests they concern."""
+
+    def __init__(self, nc: Client) -> None:
+        self.apis: weakref.WeakSet[JsApi] = weakref.WeakSet()
+        self._original = nc._error_cb
+
+    @classmethod
+    def install(cls, nc: Client) -> _PermissionWatch:
+        watch = getattr(nc, "_aether_permission_watch", None)
+        if watch is None:
+            watch = cls(nc)
+            nc._error_cb = watch
+            nc._aether_permission_watch = watch  # type: ignore[attr-defined]
+        return cast(_PermissionWatch, watch)
+
+    async def __call__(self, err: Exception) -> None:
+        text = str(err)
+        lowered = text.lower()
+        at = lowered.find(_PERMISSION_PREFIX)
+        if at >= 0:
+            rest = text[at + len(_PERMISSION_PREFIX):]
+            kind, _, subject = rest.partition(" to ")
+            subject = subject.strip().strip('"')
+            for api in list(self.apis):
+                api._denied(kind.strip().lower(), subject, text)
+        if self._original is not None:
+            await self._original(err)
+
+
 class _Collector:
     """Gathers the replies of a multi-message request until an end-of-batch status."""
 
@@ -103,6 +138,8 @@ class JsApi:
         self._prefix_len = 0
         self._sub: Any = None
         self._waiting: dict[str, asyncio.Future[Msg] | _Collector] = {}
+        self._subjects: dict[str, str] = {}
+        self._refused: str | None = None
         self._counter = 0
         self._lock = asyncio.Lock()
 
@@ -113,6 +150,7 @@ class JsApi:
             if self._sub is not None:
                 return
             prefix = f"{self.nc._inbox_prefix.decode()}.{secrets.token_hex(8)}."
+            _PermissionWatch.install(self.nc).apis.add(self)
             try:
                 self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
             except Exception as exc:
@@ -135,6 +173,24 @@ class JsApi:
         elif not waiter.done():
             waiter.set_result(msg)
 
+    def _denied(self, kind: str, subject: str, text: str) -> None:
+        """Fail the pending requests a permission violation concerns (called by _PermissionWatch)."""
+        # nats-py lower-cases the server's message, so subjects are compared case-insensitively
+        subject = subject.lower()
+        if kind.startswith("subscription") and subject.startswith(self._prefix[:-1].lower()):
+            self._refused = text
+            targets = list(self._waiting)
+        else:
+            targets = [t for t, s in self._subjects.items() if s.lower() == subject]
+        for token in targets:
+            waiter = self._waiting.get(token)
+            error = PermissionDeniedError(f"the NATS server refused: {text}")
+            if isinstance(waiter, _Collector):
+                if not waiter.done.done():
+                    waiter.done.set_exception(error)
+            elif waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+
     def check_connected(self, what: str) -> None:
         """Raise StoreUnavailableError at once when the connection is not up."""
         nc = self.nc
@@ -154,11 +210,14 @@ class JsApi:
         if self._sub is None:
             await self._ensure_sub()
         self.check_connected(what)
+        if self._refused is not None:
+            raise PermissionDeniedError(f"{what}: the NATS server refused the reply subscription: {self._refused}")
         self._counter += 1
         token = f"{self._counter:x}"
         future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         waiting = self._waiting
         waiting[token] = future
+        self._subjects[token] = subject
         try:
             await self.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
@@ -169,6 +228,7 @@ class JsApi:
             raise translate_nats_error(exc, what) from exc
         finally:
             del waiting[token]
+            del self._subjects[token]
         hdrs = msg.headers
         if hdrs and hdrs.get("Status") == "503":
             raise StoreError(f"{what}: no responders on {subject!r} (JetStream disabled or stream missing)")
@@ -186,10 +246,13 @@ class JsApi:
         if self._sub is None:
             await self._ensure_sub()
         self.check_connected(what)
+        if self._refused is not None:
+            raise PermissionDeniedError(f"{what}: the NATS server refused the reply subscription: {self._refused}")
         self._counter += 1
         token = f"{self._counter:x}"
         collector = _Collector()
         self._waiting[token] = collector
+        self._subjects[token] = subject
         try:
             await self.nc.publish(subject, payload, reply=self._prefix + token)
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
@@ -200,6 +263,7 @@ class JsApi:
             raise translate_nats_error(exc, what) from exc
         finally:
             del self._waiting[token]
+            del self._subjects[token]
         return collector.msgs
 
     async def publish_acked(self, subject: str, payload: bytes, headers: dict[str, str], *,
