@@ -1,5 +1,6 @@
 """Aether: distributed event-sourcing primitives for Python, powered by NATS JetStream."""
 
+from aether.bus import EventBroadcaster, EventBus, NATSEventBus, Subscription
 from aether.errors import (
     AetherError,
     AetherTimeoutError,
@@ -32,6 +33,8 @@ __all__ = [
     "ClusterError",
     "CorruptEventError",
     "Event",
+    "EventBroadcaster",
+    "EventBus",
     "EventStore",
     "EventTooLargeError",
     "FencedError",
@@ -39,6 +42,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidNameError",
     "InvalidVersionError",
+    "NATSEventBus",
     "NatsConnectionError",
     "NatsServerError",
     "NotOwnerError",
@@ -46,6 +50,7 @@ __all__ = [
     "SnapshotStore",
     "StoreError",
     "StoreUnavailableError",
+    "Subscription",
     "VersionConflictError",
     "__version__",
 ]

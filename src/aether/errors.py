@@ -17,9 +17,11 @@ translated at the boundary (the original is kept as ``__cause__``)::
     ├── AetherTimeoutError (+TimeoutError)  an operation did not finish in time
     ├── PermissionDeniedError       the server refused the operation for lack of permissions
     ├── BusClosedError              publish or subscribe on a closed bus
+    ├── MetricsUnavailableError (+ImportError)  metrics asked for, prometheus-client not installed
     ├── ClusterError                cluster-level failures (not leader, not owner, routing)
     │   ├── NotOwnerError           this node does not own the actor's shard
-    │   └── FencedError             acting with a lease/term that is no longer valid
+    │   ├── FencedError             acting with a lease/term that is no longer valid
+    │   └── RequestFailedError      the owning node's handler raised (or has no handler)
     └── NatsServerError             the embedded nats-server could not start or stopped
 """
 
@@ -37,10 +39,12 @@ __all__ = [
     "InvalidInputError",
     "InvalidNameError",
     "InvalidVersionError",
+    "MetricsUnavailableError",
     "NatsConnectionError",
     "NatsServerError",
     "NotOwnerError",
     "PermissionDeniedError",
+    "RequestFailedError",
     "StoreError",
     "StoreUnavailableError",
     "VersionConflictError",
@@ -148,6 +152,13 @@ class BusClosedError(AetherError):
     """The event bus has been closed."""
 
 
+class MetricsUnavailableError(AetherError, ImportError):
+    """Metrics were asked for but the optional ``prometheus-client`` package is not installed.
+
+    Install it with ``pip install 'aether-nats[metrics]'``; everything else works without it.
+    """
+
+
 class ClusterError(AetherError):
     """A cluster operation failed."""
 
@@ -158,6 +169,20 @@ class NotOwnerError(ClusterError):
 
 class FencedError(ClusterError):
     """An action was attempted with a lease or term that is no longer valid."""
+
+
+class RequestFailedError(ClusterError):
+    """A cluster request reached the owning node, whose handler raised (or which has no handler).
+
+    Not retried: the request may have had effects. Attributes: ``actor_id``, ``node_id`` (the
+    node that answered), ``error_type`` (the remote exception's class name, ``""`` if none).
+    """
+
+    def __init__(self, message: str, *, actor_id: str = "", node_id: str = "", error_type: str = "") -> None:
+        self.actor_id = actor_id
+        self.node_id = node_id
+        self.error_type = error_type
+        super().__init__(message)
 
 
 class NatsServerError(AetherError):

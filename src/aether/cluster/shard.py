@@ -1,0 +1,182 @@
+"""ShardManager: actors → shards (stable hash), shards → nodes (ring placement, versioned map).
+
+* ``shard_for(actor_id)`` = 64-bit BLAKE2b of the id modulo ``shard_count``: the same in every
+  process, so any node (or client) finds an actor's shard without asking anyone.
+* The leader places each shard on ``ring.get_node("shard-<n>")`` over the live members
+  (weights respected). Consistent hashing moves only the shards whose ring owner changed.
+* :meth:`ShardManager.next_map` turns the current map and the live members into the next map:
+
+  - a shard whose owner is gone (failed, left, or restarted as a new incarnation) is given to
+    its ring target at once — its old owner has provably stopped (see ``discovery.py``);
+  - a shard whose live owner is no longer its target starts a *handoff*: the owner keeps it
+    but stops serving it, finishes in-flight work, and acknowledges by publishing
+    ``applied_map >= since``; only the next map gives the shard to the target;
+  - at most ``max_moves_per_round`` handoffs run at once (joins move shards gradually,
+    never all at once).
+
+It is pure logic (no I/O): :class:`~aether.cluster.ClusterManager` publishes the maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aether.cluster.hashring import DEFAULT_VIRTUAL_NODES, ConsistentHashRing, stable_hash
+from aether.cluster.types import Handoff, NodeInfo, ShardMap
+from aether.errors import InvalidInputError
+from aether.names import validate_actor_id
+
+__all__ = ["DEFAULT_SHARD_COUNT", "ShardManager"]
+
+DEFAULT_SHARD_COUNT = 64
+
+
+class ShardManager:
+    """Shard placement and the versioned shard map.
+
+    Args:
+        shard_count: number of shards (fixed for the life of a cluster; 1..65536).
+        virtual_nodes: ring points per unit of node weight.
+        max_moves_per_round: how many shards may be in handoff at once.
+
+    Raises:
+        InvalidInputError: a value out of range.
+    """
+
+    def __init__(self, shard_count: int = DEFAULT_SHARD_COUNT, *, virtual_nodes: int = DEFAULT_VIRTUAL_NODES,
+                 max_moves_per_round: int = 8) -> None:
+        if not isinstance(shard_count, int) or not 1 <= shard_count <= 65536:
+            raise InvalidInputError(f"shard_count must be an int in 1..65536, got {shard_count!r}")
+        if not isinstance(max_moves_per_round, int) or max_moves_per_round < 1:
+            raise InvalidInputError(f"max_moves_per_round must be an int >= 1, got {max_moves_per_round!r}")
+        self.shard_count = shard_count
+        self.max_moves_per_round = max_moves_per_round
+        self._ring = ConsistentHashRing(virtual_nodes)
+        self._ring_keys = [f"shard-{s}".encode() for s in range(shard_count)]
+        self._targets: list[str] = [""] * shard_count
+        self._map: ShardMap | None = None
+        self._last_moves = 0
+
+    # ---- actors → shards ------------------------------------------------------------------------
+    def shard_for(self, actor_id: str) -> int:
+        """The shard of ``actor_id`` (stable across processes and machines).
+
+        Raises:
+            InvalidNameError: ``actor_id`` is not a valid actor id.
+        """
+        return stable_hash(validate_actor_id(actor_id)) % self.shard_count
+
+    # ---- the current map ---------------------------------------------------------------------------
+    @property
+    def shard_map(self) -> ShardMap | None:
+        """The newest map applied (``None`` before the first)."""
+        return self._map
+
+    @property
+    def version(self) -> int:
+        """The version of the current map (0 before the first)."""
+        return self._map.version if self._map is not None else 0
+
+    def apply(self, shard_map: ShardMap) -> bool:
+        """Adopt ``shard_map`` if it is newer than the current one; return whether it was.
+
+        Raises:
+            InvalidInputError: the map is for a different shard count.
+        """
+        if shard_map.shard_count != self.shard_count or len(shard_map.owners) != self.shard_count:
+            raise InvalidInputError(f"shard map has {shard_map.shard_count} shards; this cluster uses "
+                                    f"{self.shard_count}")
+        if self._map is not None and shard_map.version <= self._map.version:
+            return False
+        self._map = shard_map
+        return True
+
+    def owner_of_shard(self, shard: int) -> str | None:
+        """The node serving ``shard`` under the current map (``None``: unassigned or moving)."""
+        return self._map.owner(shard) if self._map is not None else None
+
+    def owner_of(self, actor_id: str) -> str | None:
+        """The node serving ``actor_id`` under the current map."""
+        return self.owner_of_shard(self.shard_for(actor_id))
+
+    def shards_of(self, node_id: str) -> frozenset[int]:
+        """Shards ``node_id`` serves under the current map."""
+        return self._map.shards_of(node_id) if self._map is not None else frozenset()
+
+    # ---- placement ---------------------------------------------------------------------------------
+    def placement(self, nodes: Mapping[str, int]) -> list[str]:
+        """The ring's target node per shard for ``{node_id: weight}`` (``""`` when no nodes)."""
+        if nodes != self._ring.nodes:
+            self._ring.set_nodes(dict(nodes))
+            get = self._ring.get_node
+            self._targets = [get(key) or "" for key in self._ring_keys]
+        return list(self._targets)
+
+    def next_map(self, current: ShardMap | None, live: Mapping[str, NodeInfo], term: int) -> ShardMap | None:
+        """The map that should follow ``current`` given the ``live`` members; ``None`` if unchanged.
+
+        ``live`` maps node id → :class:`NodeInfo` of members that may own shards (status ``up``).
+        Members that are leaving keep the shards they own until they release them, but get none.
+        """
+        n = self.shard_count
+        targets = self.placement({nid: max(1, info.weight) for nid, info in live.items() if info.status == "up"})
+        owners = list(current.owners) if current is not None else [""] * n
+        handoffs = dict(current.handoffs) if current is not None else {}
+        known = current.members if current is not None else {}
+        version = (current.version if current is not None else 0) + 1
+
+        def alive(node: str) -> bool:
+            info = live.get(node)
+            return info is not None and known.get(node) == info.incarnation
+
+        moved = 0
+        candidates: list[int] = []
+        for s in range(n):
+            owner = owners[s]
+            target = targets[s]
+            handoff = handoffs.get(s)
+            if handoff is not None:
+                if not alive(owner):
+                    owners[s] = target
+                    del handoffs[s]
+                    moved += 1
+                elif live[owner].applied_map >= handoff.since:
+                    owners[s] = target  # released: the target acquires (or the owner again, if it is the target)
+                    del handoffs[s]
+                elif target == owner:
+                    pass  # the owner is its target again: let the release finish, then it gets it back
+                elif target and handoff.target != target:
+                    handoffs[s] = Handoff(target, handoff.since)
+                continue
+            if not owner or not alive(owner):
+                if owner != target:
+                    owners[s] = target
+                    if owner:
+                        moved += 1
+            elif target and owner != target:
+                candidates.append(s)
+        budget = self.max_moves_per_round - len(handoffs)
+        for s in candidates[:max(0, budget)]:
+            handoffs[s] = Handoff(targets[s], version)
+            moved += 1
+        members = {nid: info.incarnation for nid, info in live.items()}
+        owners_t = tuple(owners)
+        if current is not None and owners_t == current.owners and handoffs == current.handoffs \
+                and members == current.members:
+            return None
+        self._last_moves = moved
+        return ShardMap(version=version, term=term, shard_count=n, owners=owners_t, members=members,
+                        handoffs=handoffs)
+
+    @property
+    def last_moves(self) -> int:
+        """Shards moved (reassigned or put in handoff) by the last map :meth:`next_map` returned."""
+        return self._last_moves
+
+    @staticmethod
+    def moves_between(old: ShardMap | None, new: ShardMap) -> int:
+        """Shards whose owner changed from a node to another, or that entered a handoff."""
+        if old is None:
+            return 0
+        changed = sum(1 for a, b in zip(old.owners, new.owners, strict=True) if a and a != b)
+        return changed + sum(1 for s in new.handoffs if s not in old.handoffs)

@@ -1,0 +1,31 @@
+"""Prometheus metrics for Aether (optional extra: ``pip install 'aether-nats[metrics]'``).
+
+* :class:`StoreMetrics` — a :class:`~aether.store.observer.StoreObserver`: pass it as
+  ``observer=`` to the stores.
+* :class:`BusMetrics` — a collector reading the buses' counters at scrape time: pass it as
+  ``metrics=`` to :class:`~aether.bus.EventBus` / :class:`~aether.bus.NATSEventBus`.
+* :func:`start_metrics_server` — serves ``/metrics`` over HTTP.
+
+Every class takes an optional ``prometheus_client.CollectorRegistry`` (default: the global
+registry). Importing this package never needs ``prometheus-client``; creating a metrics object
+without it raises :class:`~aether.errors.MetricsUnavailableError`, and the rest of Aether works
+without metrics. Metric names and labels are listed in ``docs/metrics.md``.
+"""
+
+from aether.errors import MetricsUnavailableError
+
+from ._prometheus import metrics_available
+from .bus import BUS_METRICS, BusMetrics
+from .http import MetricsServer, start_metrics_server
+from .store import DEFAULT_LATENCY_BUCKETS, StoreMetrics
+
+__all__ = [
+    "BUS_METRICS",
+    "DEFAULT_LATENCY_BUCKETS",
+    "BusMetrics",
+    "MetricsServer",
+    "MetricsUnavailableError",
+    "StoreMetrics",
+    "metrics_available",
+    "start_metrics_server",
+]

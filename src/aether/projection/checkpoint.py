@@ -1,0 +1,105 @@
+"""Durable positions: one checkpoint per projection in a JetStream KV bucket."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from aether._nats import translate_nats_error
+from aether.errors import CorruptEventError, StoreError
+from aether.event import utc_now
+from aether.names import encode_token
+from aether.projection._kv import open_bucket
+
+__all__ = ["Checkpoint", "CheckpointStore", "checkpoint_key"]
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    """A saved position: every message of the stream up to ``position`` has been handled.
+
+    Attributes:
+        position: the stream sequence handled last (0 = nothing yet).
+        node: the node that saved it.
+        term: the lease revision of that node (0 outside cluster mode).
+        updated: when it was saved (UTC).
+    """
+
+    position: int
+    node: str = ""
+    term: int = 0
+    updated: datetime = msgspec.field(default_factory=utc_now)
+
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.Decoder(Checkpoint).decode
+
+
+def checkpoint_key(stream: str, projection: str) -> str:
+    """The KV key of a projection over a stream (injective: both parts are encoded tokens)."""
+    return f"{stream}.{encode_token(projection)}"
+
+
+class CheckpointStore:
+    """Loads and saves checkpoints in a KV bucket (created on :meth:`open` when missing).
+
+    Args:
+        nc: a connected nats-py client (not owned).
+        bucket: the bucket name.
+        replicas: replicas of the bucket when it is created.
+    """
+
+    def __init__(self, nc: Client, bucket: str = "aether-projections", *, replicas: int = 1) -> None:
+        self._nc = nc
+        self.bucket = bucket
+        self._replicas = replicas
+        self._kv: KeyValue | None = None
+
+    async def open(self) -> None:
+        """Open or create the bucket.
+
+        Raises:
+            StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
+        """
+        if self._kv is None:
+            self._kv = await open_bucket(self._nc, self.bucket, replicas=self._replicas,
+                                         description="Aether projection checkpoints")
+
+    def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            raise StoreError("CheckpointStore.open() was not called")
+        return self._kv
+
+    async def load(self, key: str) -> Checkpoint | None:
+        """The checkpoint under ``key``, or ``None``.
+
+        Raises:
+            CorruptEventError: the stored value is not a checkpoint.
+            StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
+        """
+        try:
+            entry = await self._bucket().get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except Exception as exc:
+            raise translate_nats_error(exc, f"loading checkpoint {key!r}") from exc
+        if not entry.value:
+            return None
+        try:
+            return _decode(entry.value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise CorruptEventError(f"checkpoint {key!r} is unreadable: {exc}") from None
+
+    async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` under ``key``.
+
+        Raises:
+            StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
+        """
+        try:
+            await self._bucket().put(key, _encode(checkpoint))
+        except Exception as exc:
+            raise translate_nats_error(exc, f"saving checkpoint {key!r}") from exc

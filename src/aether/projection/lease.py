@@ -1,0 +1,144 @@
+"""A lease in JetStream KV that lets exactly one node run a named projection.
+
+The bucket has ``history=1`` and a max age equal to the lease TTL: ``create()`` acquires (it
+fails while someone holds the key), ``update(last=revision)`` renews (it fails once the lease
+expired or someone else took it) and the server drops a lease that was not renewed within the
+TTL. The holder keeps a *local* deadline, measured from before it sent the acquiring or
+renewing write; the server's expiry is always later, so a holder that cannot renew stops
+acting before anyone else can acquire. The revision that acquired the lease is the fencing
+token (:attr:`ProjectionLease.term`); it increases with every new holder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from aether._nats import translate_nats_error
+from aether.errors import AetherError, InvalidInputError, StoreError
+from aether.projection._kv import open_bucket
+
+__all__ = ["ProjectionLease"]
+
+
+class ProjectionLease:
+    """One node's handle on a lease key.
+
+    Args:
+        nc: a connected nats-py client (not owned).
+        bucket: the KV bucket (its max age becomes ``ttl``).
+        key: the lease key (one per projection and stream).
+        node_id: this node's id, stored as the lease's value.
+        ttl: lease duration in whole seconds.
+        replicas: bucket replicas when it is created.
+    """
+
+    def __init__(self, nc: Client, *, bucket: str, key: str, node_id: str, ttl: int, replicas: int = 1) -> None:
+        if not node_id:
+            raise InvalidInputError("node_id must not be empty")
+        self._nc = nc
+        self.bucket = bucket
+        self.key = key
+        self.node_id = node_id
+        self.ttl = ttl
+        self._replicas = replicas
+        self._kv: KeyValue | None = None
+        self._revision = 0
+        self.term = 0
+        self.deadline = 0.0
+
+    async def open(self) -> None:
+        """Open or create the bucket.
+
+        Raises:
+            StoreError: the bucket exists with another max age.
+            StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
+        """
+        if self._kv is None:
+            self._kv = await open_bucket(self._nc, self.bucket, replicas=self._replicas, ttl=self.ttl,
+                                         description="Aether projection leases")
+
+    def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            raise StoreError("ProjectionLease.open() was not called")
+        return self._kv
+
+    def _safe_ttl(self) -> float:
+        # the server expires the lease ttl seconds after it stored the write, which is after
+        # ``sent``; keeping a margin on top makes the holder stop well before anyone can acquire
+        return self.ttl - min(0.5, self.ttl * 0.1)
+
+    @property
+    def held(self) -> bool:
+        """Whether this node holds the lease and its local deadline has not passed."""
+        return self._revision != 0 and asyncio.get_running_loop().time() < self.deadline
+
+    def forget(self) -> None:
+        """Consider the lease lost (after the deadline passed or a renewal was refused)."""
+        self._revision = 0
+
+    async def try_acquire(self) -> bool:
+        """Take the lease if nobody holds it.
+
+        Raises:
+            StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
+        """
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        try:
+            revision = await self._bucket().create(self.key, self.node_id.encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except Exception as exc:
+            raise translate_nats_error(exc, f"acquiring lease {self.key!r}") from exc
+        self._revision = self.term = revision
+        self.deadline = sent + self._safe_ttl()
+        return True
+
+    async def renew(self) -> bool:
+        """Extend the lease; ``False`` when it was lost (expired on the server or taken over).
+
+        Raises:
+            StoreError / StoreUnavailableError / AetherTimeoutError: server trouble (the lease
+                may still be held until :attr:`deadline`).
+        """
+        if not self._revision:
+            return False
+        sent = asyncio.get_running_loop().time()
+        try:
+            revision = await self._bucket().update(self.key, self.node_id.encode(), last=self._revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            self._revision = 0
+            return False
+        except Exception as exc:
+            raise translate_nats_error(exc, f"renewing lease {self.key!r}") from exc
+        self._revision = revision
+        self.deadline = sent + self._safe_ttl()
+        return True
+
+    async def release(self) -> None:
+        """Give the lease up at once so another node can take over without waiting for expiry."""
+        revision, self._revision = self._revision, 0
+        if revision and self._kv is not None:
+            with contextlib.suppress(Exception):
+                await self._kv.delete(self.key, last=revision)
+
+    async def holder(self) -> str | None:
+        """The node currently holding the lease according to the server, or ``None``.
+
+        Raises:
+            StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
+        """
+        try:
+            entry = await self._bucket().get(self.key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except AetherError:
+            raise
+        except Exception as exc:
+            raise translate_nats_error(exc, f"reading lease {self.key!r}") from exc
+        return entry.value.decode(errors="replace") if entry.value else None

@@ -1,0 +1,172 @@
+"""Catch-up subscriptions: everything stored in a namespace's stream, then live events, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from types import TracebackType
+
+from nats.aio.client import Client
+
+from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
+from aether.errors import InvalidInputError, StoreError
+from aether.names import encode_token
+from aether.projection._consumer import OrderedConsumer, head_sequence
+from aether.projection._decode import decode_stored
+from aether.projection.source import EventSource, StoredEvent
+
+__all__ = ["CatchUpSubscription"]
+
+
+class CatchUpSubscription:
+    """An async iterator of :class:`StoredEvent` over one namespace's stream.
+
+    It yields every event stored after position ``after`` (0 = from the beginning) in stream
+    order, then keeps yielding events as they are appended: the switch from stored to live
+    events is seamless (one server-side consumer delivers both; nothing is missed or
+    repeated). Events of one actor come in version order. Snapshots are never delivered.
+
+    A message in the stream that is not an Aether event makes ``__anext__`` raise
+    :class:`~aether.errors.CorruptEventError` (naming its stream and sequence); the
+    subscription has moved past it, so iterating again continues with the next event.
+
+    The subscription keeps no state on the server beyond its lifetime and remembers nothing:
+    for a durable, named position use :class:`~aether.projection.ProjectionRunner`.
+
+    Args:
+        nc: a connected nats-py client (not owned).
+        source: the stream to read (:class:`EventSource`).
+        after: start after this stream sequence (a saved :attr:`position`).
+        event_types: deliver only events of these types (the position still moves past others).
+        actor_prefix: deliver only events of actors whose id starts with this.
+        heartbeat: the server-side consumer's idle heartbeat in seconds.
+        timeout: seconds to wait for any single server reply.
+
+    Raises:
+        InvalidInputError: ``after < 0``, an empty ``actor_prefix`` or bad numbers.
+    """
+
+    def __init__(self, nc: Client, source: EventSource, *, after: int = 0, event_types: Iterable[str] | None = None,
+                 actor_prefix: str | None = None, heartbeat: float = 2.0, timeout: float = 5.0) -> None:
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidInputError("after must be an int >= 0")
+        if actor_prefix is not None and (not isinstance(actor_prefix, str) or not actor_prefix):
+            raise InvalidInputError("actor_prefix must be a non-empty str or None")
+        if not 0.1 <= heartbeat <= 60:
+            raise InvalidInputError("heartbeat must be between 0.1 and 60 seconds")
+        self.source = source
+        self._nc = nc
+        self._api = JsApi(nc, timeout=timeout)
+        self._types = frozenset(event_types) if event_types is not None else None
+        self._subject_filter = source.event_prefix + encode_token(actor_prefix) if actor_prefix else None
+        self._prefix_len = len(source.event_prefix)
+        self._consumer = OrderedConsumer(nc, self._api, source.stream, source.event_filter, start_after=after,
+                                         heartbeat=heartbeat)
+        self._position = after
+        self._lag = 0
+        self._started = False
+        self._closed = False
+        self._cleanup: asyncio.Task[None] | None = None
+
+    @property
+    def position(self) -> int:
+        """The stream sequence of the last message consumed (delivered or passed over)."""
+        return self._position
+
+    @property
+    def lag(self) -> int:
+        """Matching messages stored after :attr:`position` (as last reported by the server)."""
+        return self._lag
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    async def start(self) -> None:
+        """Create the server-side consumer (done by ``async with`` or the first ``__anext__``).
+
+        Raises:
+            StoreError: the stream does not exist.
+            StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
+        """
+        if self._started or self._closed:
+            return
+        try:
+            await self._consumer.start()
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                raise StoreError(f"stream {self.source.stream!r} does not exist") from exc
+            raise
+        self._started = True
+
+    async def head(self) -> int:
+        """The stream sequence of the newest event stored now (0 if none).
+
+        Raises:
+            StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
+        """
+        return await head_sequence(self._api, self.source.stream, self.source.event_filter)
+
+    def __aiter__(self) -> CatchUpSubscription:
+        return self
+
+    async def __anext__(self) -> StoredEvent:
+        if not self._started:
+            if self._closed:
+                raise StopAsyncIteration
+            await self.start()
+        consumer = self._consumer
+        buffer = consumer.buffer
+        popleft = buffer.popleft
+        types = self._types
+        subject_filter = self._subject_filter
+        stream = self.source.stream
+        prefix_len = self._prefix_len
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if not buffer:
+                await consumer.wait()
+                continue
+            msg, seq, pending = popleft()
+            if not seq:
+                await consumer.respond(msg)
+                continue
+            self._position = seq
+            self._lag = pending
+            subject = msg.subject
+            if subject_filter is not None and not subject.startswith(subject_filter):
+                continue
+            event = decode_stored(msg.data, subject, seq, stream, prefix_len)
+            if types is not None and event.event_type not in types:
+                continue
+            return StoredEvent(event, seq)
+
+    def close(self) -> None:
+        """End the iteration (synchronous, idempotent); server-side cleanup runs in the background."""
+        if self._closed:
+            return
+        self._closed = True
+        self._consumer.close()
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to clean up asynchronously
+            self._cleanup = asyncio.get_running_loop().create_task(self._aclose_resources())
+
+    async def _aclose_resources(self) -> None:
+        await self._consumer.aclose()
+        await self._api.aclose()
+
+    async def aclose(self) -> None:
+        """Close and wait until the server-side consumer and subscriptions are gone."""
+        self.close()
+        if self._cleanup is not None:
+            await self._cleanup
+
+    async def __aenter__(self) -> CatchUpSubscription:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
