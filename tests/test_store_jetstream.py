@@ -196,3 +196,15 @@ def test_options_are_frozen() -> None:
     with pytest.raises(AttributeError):
         options.replicas = 3  # type: ignore[misc]
     assert msgspec.json.encode({"ok": True})
+
+
+async def test_history_larger_than_one_server_batch_is_read_whole(nc: Any, unique_name: str) -> None:
+    """The server cuts a direct-get batch at about 64 MiB; the reader must page on, never truncate."""
+    store = await JetStreamEventStore.create(nc, unique_name, storage="memory", page_size=200)
+    blob = "x" * 500_000
+    for start in range(1, 151, 10):
+        await store.save_events([Event("E", "huge", v, {"blob": blob}) for v in range(start, start + 10)])
+    versions = [e.version async for e in store.iter_events("huge")]
+    assert versions == list(range(1, 151))
+    info = await store.stream_info()
+    assert info["state"]["bytes"] > 64 * 1024 * 1024

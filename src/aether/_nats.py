@@ -78,6 +78,7 @@ def translate_nats_error(exc: BaseException, what: str) -> AetherError:
 
 
 _PERMISSION_PREFIX = "permissions violation for "
+_SWEEP_INTERVAL = 0.05
 
 
 class _PermissionWatch:
@@ -140,6 +141,8 @@ class JsApi:
         self._waiting: dict[str, asyncio.Future[Msg] | _Collector] = {}
         self._subjects: dict[str, str] = {}
         self._refused: str | None = None
+        self._deadlines: dict[str, tuple[float, str]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._counter = 0
         self._lock = asyncio.Lock()
 
@@ -191,6 +194,34 @@ class JsApi:
             elif waiter is not None and not waiter.done():
                 waiter.set_exception(error)
 
+    def _arm(self, token: str, timeout: float | None, what: str) -> None:
+        """Give a request its deadline; one sweeper task per JsApi fails expired requests.
+
+        Cheaper than an ``asyncio.timeout`` per request (a timer-heap entry each); timeouts fire at
+        most ``_SWEEP_INTERVAL`` late.
+        """
+        loop = asyncio.get_running_loop()
+        self._deadlines[token] = (loop.time() + (self.timeout if timeout is None else timeout), what)
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Fail the requests that are past their deadline; ends when nothing is in flight."""
+        loop = asyncio.get_running_loop()
+        deadlines, waiting = self._deadlines, self._waiting
+        try:
+            while deadlines:
+                await asyncio.sleep(_SWEEP_INTERVAL)
+                now = loop.time()
+                for token in [t for t, (deadline, _) in deadlines.items() if deadline <= now]:
+                    _, what = deadlines.pop(token)
+                    waiter = waiting.get(token)
+                    future = waiter.done if isinstance(waiter, _Collector) else waiter
+                    if future is not None and not future.done():
+                        future.set_exception(AetherTimeoutError(f"{what}: no reply from NATS in time"))
+        finally:
+            self._sweeper = None
+
     def check_connected(self, what: str) -> None:
         """Raise StoreUnavailableError at once when the connection is not up."""
         nc = self.nc
@@ -219,9 +250,9 @@ class JsApi:
         waiting[token] = future
         self._subjects[token] = subject
         try:
+            self._arm(token, timeout, what)
             await self.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
-            async with asyncio.timeout(self.timeout if timeout is None else timeout):
-                msg = await future
+            msg = await future
         except (asyncio.CancelledError, AetherError):
             raise
         except Exception as exc:
@@ -229,6 +260,7 @@ class JsApi:
         finally:
             del waiting[token]
             del self._subjects[token]
+            self._deadlines.pop(token, None)
         hdrs = msg.headers
         if hdrs and hdrs.get("Status") == "503":
             raise StoreError(f"{what}: no responders on {subject!r} (JetStream disabled or stream missing)")
@@ -254,9 +286,9 @@ class JsApi:
         self._waiting[token] = collector
         self._subjects[token] = subject
         try:
+            self._arm(token, timeout, what)
             await self.nc.publish(subject, payload, reply=self._prefix + token)
-            async with asyncio.timeout(self.timeout if timeout is None else timeout):
-                await collector.done
+            await collector.done
         except (asyncio.CancelledError, AetherError):
             raise
         except Exception as exc:
@@ -264,6 +296,7 @@ class JsApi:
         finally:
             del self._waiting[token]
             del self._subjects[token]
+            self._deadlines.pop(token, None)
         return collector.msgs
 
     async def publish_acked(self, subject: str, payload: bytes, headers: dict[str, str], *,
@@ -306,6 +339,9 @@ class JsApi:
 
     async def aclose(self) -> None:
         """Unsubscribe the reply inbox (the connection itself is left open)."""
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
         sub, self._sub = self._sub, None
         if sub is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):

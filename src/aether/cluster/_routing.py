@@ -154,12 +154,21 @@ class MapWatcher:
         """A future that completes at the next map change."""
         return self._changed
 
-    async def start(self) -> None:
+    async def start(self, *, strict: bool = True) -> None:
+        """Subscribe, read the map once and start polling.
+
+        Raises:
+            NatsConnectionError-family / StoreError: NATS trouble (the first read only when ``strict``).
+        """
         try:
             self._sub = await self._nc.subscribe(self._bucket.subject(MAP_KEY), cb=self._on_hint)
         except Exception as exc:
             raise translate_nats_error(exc, "subscribing to the shard map") from exc
-        await self.refresh(linearizable=True)
+        try:
+            await self.refresh(linearizable=True)
+        except AetherError:
+            if strict:
+                raise
         self._task = asyncio.get_running_loop().create_task(self._run(), name="aether-map-watcher")
 
     async def _on_hint(self, msg: Msg) -> None:
@@ -333,8 +342,9 @@ class Router:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
-                changed = self._watcher.changed()
-                done, _ = await asyncio.wait({future, changed}, timeout=remaining,
+                changed: asyncio.Future[Any] = self._watcher.changed()
+                waiting: set[asyncio.Future[Any]] = {future, changed}
+                done, _ = await asyncio.wait(waiting, timeout=remaining,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if future in done:
                     msg = future.result()

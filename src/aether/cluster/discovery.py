@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 
 from aether._nats import translate_nats_error
 from aether.cluster._kv import ClusterBucket, KvConflict, KvEntry
-from aether.cluster._notify import Listener, Listeners, logger
+from aether.cluster._notify import Listener, Listeners, logger, spawn
 from aether.cluster.observer import ClusterObserver
 from aether.cluster.types import NodeInfo, NodeLoad
 from aether.errors import AetherError, ClusterError, InvalidInputError
@@ -293,13 +293,13 @@ class NodeDiscovery:
         self._alive_handle = loop.call_at(until, self._check_alive)
         if not self._alive and time.monotonic() < until:
             self._alive = True
-            loop.create_task(self._liveness_listeners.emit(True))
+            spawn(self._liveness_listeners.emit(True))
 
     def _check_alive(self) -> None:
         if self._alive and time.monotonic() >= self._live_until:
             self._alive = False
             logger.warning("node %s: liveness lease lapsed (no heartbeat acknowledged in time)", self.node_id)
-            asyncio.get_running_loop().create_task(self._liveness_listeners.emit(False))
+            spawn(self._liveness_listeners.emit(False))
 
     async def _beat(self) -> None:
         async with self._beat_lock:
@@ -340,7 +340,7 @@ class NodeDiscovery:
             await self._liveness_listeners.emit(False)
         if not self._rejoining:
             self._rejoining = True
-            asyncio.get_running_loop().create_task(self._rejoin())
+            spawn(self._rejoin())
 
     async def _rejoin(self) -> None:
         try:

@@ -43,7 +43,7 @@ from nats.aio.msg import Msg
 
 from aether._nats import translate_nats_error
 from aether.cluster._kv import ClusterBucket, KvConflict
-from aether.cluster._notify import Listener, Listeners, logger
+from aether.cluster._notify import Listener, Listeners, logger, spawn
 from aether.cluster.observer import ClusterObserver
 from aether.errors import AetherError, AetherTimeoutError, FencedError, InvalidInputError
 from aether.event import utc_now
@@ -408,7 +408,7 @@ class LeaderElection:
     def _deadline_reached(self) -> None:
         if self._leading and time.monotonic() >= self._deadline:
             self._step_down("lease deadline passed")
-            asyncio.get_running_loop().create_task(self._flush())
+            spawn(self._flush())
 
     def _step_down(self, why: str) -> None:
         """Stop leading now (synchronous: no await between the decision and the state change)."""

@@ -146,6 +146,7 @@ class ClusterManager:
         self._requests = 0
         self._applied = 0
         self._reconcile_wake = asyncio.Event()
+        self._reconcile_lock = asyncio.Lock()
         self._leader_wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._leader_fresh = False
@@ -359,8 +360,9 @@ class ClusterManager:
         if graceful and self._discovery.is_alive:
             with contextlib.suppress(AetherError):
                 await self._discovery.announce(status="leaving")
-        for task in self._tasks:
-            task.cancel()
+        async with self._reconcile_lock:  # a release in progress finishes first (bounded by handoff_timeout)
+            for task in self._tasks:
+                task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -535,7 +537,8 @@ class ClusterManager:
             await self._reconcile_wake.wait()
             self._reconcile_wake.clear()
             try:
-                await self._reconcile()
+                async with self._reconcile_lock:
+                    await self._reconcile()
             except Exception:
                 logger.exception("node %s: applying the shard map failed", self.node_id)
 

@@ -31,8 +31,8 @@ __all__ = ["Entry", "OrderedConsumer", "head_sequence"]
 
 log = logging.getLogger("aether.projection")
 
-Entry = tuple[Msg, int, int]
-"""``(message, stream sequence, messages pending after it)``; sequence 0 marks a flow-control request."""
+Entry = tuple[Msg, int, str]
+"""``(message, stream sequence, messages pending after it as text)``; sequence 0 marks a flow-control request."""
 
 _NS = 1_000_000_000
 _ACK_PREFIX = "$JS.ACK."
@@ -262,7 +262,7 @@ class OrderedConsumer:
                 if sseq <= self.received:
                     return
                 self.received = sseq
-                append((msg, sseq, int(pending_text)))
+                append((msg, sseq, pending_text))
                 waiter = self._waiter
                 if waiter is not None:
                     self._waiter = None
@@ -290,5 +290,5 @@ class OrderedConsumer:
             self._request_reset(f"server status {status} {headers.get('Description', '')}".strip())
 
     def _push_marker(self, msg: Msg) -> None:
-        self.buffer.append((msg, 0, 0))
+        self.buffer.append((msg, 0, "0"))
         self.interrupt()

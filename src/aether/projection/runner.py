@@ -54,6 +54,8 @@ __all__ = ["ProjectionRunner", "ProjectionStats"]
 
 log = logging.getLogger("aether.projection")
 
+_NEVER = 1 << 62
+
 
 @dataclass(frozen=True, slots=True)
 class ProjectionStats:
@@ -154,10 +156,11 @@ class ProjectionRunner:
         self._in_flight = 0
         self._space_waiter: asyncio.Future[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wait_min = _NEVER  # the lowest position a waiter waits for
         self._position = 0
         self._dispatched = 0
         self._saved = -1
-        self._lag = 0
+        self._lag = "0"
         self._since_checkpoint = 0
         self._processed = 0
         self._reported = 0
@@ -180,7 +183,7 @@ class ProjectionRunner:
     @property
     def lag(self) -> int:
         """Matching messages stored after the position (0 when caught up)."""
-        return self._lag + self._in_flight
+        return int(self._lag) + self._in_flight
 
     @property
     def is_active(self) -> bool:
@@ -314,6 +317,7 @@ class ProjectionRunner:
         waiter = asyncio.get_running_loop().create_future()
         entry = (position, waiter)
         self._waiters.append(entry)
+        self._wait_min = min(self._wait_min, position)
         try:
             async with asyncio.timeout(timeout):
                 await waiter
@@ -323,6 +327,7 @@ class ProjectionRunner:
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(entry)
+            self._wait_min = min((target for target, _ in self._waiters), default=_NEVER)
 
     async def catch_up(self, timeout: float | None = None) -> int:
         """Wait until every event stored now has been handled; returns that stream sequence.
@@ -347,12 +352,14 @@ class ProjectionRunner:
             else:
                 keep.append((target, waiter))
         self._waiters[:] = keep
+        self._wait_min = min((target for target, _ in keep), default=_NEVER)
 
     def _fail_waiters(self, exc: BaseException) -> None:
         for _, waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(exc)
         self._waiters.clear()
+        self._wait_min = _NEVER
 
     # ---- dead letters and rebuild ------------------------------------------------------------------
     async def dead_letters(self, *, after: int = 0, limit: int | None = None) -> list[DeadLetter]:
@@ -424,7 +431,7 @@ class ProjectionRunner:
                                                                      name=f"aether-projection-{self.name}")
         log.info("projection %s active on %s from position %d", self.name, self._node, position)
         self._notify_active(True)
-        if self._waiters:
+        if position >= self._wait_min:
             self._release_waiters(position)
 
     async def _deactivate(self, *, graceful: bool) -> None:
@@ -511,7 +518,7 @@ class ProjectionRunner:
             if self._since_checkpoint >= every:
                 self._since_checkpoint = 0
                 wake_checkpoint()
-            if self._waiters:
+            if seq >= self._wait_min:
                 self._release_waiters(seq)
 
     async def _consume_parallel(self, consumer: OrderedConsumer) -> None:
@@ -568,7 +575,7 @@ class ProjectionRunner:
                 if self._since_checkpoint >= every:
                     self._since_checkpoint = 0
                     self._checkpoint_wake.set()
-                if self._waiters:
+                if seq >= self._wait_min:
                     self._release_waiters(self._current_position())
             graceful = True
         finally:
@@ -606,7 +613,7 @@ class ProjectionRunner:
                 self._space_waiter = None
                 if not space.done():
                     space.set_result(None)
-            if self._waiters:
+            if self._dispatched >= self._wait_min:
                 self._release_waiters(self._current_position())
 
     def _subject_filter(self) -> str | None:

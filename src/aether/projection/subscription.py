@@ -64,7 +64,7 @@ class CatchUpSubscription:
         self._consumer = OrderedConsumer(nc, self._api, source.stream, source.event_filter, start_after=after,
                                          heartbeat=heartbeat)
         self._position = after
-        self._lag = 0
+        self._lag = "0"
         self._started = False
         self._closed = False
         self._cleanup: asyncio.Task[None] | None = None
@@ -77,7 +77,7 @@ class CatchUpSubscription:
     @property
     def lag(self) -> int:
         """Matching messages stored after :attr:`position` (as last reported by the server)."""
-        return self._lag
+        return int(self._lag)
 
     @property
     def closed(self) -> bool:
