@@ -96,6 +96,7 @@ async def test_paused_leader_steps_down_and_never_acts_with_old_term(nc: Client,
         assert not acted, f"the old leader acted with its old term after resuming: {acted}"
         deposed = [e for e in events if e["event"] == "deposed"]
         assert deposed and deposed[-1]["term"] == old_term
+        assert deposed[-1]["t"] >= resumed_at, "it stepped down by its own deadline once it ran again"
         elected_old = [e for e in events if e["event"] == "elected" and e["term"] == old_term]
         assert len(elected_old) == 1
 

@@ -200,7 +200,7 @@ def test_options_are_frozen() -> None:
 
 async def test_history_larger_than_one_server_batch_is_read_whole(nc: Any, unique_name: str) -> None:
     """The server cuts a direct-get batch at about 64 MiB; the reader must page on, never truncate."""
-    store = await JetStreamEventStore.create(nc, unique_name, storage="memory", page_size=200)
+    store = await JetStreamEventStore.create(nc, unique_name, storage="memory", page_size=200, timeout=30)
     blob = "x" * 500_000
     for start in range(1, 151, 10):
         await store.save_events([Event("E", "huge", v, {"blob": blob}) for v in range(start, start + 10)])

@@ -24,7 +24,8 @@ import os
 import signal
 import sys
 import time
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO, TypeVar
 
 import nats
 
@@ -37,6 +38,8 @@ from aether.event import Event
 from aether.store import JetStreamEventStore
 
 __all__ = ["main", "run_node"]
+
+T = TypeVar("T")
 
 
 class _EventLog:
@@ -84,16 +87,46 @@ async def run_node(args: argparse.Namespace, log: _EventLog) -> None:
                             reconnect_time_wait=0.1, allow_reconnect=True, dont_randomize=True)
     store = None
     options = ClusterOptions(**{"replicas": args.replicas, **_parse_opts(args.opt)})
-    node = ClusterManager(nc, node_id=args.node_id, cluster=args.cluster, options=options,
-                          metadata={"pid": str(os.getpid())})
     if args.stream:
-        store = await JetStreamEventStore.create(nc, args.stream, replicas=args.replicas)
-        node.set_handler(_append_handler(store))
+        store = await _retry(lambda: JetStreamEventStore.create(nc, args.stream, replicas=args.replicas))
+        handler = _append_handler(store)
     else:
-        async def echo(request: ActorRequest) -> bytes:
+        async def handler(request: ActorRequest) -> bytes:
             return f"{args.node_id}:".encode() + request.payload
 
-        node.set_handler(echo)
+    node = await _retry(lambda: _start_node(nc, args, options, handler, log))
+    log.write("started", pid=os.getpid(), incarnation=node.incarnation)
+    with contextlib.suppress(AetherError):
+        await node.wait_ready(timeout=30)
+        log.write("ready", map_version=node.shard_map.version if node.shard_map else 0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.write("stopping")
+    await node.stop()
+    if store is not None:
+        await store.aclose()
+    await nc.close()
+    log.write("stopped")
+
+
+async def _retry(make: Callable[[], Awaitable[T]], attempts: int = 120) -> T:
+    """A fresh NATS cluster may still be electing its JetStream leader: retry for a while."""
+    for _ in range(attempts - 1):
+        try:
+            return await make()
+        except AetherError as exc:
+            logging.getLogger("aether.cluster").warning("start failed, retrying: %s", exc)
+            await asyncio.sleep(0.25)
+    return await make()
+
+
+async def _start_node(nc: Any, args: argparse.Namespace, options: ClusterOptions,
+                      handler: Callable[[ActorRequest], Awaitable[bytes]], log: _EventLog) -> ClusterManager:
+    node = ClusterManager(nc, node_id=args.node_id, cluster=args.cluster, options=options, handler=handler,
+                          metadata={"pid": str(os.getpid())})
 
     node.election.on_elected(lambda term: log.write("elected", term=term))
     node.election.on_deposed(lambda term: log.write("deposed", term=term))
@@ -112,23 +145,8 @@ async def run_node(args: argparse.Namespace, log: _EventLog) -> None:
     node.on_member_join(lambda info: log.write("member_join", node=info.id))
     node.on_member_leave(lambda info: log.write("member_leave", node=info.id))
     node.on_member_failure(lambda info: log.write("member_failure", node=info.id))
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await node.start()
-    log.write("started", pid=os.getpid(), incarnation=node.incarnation)
-    with contextlib.suppress(AetherError):
-        await node.wait_ready(timeout=30)
-        log.write("ready", map_version=node.shard_map.version if node.shard_map else 0)
-    await stop.wait()
-    log.write("stopping")
-    await node.stop()
-    if store is not None:
-        await store.aclose()
-    await nc.close()
-    log.write("stopped")
+    return node
 
 
 def main(argv: list[str] | None = None) -> int:
