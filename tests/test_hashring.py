@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aether.cluster import ConsistentHashRing, stable_hash
+from aether.cluster import ConsistentHashRing, ShardManager, stable_hash
 from aether.errors import InvalidInputError
 
 node_ids = st.text(min_size=1, max_size=12)
@@ -62,19 +62,23 @@ def test_insertion_order_does_not_matter(nodes: list[str], key: str) -> None:
     assert forward.get_nodes(key, 3) == backward.get_nodes(key, 3)
 
 
-def test_deterministic_across_processes() -> None:
+def test_ring_and_shards_deterministic_across_processes() -> None:
     nodes = ["node-a", "node-b", "über", "n.4", "*"]
     ring = ConsistentHashRing(nodes=nodes)
     ring.add_node("heavy", weight=3)
     keys = [f"k{i}" for i in range(300)] + ["", "ü", "a b"]
-    mine = [ring.get_node(k) for k in keys] + [ring.get_nodes(k, 3) for k in keys[:50]]
+    shards = ShardManager(64)
+    mine = ([ring.get_node(k) for k in keys] + [ring.get_nodes(k, 3) for k in keys[:50]]
+            + [shards.shard_for(k or "-") for k in keys])
     code = (
         "import json,sys\n"
-        "from aether.cluster import ConsistentHashRing\n"
+        "from aether.cluster import ConsistentHashRing, ShardManager\n"
         "nodes, keys = json.load(sys.stdin)\n"
         "r = ConsistentHashRing(nodes=nodes)\n"
         "r.add_node('heavy', weight=3)\n"
-        "print(json.dumps([r.get_node(k) for k in keys] + [r.get_nodes(k, 3) for k in keys[:50]]))\n"
+        "s = ShardManager(64)\n"
+        "print(json.dumps([r.get_node(k) for k in keys] + [r.get_nodes(k, 3) for k in keys[:50]]\n"
+        "                 + [s.shard_for(k or '-') for k in keys]))\n"
     )
     # a fresh interpreter with a different hash seed: Python's hash() would differ, ours must not
     out = subprocess.run([sys.executable, "-c", code], input=json.dumps([nodes, keys]), capture_output=True,

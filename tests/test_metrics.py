@@ -155,7 +155,8 @@ async def test_nats_bus_metrics_across_nodes(nats_url: str, client: Client) -> N
             forged = pack_header(MAGIC + b"forged!!", seq) + encode_event(Event("X", "z", seq))
             await raw.publish(f"{prefix}.t.X", forged)
         await raw.publish(f"{prefix}.t.X", b"junk")
-        await raw.flush()
+        # nats-py's flush() PING can overtake queued publishes; the bus's probe cannot
+        await NATSEventBus(raw, subject_prefix=prefix).flush()
         for bus in (a, b):
             await bus.flush()
         # a: 5 own + 1 from b + 2 forged = 8 buffered; b: 4 buffered of 5 from a + 1 own + 2 forged

@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
-from _projection_helpers import balances_from_store, eventually, populate_accounts
 
+from _projection_helpers import balances_from_store, eventually, populate_accounts
 from aether.codec import encode_event
 from aether.errors import CorruptEventError, InvalidInputError, InvalidNameError, StoreError
 from aether.event import ActorSnapshot, Event
@@ -95,24 +95,30 @@ async def test_live_appends_during_catch_up_are_applied_exactly_once(nc: Any, un
     await populate_accounts(store, accounts=50, per_account=100, prefix="old-")
     seen: Counter[str] = Counter()
     order: dict[str, list[int]] = defaultdict(list)
+    midway = asyncio.Event()
+    resume = asyncio.Event()
     projection = Projection("live")
 
     @projection.on_any
     async def record(event: Event, position: int) -> None:
         seen[event.id] += 1
         order[event.actor_id].append(event.version)
+        if len(seen) == 2500:  # halfway through the stored history: hold until appends happened
+            midway.set()
+            await resume.wait()
 
-    # other engineers' loads make timing vary: appending runs concurrently with the catch-up
+    async def append_while_catching_up() -> None:
+        await midway.wait()
+        await populate_accounts(store, accounts=10, per_account=20, prefix="old-", first_version=101, seed=5)
+        resume.set()  # the rest is appended while the projection works through the backlog
+        await populate_accounts(store, accounts=20, per_account=100, prefix="new-", batch=5, seed=3)
+
     async with ProjectionRunner(nc, projection, store, options=FAST) as runner:
-        writer = asyncio.ensure_future(populate_accounts(store, accounts=20, per_account=100, prefix="new-",
-                                                          batch=5, seed=3))
-        old_more = asyncio.ensure_future(populate_accounts(store, accounts=10, per_account=20, prefix="old-",
-                                                            first_version=101, batch=2, seed=5))
-        await asyncio.gather(writer, old_more)
+        await asyncio.wait_for(append_while_catching_up(), 120)
         await runner.catch_up(timeout=120)
     expected_ids = {e.id for actor in await store.actor_ids() for e in await store.get_events(actor)}
     assert set(seen) == expected_ids
-    assert len(expected_ids) == 5000 + 2000 + 200
+    assert len(expected_ids) == 5000 + 200 + 2000
     assert max(seen.values()) == 1  # nothing applied twice
     for actor, versions in order.items():
         assert versions == list(range(1, len(versions) + 1)), actor
@@ -426,3 +432,51 @@ async def test_exactly_one_runner_holds_the_lease_and_a_survivor_resumes(nc: Any
         await r2.stop()
     total = handled_by["n1"] + handled_by["n2"]
     assert len(total) == 150 and max(total.values()) == 1
+
+
+async def test_prometheus_metrics_count_progress_failures_and_lag(nc: Any, unique_name: str) -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from aether.metrics.projection import ProjectionMetrics
+
+    registry = prometheus_client.CollectorRegistry()
+    metrics = ProjectionMetrics(registry)
+    store = await make_store(nc, unique_name)
+    source = EventSource.of(store)
+    for v in range(1, 6):
+        await store.save_event(Event("Deposited", "a", v))
+    await nc.jetstream().publish(source.event_prefix + "junk", b"junk")
+    calls: Counter[int] = Counter()
+    release = asyncio.Event()
+    projection = Projection("metered")
+
+    @projection.on_any
+    async def handle(event: Event, position: int) -> None:
+        calls[event.version] += 1
+        if event.version == 2:
+            await release.wait()
+        if event.version == 3 and calls[3] == 1:
+            raise RuntimeError("transient")
+        if event.version == 4:
+            raise RuntimeError("permanent")
+
+    def sample(name: str, **labels: str) -> float | None:
+        value: float | None = registry.get_sample_value(name, {"projection": "metered", **labels})
+        return value
+
+    async with ProjectionRunner(nc, projection, source, options=FAST, observer=metrics) as runner:
+        async def reports_lag() -> bool:
+            return runner.lag == 5 and sample("aether_projection_lag_events") == 5
+
+        await eventually(reports_lag, what="the lag while blocked on the second event")
+        assert sample("aether_projection_active") == 1
+        release.set()
+        head = await runner.catch_up(timeout=60)
+    assert sample("aether_projection_events_processed_total") == 4  # 1, 2, 3 (2nd try), 5
+    assert sample("aether_projection_retries_total") == 1 + 2  # v3 once, v4 twice (3 attempts)
+    assert sample("aether_projection_dead_letters_total", kind="handler") == 1
+    assert sample("aether_projection_dead_letters_total", kind="corrupt") == 1
+    assert sample("aether_projection_position") == head
+    assert sample("aether_projection_lag_events") == 0
+    assert sample("aether_projection_active") == 0
+    metrics.unregister()
+    assert sample("aether_projection_position") is None

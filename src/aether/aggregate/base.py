@@ -168,6 +168,10 @@ class Aggregate:
         """Whether a command with this id already recorded events (within the idempotency window)."""
         return command_id in self._commands
 
+    def processed_version(self, command_id: str) -> int | None:
+        """The version of the last event recorded by command ``command_id`` (``None`` if unknown)."""
+        return self._commands.get(command_id)
+
     # ---- rebuilding ------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
         """Apply one stored event (upcast first); its version must be ``version + 1``.

@@ -260,11 +260,21 @@ class Repository(Generic[A]):
             cache.popitem(last=False)
 
     def forget(self, actor_id: str | None = None) -> None:
-        """Drop one actor (or every actor) from the in-memory cache, e.g. when its shard moves away."""
+        """Drop one actor (or every actor) from the in-memory cache."""
         if actor_id is None:
             self._cache.clear()
         else:
             self._cache.pop(actor_id, None)
+
+    def forget_if(self, predicate: Callable[[str], bool]) -> int:
+        """Drop every cached actor whose id satisfies ``predicate`` (e.g. its shard moved away).
+
+        Returns the number of actors dropped.
+        """
+        doomed = [actor_id for actor_id in self._cache if predicate(actor_id)]
+        for actor_id in doomed:
+            del self._cache[actor_id]
+        return len(doomed)
 
     # ---- snapshots ----------------------------------------------------------------------
     def _maybe_snapshot(self, aggregate: A) -> None:

@@ -123,11 +123,12 @@ class _Group:
                 raise _translate(exc, f"subscribing to {self.pattern!r}") from exc
             while not self.stopping:  # wait until the server has registered the interest
                 try:
-                    await nc.flush(timeout=bus._timeout)  # type: ignore[arg-type]  # float works
+                    await bus._roundtrip(bus._timeout)
                     break
                 except Exception as exc:
                     if nc.is_closed:
                         raise _translate(exc, f"subscribing to {self.pattern!r}") from exc
+                    await asyncio.sleep(0.05)  # reconnecting: try again
         except AetherError as exc:
             self.error = exc
             bus._group_failed(self, exc)
@@ -237,6 +238,11 @@ class NATSEventBus:
         self._sub_groups: dict[Subscription, _Group] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._invalid = 0
+        self._probe_prefix = ""
+        self._probe_sub: Any = None
+        self._probe_lock = asyncio.Lock()
+        self._probes: dict[str, asyncio.Future[None]] = {}
+        self._probe_count = 0
         self._closed = False
         self._reconnects_at_start = int(nc.stats.get("reconnects", 0)) if hasattr(nc, "stats") else 0
         self._metrics = metrics
@@ -407,10 +413,12 @@ class NATSEventBus:
         return task
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until every message the server sent this node before now is in the subscriptions' buffers.
+        """Wait until the server has handled everything this node sent, and everything it sent
+        this node before now is in the subscriptions' buffers.
 
-        A round trip to the server, then until the NATS subscriptions' queues are handled:
-        useful in tests and before reading counters.
+        A probe message through the connection and back, then until the NATS subscriptions'
+        queues are handled: useful in tests and before reading counters. To see the events of
+        several nodes, flush every node, then flush the receiving node again.
 
         Raises:
             NatsConnectionError: the connection is closed or unavailable.
@@ -419,13 +427,44 @@ class NATSEventBus:
         limit = self._timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(limit):
-                await self._nc.flush(timeout=limit)  # type: ignore[arg-type]  # float works
+                await self._roundtrip(limit)
                 # nats-py offers no event for "queue handled": poll its public counter
                 while any(g.nats_sub is not None and g.nats_sub.pending_msgs  # noqa: ASYNC110
                           for g in list(self._groups.values())):
                     await asyncio.sleep(0.001)
         except Exception as exc:
             raise _translate(exc, "flushing the bus") from exc
+
+    async def _roundtrip(self, timeout: float) -> None:
+        """Send a probe message through the connection's outgoing queue and wait for it to come back.
+
+        When it is back, the server has processed every command this node queued before it
+        (subscriptions, publishes) and has sent this node everything it had for it before the
+        probe. nats-py's ``flush()`` cannot promise the first: its PING is written ahead of
+        commands still waiting in the client's outgoing queue.
+        """
+        nc = self._nc
+        if self._probe_sub is None:
+            async with self._probe_lock:
+                if self._probe_sub is None:
+                    prefix = f"{nc.new_inbox()}."
+                    self._probe_sub = await nc.subscribe(prefix + "*", cb=self._on_probe)
+                    self._probe_prefix = prefix
+        self._probe_count += 1
+        token = str(self._probe_count)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._probes[token] = future
+        try:
+            await nc.publish(self._probe_prefix + token, b"")
+            async with asyncio.timeout(timeout):
+                await future
+        finally:
+            del self._probes[token]
+
+    async def _on_probe(self, msg: Msg) -> None:
+        future = self._probes.get(msg.subject[len(self._probe_prefix):])
+        if future is not None and not future.done():
+            future.set_result(None)
 
     # ---- stats and lifecycle ----------------------------------------------------------------
     def stats(self) -> BusStats:
@@ -462,6 +501,10 @@ class NATSEventBus:
                 self._metrics.detach(self)
         while pending := [task for task in self._tasks if not task.done()]:
             await asyncio.wait(pending)
+        probe, self._probe_sub = self._probe_sub, None
+        if probe is not None and not self._nc.is_closed:
+            with contextlib.suppress(Exception):  # the connection went away: nothing left to release
+                await probe.unsubscribe()
 
     async def __aenter__(self) -> NATSEventBus:
         return self

@@ -347,6 +347,8 @@ class Router:
                 done, _ = await asyncio.wait(waiting, timeout=remaining,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if future in done:
+                    if future.cancelled():
+                        raise ClusterError("the cluster node was stopped while a request was in flight")
                     msg = future.result()
                     if msg.headers and msg.headers.get("Status") == "503":
                         return None  # no responders: the owner is not (yet, or any more) subscribed

@@ -136,6 +136,7 @@ class LeaderElection:
         self._leader_id: str | None = None
         self._seen_rev = 0
         self._seen_at = 0.0
+        self._read_leader = False
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -298,7 +299,8 @@ class LeaderElection:
         return _encode(LeaseRecord(node_id=self.node_id, term=term, token=self._token))
 
     async def _campaign(self) -> None:
-        entry = await self._bucket.get(LEADER_KEY, timeout=self.lease_ttl / 2)
+        linearizable, self._read_leader = self._read_leader, False
+        entry = await self._bucket.get(LEADER_KEY, linearizable=linearizable, timeout=self.lease_ttl / 2)
         now = time.monotonic()
         if entry is None or entry.deleted:
             if self._leader_id is not None:
@@ -331,7 +333,10 @@ class LeaderElection:
                 rev = await self._bucket.write(LEADER_KEY, self._record(0), last=last, ttl=self.lease_ttl,
                                                timeout=self.lease_ttl - self.step_down_margin)
             except KvConflict:
-                self._wake.set()
+                # someone else won, or our read was stale (a lagging replica): re-read from the
+                # stream leader and, for a takeover, wait a full lease_ttl on what it shows
+                self._seen_rev = 0
+                self._read_leader = True
                 return
             self._rev = rev
             self._term = rev

@@ -555,7 +555,7 @@ class ClusterManager:
             gained = desired - self._owned
             if gained:
                 await self._acquired.emit(frozenset(gained))
-                self._owned |= gained & self._desired()
+                self._owned |= gained  # if the map moved on meanwhile, the next pass releases them
                 if self._observer is not None:
                     self._observer.on_shards_owned(self.cluster, self.node_id, len(self._owned))
                 if self._shards.version != version:

@@ -117,13 +117,16 @@ class ShardManager:
 
         ``live`` maps node id → :class:`NodeInfo` of members that may own shards (status ``up``).
         Members that are leaving keep the shards they own until they release them, but get none.
+        Versions keep increasing even without a ``current`` map: the first map is numbered above
+        every ``applied_map`` the members report.
         """
         n = self.shard_count
         targets = self.placement({nid: max(1, info.weight) for nid, info in live.items() if info.status == "up"})
         owners = list(current.owners) if current is not None else [""] * n
         handoffs = dict(current.handoffs) if current is not None else {}
         known = current.members if current is not None else {}
-        version = (current.version if current is not None else 0) + 1
+        floor = max((info.applied_map for info in live.values()), default=0)
+        version = max(current.version if current is not None else 0, floor) + 1
 
         def alive(node: str) -> bool:
             info = live.get(node)

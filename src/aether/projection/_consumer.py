@@ -1,13 +1,20 @@
 """An ordered, ack-less push consumer: flow control, heartbeats, gap recovery, no duplicates.
 
 The server pushes the stream's messages (``ack_policy: none``, flow control, idle heartbeats)
-to a private inbox. The subscription callback never runs user code: it checks the consumer
-sequence (a gap means messages were dropped, so the consumer is recreated from the last
-received stream sequence), drops anything at or below the last received stream sequence
-(so nothing is delivered twice across a reset) and appends ``(msg, stream_seq, pending)`` to
-:attr:`OrderedConsumer.buffer`, which the owner drains in its own task. Flow-control requests
-are queued in the same buffer (stream sequence 0) and answered when the owner reaches them,
-which bounds the buffer: the server waits for the answer before sending more.
+to a private inbox. The owner of an :class:`OrderedConsumer` drains :attr:`~OrderedConsumer.queue`
+in its own task and passes each message to :meth:`~OrderedConsumer.accept`, which checks the
+consumer sequence (a gap means messages were dropped: the consumer is recreated from the last
+accepted stream sequence), drops anything at or below the last accepted stream sequence (so
+nothing is delivered twice across a reset) and tells flow-control requests apart; those are
+answered when the owner reaches them, which bounds what is buffered: the server waits for the
+answer before it sends more.
+
+For speed, :attr:`queue` is the nats-py subscription's own pending queue (no callback task,
+no second queue; nats-py has kept it as ``Subscription._pending_queue`` since 2.0). Should a
+nats-py release lack it, a callback feeds an equivalent queue instead.
+
+A ``None`` in the queue is a wake-up (reset, close, interrupt): the owner re-reads
+:attr:`queue` (a reset switches to a new subscription) and its own state.
 """
 
 from __future__ import annotations
@@ -16,8 +23,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -27,15 +32,16 @@ from nats.aio.msg import Msg
 from aether._nats import JsApi, translate_nats_error
 from aether.errors import AetherError, StoreError
 
-__all__ = ["Entry", "OrderedConsumer", "head_sequence"]
+__all__ = ["FLOW_CONTROL", "OrderedConsumer", "head_sequence"]
 
 log = logging.getLogger("aether.projection")
 
-Entry = tuple[Msg, int, str]
-"""``(message, stream sequence, messages pending after it as text)``; sequence 0 marks a flow-control request."""
+FLOW_CONTROL = -1
+"""What :meth:`OrderedConsumer.accept` returns for a flow-control request (answer with ``respond``)."""
 
 _NS = 1_000_000_000
 _ACK_PREFIX = "$JS.ACK."
+_PENDING_MSGS_LIMIT = 1024 * 1024
 _encode_json = msgspec.json.encode
 
 
@@ -70,8 +76,9 @@ class OrderedConsumer:
 
     def __init__(self, nc: Client, api: JsApi, stream: str, filter_subject: str, *, start_after: int = 0,
                  heartbeat: float = 2.0) -> None:
-        self.buffer: deque[Entry] = deque()
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.received = start_after
+        self.pending = "0"
         self.closed = False
         self.resets = 0
         self._nc = nc
@@ -79,12 +86,11 @@ class OrderedConsumer:
         self._stream = stream
         self._filter = filter_subject
         self._heartbeat = heartbeat
-        self._gen = 0
+        self._dead = False
         self._cseq = 0
         self._seen = 0
         self._sub: Any = None
         self._name: str | None = None
-        self._waiter: asyncio.Future[None] | None = None
         self._reset_reason: str | None = None
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
@@ -105,7 +111,7 @@ class OrderedConsumer:
         if self.closed:
             return
         self.closed = True
-        self._gen += 1
+        self._dead = True
         self._wake.set()
         self.interrupt()
 
@@ -121,41 +127,89 @@ class OrderedConsumer:
         self._sub = self._name = None
 
     def interrupt(self) -> None:
-        """Wake a pending :meth:`wait` without delivering anything."""
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait(self) -> None:
-        """Return once the buffer holds an entry, the consumer closes, or :meth:`interrupt` is called."""
-        if self.buffer or self.closed:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            if self._waiter is waiter:
-                self._waiter = None
+        """Wake an owner waiting on :attr:`queue` without delivering anything."""
+        self.queue.put_nowait(None)
 
     async def respond(self, msg: Msg) -> None:
-        """Answer a flow-control request taken from the buffer (sequence 0)."""
+        """Answer a flow-control request (``accept`` returned :data:`FLOW_CONTROL`)."""
         subject = msg.reply or (msg.headers or {}).get("Nats-Consumer-Stalled")
         if subject and not self.closed:
             with contextlib.suppress(Exception):
                 await self._nc.publish(subject, b"")
 
+    # ---- the hot path ---------------------------------------------------------------------
+    def accept(self, msg: Msg) -> int:
+        """Classify a message taken from :attr:`queue`.
+
+        Returns its stream sequence (> 0) when it is the next message to handle (and sets
+        :attr:`pending`), :data:`FLOW_CONTROL` for a flow-control request, ``0`` to skip it.
+        """
+        if self._dead:
+            return 0
+        reply = msg.reply
+        if reply.startswith(_ACK_PREFIX):
+            tokens = reply.split(".")
+            if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+                cseq = int(tokens[6])
+                sseq_text, pending = tokens[5], tokens[8]
+            else:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>...
+                cseq = int(tokens[8])
+                sseq_text, pending = tokens[7], tokens[10]
+            if cseq != self._cseq + 1:
+                self._request_reset(f"gap: consumer sequence {cseq} after {self._cseq}")
+                return 0
+            self._cseq = cseq
+            sseq = int(sseq_text)
+            if sseq <= self.received:
+                return 0
+            self.received = sseq
+            self.pending = pending
+            return sseq
+        return self._control(msg)
+
+    def _control(self, msg: Msg) -> int:
+        self._seen += 1
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status == "100":
+            if msg.reply:
+                return FLOW_CONTROL
+            last = headers.get("Nats-Last-Consumer")
+            if last is not None and last.isdigit() and int(last) != self._cseq:
+                self._request_reset(f"heartbeat reports consumer sequence {last}, received {self._cseq}")
+                return 0
+            if headers.get("Nats-Consumer-Stalled"):
+                return FLOW_CONTROL
+        elif status is not None:
+            self._request_reset(f"server status {status} {headers.get('Description', '')}".strip())
+        return 0
+
     # ---- server-side consumer ---------------------------------------------------------------
-    async def _create(self) -> None:
-        self._gen += 1
-        gen = self._gen
-        self._cseq = 0
-        start = self.received + 1
-        inbox = self._nc.new_inbox()
+    async def _subscribe(self, inbox: str) -> tuple[Any, asyncio.Queue[Any]]:
         try:
-            sub = await self._nc.subscribe(inbox, cb=self._callback(gen))
+            sub = await self._nc.subscribe(inbox, pending_msgs_limit=_PENDING_MSGS_LIMIT, pending_bytes_limit=0)
         except Exception as exc:
             raise translate_nats_error(exc, f"subscribing to stream {self._stream!r}") from exc
+        queue = getattr(sub, "_pending_queue", None)
+        if isinstance(queue, asyncio.Queue):
+            return sub, queue
+        with contextlib.suppress(Exception):  # no pending queue in this nats-py: feed our own
+            await sub.unsubscribe()
+        own: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def feed(msg: Msg) -> None:
+            own.put_nowait(msg)
+
+        try:
+            sub = await self._nc.subscribe(inbox, cb=feed, pending_bytes_limit=0)
+        except Exception as exc:
+            raise translate_nats_error(exc, f"subscribing to stream {self._stream!r}") from exc
+        return sub, own
+
+    async def _create(self) -> None:
+        start = self.received + 1
+        inbox = self._nc.new_inbox()
+        sub, queue = await self._subscribe(inbox)
         name = f"aether-{secrets.token_hex(8)}"
         hb = self._heartbeat
         config: dict[str, Any] = {
@@ -173,14 +227,18 @@ class OrderedConsumer:
         }
         if start > 1:
             config.update(deliver_policy="by_start_sequence", opt_start_seq=start)
+        self._cseq = 0
         try:
             await self._api.api(f"CONSUMER.CREATE.{self._stream}.{name}",
                                 {"stream_name": self._stream, "config": config})
         except BaseException:
             await self._drop(sub, None)
             raise
-        old_sub, old_name = self._sub, self._name
-        self._sub, self._name = sub, name
+        old_sub, old_name, old_queue = self._sub, self._name, self.queue
+        self._sub, self._name, self.queue = sub, name, queue
+        self._cseq = 0
+        self._dead = self.closed
+        old_queue.put_nowait(None)  # an owner blocked on the old queue switches to the new one
         await self._drop(old_sub, old_name)
 
     async def _drop(self, sub: Any, name: str | None) -> None:
@@ -194,13 +252,14 @@ class OrderedConsumer:
     def _request_reset(self, reason: str) -> None:
         if self.closed:
             return
-        self._gen += 1  # everything still queued for the current subscription is stale now
+        self._dead = True  # whatever else the current subscription holds is stale now
         self._reset_reason = reason
         self._wake.set()
 
     async def _supervise(self) -> None:
         idle_checks = 0
         last_seen = self._seen
+        last_received = self.received
         while not self.closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._heartbeat):
@@ -212,17 +271,19 @@ class OrderedConsumer:
                 self._wake.clear()
                 reason, self._reset_reason = self._reset_reason, None
             else:
-                idle_checks = idle_checks + 1 if self._seen == last_seen else 0
-                last_seen = self._seen
+                # idle = nothing accepted and nothing waiting in the queue (a busy owner is not idle)
+                idle = self._seen == last_seen and self.received == last_received and self.queue.empty()
+                idle_checks = idle_checks + 1 if idle else 0
+                last_seen, last_received = self._seen, self.received
                 if idle_checks >= 3:
-                    self._gen += 1
+                    self._dead = True
                     reason = f"no message or heartbeat for {3 * self._heartbeat:g}s"
             if reason is None:
                 continue
             idle_checks = 0
             log.info("consumer on %s: %s; resuming after stream sequence %d", self._stream, reason, self.received)
             await self._recreate()
-            last_seen = self._seen
+            last_seen, last_received = self._seen, self.received
 
     async def _recreate(self) -> None:
         delay = 0.05
@@ -235,60 +296,3 @@ class OrderedConsumer:
                 log.warning("recreating the consumer on %s failed (%s); retrying in %.2fs", self._stream, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-
-    # ---- the hot path ---------------------------------------------------------------------
-    def _callback(self, gen: int) -> Callable[[Msg], Awaitable[None]]:
-        append = self.buffer.append
-        ack_prefix = _ACK_PREFIX
-
-        async def on_msg(msg: Msg) -> None:
-            if gen != self._gen:
-                return
-            self._seen += 1
-            reply = msg.reply
-            if reply.startswith(ack_prefix):
-                tokens = reply.split(".")
-                if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-                    cseq = int(tokens[6])
-                    sseq_text, pending_text = tokens[5], tokens[8]
-                else:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>...
-                    cseq = int(tokens[8])
-                    sseq_text, pending_text = tokens[7], tokens[10]
-                if cseq != self._cseq + 1:
-                    self._request_reset(f"gap: consumer sequence {cseq} after {self._cseq}")
-                    return
-                self._cseq = cseq
-                sseq = int(sseq_text)
-                if sseq <= self.received:
-                    return
-                self.received = sseq
-                append((msg, sseq, pending_text))
-                waiter = self._waiter
-                if waiter is not None:
-                    self._waiter = None
-                    if not waiter.done():
-                        waiter.set_result(None)
-                return
-            self._control(msg)
-
-        return on_msg
-
-    def _control(self, msg: Msg) -> None:
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status == "100":
-            if msg.reply:  # flow-control request: answered when the owner reaches it
-                self._push_marker(msg)
-                return
-            last = headers.get("Nats-Last-Consumer")
-            if last is not None and last.isdigit() and int(last) != self._cseq:
-                self._request_reset(f"heartbeat reports consumer sequence {last}, received {self._cseq}")
-                return
-            if headers.get("Nats-Consumer-Stalled"):
-                self._push_marker(msg)
-        elif status is not None and status != "100":
-            self._request_reset(f"server status {status} {headers.get('Description', '')}".strip())
-
-    def _push_marker(self, msg: Msg) -> None:
-        self.buffer.append((msg, 0, "0"))
-        self.interrupt()

@@ -38,7 +38,7 @@ from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
 from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, InvalidInputError, StoreError
 from aether.event import Event
 from aether.names import encode_token
-from aether.projection._consumer import OrderedConsumer, head_sequence
+from aether.projection._consumer import FLOW_CONTROL, OrderedConsumer, head_sequence
 from aether.projection._decode import decode_stored
 from aether.projection.checkpoint import Checkpoint, CheckpointStore, checkpoint_key
 from aether.projection.deadletter import DeadLetter, DeadLetterQueue
@@ -160,8 +160,7 @@ class ProjectionRunner:
         self._position = 0
         self._dispatched = 0
         self._saved = -1
-        self._lag = "0"
-        self._since_checkpoint = 0
+        self._lag = 0  # as of the last deactivation; while active the consumer's figure is used
         self._processed = 0
         self._reported = 0
         self._skipped = 0
@@ -183,7 +182,12 @@ class ProjectionRunner:
     @property
     def lag(self) -> int:
         """Matching messages stored after the position (0 when caught up)."""
-        return int(self._lag) + self._in_flight
+        consumer = self._consumer
+        if consumer is None:
+            return self._lag
+        done = self._dispatched if self._lanes is not None else self._position
+        in_progress = 1 if consumer.received > done else 0  # accepted, being handled or dispatched
+        return int(consumer.pending) + in_progress + self._in_flight
 
     @property
     def is_active(self) -> bool:
@@ -415,6 +419,12 @@ class ProjectionRunner:
         assert self._checkpoints is not None and self._api is not None
         checkpoint = await self._checkpoints.load(self._key)
         position = checkpoint.position if checkpoint is not None else 0
+        if position:
+            info = await self._api.api(f"STREAM.INFO.{self.source.stream}")
+            first = int(info.get("state", {}).get("first_seq", 0) or 0)
+            if position + 1 < first:
+                log.warning("projection %s: the stream's retention limits removed messages %d..%d before this "
+                            "projection read them; it resumes at %d", self.name, position + 1, first - 1, first)
         self._position = self._dispatched = position
         self._saved = position
         self._lanes = None
@@ -455,6 +465,8 @@ class ProjectionRunner:
             await asyncio.wait({task})
         if graceful:
             await self._save_checkpoint()
+        if consumer is not None:
+            self._lag = int(consumer.pending) + (1 if consumer.received > self._current_position() else 0)
         self._active = False
         if consumer is not None:
             self._resets += consumer.resets
@@ -470,14 +482,17 @@ class ProjectionRunner:
         except BaseException as exc:
             log.exception("projection %s stopped on an unexpected error", self.name)
             self._failure = exc
+            self._active = False
+            self._notify_active(False)
             self._fail_waiters(ProjectionError(f"projection {self.name!r} failed: {exc!r}"))
             if not isinstance(exc, Exception):
                 raise
 
     # ---- the consuming loops ------------------------------------------------------------------------
     async def _consume(self, consumer: OrderedConsumer) -> None:
-        buffer = consumer.buffer
-        popleft = buffer.popleft
+        queue = consumer.queue
+        get_nowait, task_done = queue.get_nowait, queue.task_done
+        accept = consumer.accept
         projection = self.projection
         handlers = dict(projection.handlers)
         default = projection.default
@@ -485,14 +500,24 @@ class ProjectionRunner:
         stream = self.source.stream
         prefix_len = len(self.source.event_prefix)
         every = self.options.checkpoint_every
+        since_checkpoint = 0
         wake_checkpoint = self._checkpoint_wake.set
         while not self._draining:
-            if not buffer:
-                await consumer.wait()
+            try:
+                msg = get_nowait()
+            except asyncio.QueueEmpty:
+                msg = await queue.get()
+            task_done()
+            if msg is None or queue is not consumer.queue:  # a wake-up, or the consumer was recreated
+                if consumer.closed:
+                    return
+                queue = consumer.queue
+                get_nowait, task_done = queue.get_nowait, queue.task_done
                 continue
-            msg, seq, pending = popleft()
-            if not seq:
-                await consumer.respond(msg)
+            seq = accept(msg)
+            if seq <= 0:
+                if seq == FLOW_CONTROL:
+                    await consumer.respond(msg)
                 continue
             subject = msg.subject
             if subject_filter is None or subject.startswith(subject_filter):
@@ -513,10 +538,9 @@ class ProjectionRunner:
             else:
                 self._skipped += 1
             self._position = seq
-            self._lag = pending
-            self._since_checkpoint += 1
-            if self._since_checkpoint >= every:
-                self._since_checkpoint = 0
+            since_checkpoint += 1
+            if since_checkpoint >= every:
+                since_checkpoint = 0
                 wake_checkpoint()
             if seq >= self._wait_min:
                 self._release_waiters(seq)
@@ -528,8 +552,9 @@ class ProjectionRunner:
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self._lane(lane), name=f"aether-lane-{self.name}-{i}")
                  for i, lane in enumerate(lanes)]
-        buffer = consumer.buffer
-        popleft = buffer.popleft
+        queue = consumer.queue
+        get_nowait, task_done = queue.get_nowait, queue.task_done
+        accept = consumer.accept
         projection = self.projection
         handlers = dict(projection.handlers)
         default = projection.default
@@ -539,15 +564,25 @@ class ProjectionRunner:
         every = opts.checkpoint_every
         max_in_flight = opts.max_in_flight
         count = len(lanes)
+        since_checkpoint = 0
         graceful = False
         try:
             while not self._draining:
-                if not buffer:
-                    await consumer.wait()
+                try:
+                    msg = get_nowait()
+                except asyncio.QueueEmpty:
+                    msg = await queue.get()
+                task_done()
+                if msg is None or queue is not consumer.queue:
+                    if consumer.closed:
+                        break
+                    queue = consumer.queue
+                    get_nowait, task_done = queue.get_nowait, queue.task_done
                     continue
-                msg, seq, pending = popleft()
-                if not seq:
-                    await consumer.respond(msg)
+                seq = accept(msg)
+                if seq <= 0:
+                    if seq == FLOW_CONTROL:
+                        await consumer.respond(msg)
                     continue
                 subject = msg.subject
                 if subject_filter is None or subject.startswith(subject_filter):
@@ -570,10 +605,9 @@ class ProjectionRunner:
                 else:
                     self._skipped += 1
                 self._dispatched = seq
-                self._lag = pending
-                self._since_checkpoint += 1
-                if self._since_checkpoint >= every:
-                    self._since_checkpoint = 0
+                since_checkpoint += 1
+                if since_checkpoint >= every:
+                    since_checkpoint = 0
                     self._checkpoint_wake.set()
                 if seq >= self._wait_min:
                     self._release_waiters(self._current_position())
@@ -734,6 +768,11 @@ class ProjectionRunner:
                     await self._deactivate(graceful=False)
                     await lease.release()
                     await asyncio.sleep(idle)
+                continue
+            if self._failure is not None and not self._active:  # crashed: let another node try
+                await self._step_down(f"the projection failed: {self._failure!r}")
+                await lease.release()
+                await asyncio.sleep(idle)
                 continue
             renew_at = lease.deadline - ttl * 2 / 3
             now = loop.time()

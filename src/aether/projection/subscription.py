@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
 from aether.errors import InvalidInputError, StoreError
 from aether.names import encode_token
-from aether.projection._consumer import OrderedConsumer, head_sequence
+from aether.projection._consumer import FLOW_CONTROL, OrderedConsumer, head_sequence
 from aether.projection._decode import decode_stored
 from aether.projection.source import EventSource, StoredEvent
 
@@ -118,8 +118,7 @@ class CatchUpSubscription:
                 raise StopAsyncIteration
             await self.start()
         consumer = self._consumer
-        buffer = consumer.buffer
-        popleft = buffer.popleft
+        accept = consumer.accept
         types = self._types
         subject_filter = self._subject_filter
         stream = self.source.stream
@@ -127,15 +126,21 @@ class CatchUpSubscription:
         while True:
             if self._closed:
                 raise StopAsyncIteration
-            if not buffer:
-                await consumer.wait()
+            queue = consumer.queue
+            try:
+                msg = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                msg = await queue.get()
+            queue.task_done()
+            if msg is None or queue is not consumer.queue:  # a wake-up, or the consumer was recreated
                 continue
-            msg, seq, pending = popleft()
-            if not seq:
-                await consumer.respond(msg)
+            seq = accept(msg)
+            if seq <= 0:
+                if seq == FLOW_CONTROL:
+                    await consumer.respond(msg)
                 continue
             self._position = seq
-            self._lag = pending
+            self._lag = consumer.pending
             subject = msg.subject
             if subject_filter is not None and not subject.startswith(subject_filter):
                 continue

@@ -1,0 +1,281 @@
+"""``aether events show|tail|stats``: inspect what a store holds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import signal
+from typing import Any
+
+import click
+import msgspec
+from nats.js.api import DeliverPolicy
+from rich.console import Console
+from rich.table import Table
+
+from aether.cli._common import connection_options, emit_json, fail, run, store_options
+from aether.cli._store import StreamRef, connected, list_streams, matches_namespace, open_store, subject_counts
+from aether.codec import decode_event
+from aether.connect import ConnectOptions
+from aether.errors import AetherError, CorruptEventError, StoreError
+from aether.event import Event
+from aether.names import decode_token, encode_token, stream_name, validate_namespace, validate_namespace_pattern
+
+__all__ = ["events"]
+
+_PREFIX = "aether"
+_GLOB = frozenset("*?[")
+
+
+def _json_data(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _time(event: Event) -> str:
+    return event.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+@click.group()
+def events() -> None:
+    """Inspect the events of a store."""
+
+
+# ---- show ---------------------------------------------------------------------------------
+@events.command()
+@click.argument("actor")
+@click.option("--from-version", type=click.IntRange(min=0), default=0, help="First version to show.")
+@click.option("--last", type=click.IntRange(min=1), default=None, help="Show only the last N events.")
+@click.option("--metadata", is_flag=True, help="Show each event's metadata and id.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of events.")
+@store_options
+@connection_options
+def show(actor: str, from_version: int, last: int | None, metadata: bool, as_json: bool, stream: str,
+         namespace: str | None, connect: ConnectOptions) -> None:
+    """Show the history of ACTOR."""
+    run(_show(actor, from_version, last, metadata, as_json, stream, namespace, connect))
+
+
+async def _show(actor: str, from_version: int, last: int | None, metadata: bool, as_json: bool, stream: str,
+                namespace: str | None, connect: ConnectOptions) -> None:
+    async with connected(connect) as nc:
+        store = await open_store(nc, stream, namespace)
+        try:
+            history = await store.get_events(actor, from_version)
+            latest = history[-1].version if history else await store.get_latest_version(actor)
+        finally:
+            await store.aclose()
+    where = f"stream {store.stream!r}"
+    if latest == 0:
+        fail(f"actor {actor!r} has no events in {where}")
+    if last is not None:
+        history = history[-last:]
+    if as_json:
+        emit_json(history)
+        return
+    console = Console()
+    if not history:
+        console.print(f"actor {actor!r}: no events from version {from_version} (latest version is {latest})")
+        return
+    table = Table(title=f"{actor!r} in {store.stream} — {latest} events", title_justify="left")
+    table.add_column("version", justify="right")
+    table.add_column("type", style="bold")
+    table.add_column("time (UTC)")
+    table.add_column("data", overflow="fold")
+    if metadata:
+        table.add_column("metadata", overflow="fold")
+        table.add_column("id")
+    for event in history:
+        row = [str(event.version), event.event_type, _time(event), _json_data(event.data)]
+        if metadata:
+            row += [_json_data(event.metadata), event.id]
+        table.add_row(*row)
+    console.print(table)
+
+
+# ---- stats --------------------------------------------------------------------------------
+@events.command()
+@click.option("--all", "all_namespaces", is_flag=True, help="One row per namespace of the stream.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_options
+@connection_options
+def stats(all_namespaces: bool, as_json: bool, stream: str, namespace: str | None, connect: ConnectOptions) -> None:
+    """Show what a stream holds: actors, events, snapshots, bytes."""
+    run(_stats(all_namespaces, as_json, stream, namespace, connect))
+
+
+async def _stream_stats(nc: Any, ref: StreamRef) -> dict[str, Any]:
+    store = await open_store(nc, ref.stream.split("__", 1)[0], ref.namespace)
+    try:
+        info = await store.stream_info()
+    finally:
+        await store.aclose()
+    events_per_actor = await subject_counts(nc, ref.stream, f"{_PREFIX}.{ref.stream}.e.*")
+    snapshots = await subject_counts(nc, ref.stream, f"{_PREFIX}.{ref.stream}.s.*")
+    state = info.get("state", {})
+    config = info.get("config", {})
+    return {
+        "stream": ref.stream,
+        "namespace": ref.namespace,
+        "actors": len(events_per_actor),
+        "events": sum(events_per_actor.values()),
+        "snapshots": sum(snapshots.values()),
+        "max_events_per_actor": max(events_per_actor.values(), default=0),
+        "messages": int(state.get("messages", 0)),
+        "bytes": int(state.get("bytes", 0)),
+        "first_seq": int(state.get("first_seq", 0)),
+        "last_seq": int(state.get("last_seq", 0)),
+        "replicas": int(config.get("num_replicas", 1)),
+        "storage": config.get("storage", ""),
+        "created": info.get("created"),
+    }
+
+
+async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: str | None,
+                 connect: ConnectOptions) -> None:
+    async with connected(connect) as nc:
+        if all_namespaces:
+            if namespace is not None:
+                fail("--all and --namespace exclude each other", code=2)
+            refs = await list_streams(nc, stream)
+            if not refs:
+                fail(f"no stream of base name {stream!r} exists")
+        else:
+            refs = [StreamRef(stream_name(stream, namespace), namespace)]
+        rows = [await _stream_stats(nc, ref) for ref in refs]
+    if as_json:
+        emit_json(rows if all_namespaces else rows[0])
+        return
+    console = Console()
+    if all_namespaces:
+        table = Table(title=f"streams of {stream!r}", title_justify="left")
+        for column in ("namespace", "stream", "actors", "events", "snapshots", "bytes", "replicas"):
+            table.add_column(column, justify="left" if column in ("namespace", "stream") else "right")
+        for row in rows:
+            table.add_row(row["namespace"] or "(none)", row["stream"], str(row["actors"]), str(row["events"]),
+                          str(row["snapshots"]), f"{row['bytes']:,}", str(row["replicas"]))
+        console.print(table)
+        return
+    row = rows[0]
+    table = Table(title=f"stream {row['stream']}", title_justify="left", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in row.items():
+        table.add_row(key, "" if value is None else f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+
+
+# ---- tail ---------------------------------------------------------------------------------
+@events.command()
+@click.argument("pattern", required=False, default="*")
+@click.option("--from-start", is_flag=True, help="Replay the stored events first, then follow.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N events.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
+              help="Stop after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+@store_options
+@connection_options
+def tail(pattern: str, from_start: bool, count: int | None, timeout: float | None, as_json: bool, stream: str,
+         namespace: str | None, connect: ConnectOptions) -> None:
+    """Follow new events as they are stored.
+
+    PATTERN selects actors by id, with shell-style wildcards (default: every actor).
+    --namespace may be a NATS-style pattern ('tenant-*' is not one, 'acme.*' and '>' are).
+    """
+    if namespace is not None:
+        validate_namespace_pattern(namespace)
+    run(_tail(pattern, from_start, count, timeout, as_json, stream, namespace, connect))
+
+
+async def _tail(pattern: str, from_start: bool, count: int | None, timeout: float | None, as_json: bool,
+                stream: str, namespace: str | None, connect: ConnectOptions) -> None:
+    console = Console(stderr=True)
+    out = Console(highlight=False)
+    seen = 0
+    done = asyncio.Event()
+    queue: asyncio.Queue[tuple[StreamRef, Any]] = asyncio.Queue(maxsize=10_000)
+    wildcard = namespace is not None and any(t in ("*", ">") for t in namespace.split("."))
+    exact_actor = pattern if not (_GLOB & set(pattern)) else None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, done.set)
+    try:
+        async with connected(connect) as nc:
+            if wildcard:
+                assert namespace is not None
+                refs = [r for r in await list_streams(nc, stream) if matches_namespace(namespace, r.namespace)]
+                if not refs:
+                    fail(f"no namespace of stream {stream!r} matches {namespace!r}")
+            else:
+                ns = validate_namespace(namespace) if namespace is not None else None
+                store = await open_store(nc, stream, ns)  # fails clearly when the stream is missing
+                await store.aclose()
+                refs = [StreamRef(store.stream, ns)]
+            js = nc.jetstream()
+            subs = []
+            for ref in refs:
+                token = encode_token(exact_actor) if exact_actor is not None else "*"
+
+                async def deliver(msg: Any, ref: StreamRef = ref) -> None:
+                    with contextlib.suppress(asyncio.QueueFull):
+                        queue.put_nowait((ref, msg))
+
+                try:
+                    subs.append(await js.subscribe(
+                        f"{_PREFIX}.{ref.stream}.e.{token}", stream=ref.stream, cb=deliver, ordered_consumer=True,
+                        deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.NEW))
+                except Exception as exc:
+                    raise StoreError(f"cannot follow stream {ref.stream!r}: {exc}") from exc
+            names = ", ".join(r.stream for r in refs)
+            console.print(f"following {names} (actors: {pattern!r}); Ctrl-C to stop", style="dim")
+            deadline = None if timeout is None else loop.time() + timeout
+            try:
+                while not done.is_set():
+                    remaining = None if deadline is None else deadline - loop.time()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    getter = asyncio.ensure_future(queue.get())
+                    stopper = asyncio.ensure_future(done.wait())
+                    finished, _ = await asyncio.wait({getter, stopper}, timeout=remaining,
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                    stopper.cancel()
+                    if getter not in finished:
+                        getter.cancel()
+                        continue
+                    ref, msg = getter.result()
+                    event = _decode(ref, msg)
+                    if event is None or not fnmatch.fnmatchcase(event.actor_id, pattern):
+                        continue
+                    _print_event(out, ref, event, as_json)
+                    seen += 1
+                    if count is not None and seen >= count:
+                        break
+            finally:
+                for sub in subs:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    console.print(f"{seen} events", style="dim")
+
+
+def _decode(ref: StreamRef, msg: Any) -> Event | None:
+    try:
+        actor_id = decode_token(msg.subject.rsplit(".", 1)[1])
+        return decode_event(msg.data, stream=ref.stream, actor_id=actor_id)
+    except (CorruptEventError, AetherError, IndexError):
+        return None
+
+
+def _print_event(out: Console, ref: StreamRef, event: Event, as_json: bool) -> None:
+    if as_json:
+        record = msgspec.to_builtins(event)
+        record["namespace"] = ref.namespace
+        emit_json(record)
+        return
+    ns = f"[cyan]{ref.namespace}[/] " if ref.namespace else ""
+    out.print(f"{_time(event)} {ns}[bold]{event.actor_id}[/] v{event.version} [green]{event.event_type}[/] "
+              f"{_json_data(event.data)}", markup=True, soft_wrap=True)

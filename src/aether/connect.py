@@ -1,0 +1,239 @@
+"""Connect to NATS with the usual options, failing fast with one clear :class:`~aether.AetherError`.
+
+Used by the ``aether`` command line, the examples and services::
+
+    nc = await connect("nats://127.0.0.1:4222", user="app", password="secret")
+    nc = await connect()    # $AETHER_NATS_URL, else nats://127.0.0.1:4222
+
+nats-py's own ``connect`` keeps retrying an unreachable server and logs a traceback for every
+attempt; this one gives up after ``connect_timeout`` seconds (or at once on bad credentials)
+and raises:
+
+* :class:`~aether.errors.NatsConnectionError`: the server cannot be reached in time;
+* :class:`~aether.errors.PermissionDeniedError`: the server refused the credentials;
+* :class:`~aether.errors.InvalidInputError`: bad options (a missing TLS or credentials file,
+  a password without a user, …).
+
+Once connected, the client reconnects by itself (``max_reconnect_attempts=-1``: forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+
+from aether.errors import InvalidInputError, NatsConnectionError, PermissionDeniedError
+
+__all__ = ["DEFAULT_URL", "ENV_URL", "ConnectOptions", "connect", "resolve_servers"]
+
+ENV_URL = "AETHER_NATS_URL"
+"""Environment variable holding the default NATS URL (comma-separated for several servers)."""
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+log = logging.getLogger("aether.connect")
+
+Callback = Callable[[], Awaitable[None]]
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+def resolve_servers(url: str | Sequence[str] | None = None) -> list[str]:
+    """The server URLs to use: ``url`` (a string may list several, comma-separated), else
+    ``$AETHER_NATS_URL``, else :data:`DEFAULT_URL`.
+
+    Raises:
+        InvalidInputError: an empty URL list.
+    """
+    if url is None:
+        url = os.environ.get(ENV_URL) or DEFAULT_URL
+    items = url.split(",") if isinstance(url, str) else list(url)
+    servers = [item.strip() for item in items if item and item.strip()]
+    if not servers:
+        raise InvalidInputError("no NATS server URL given")
+    return servers
+
+
+def _file(kind: str, path: str | os.PathLike[str] | None) -> str | None:
+    if path is None:
+        return None
+    text = os.fspath(path)
+    if not os.path.isfile(text):
+        raise InvalidInputError(f"{kind} file not found: {text}")
+    return text
+
+
+def _tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if ca is None and cert is None and key is None:
+        return None
+    if (cert is None) != (key is None):
+        raise InvalidInputError("TLS client authentication needs both a certificate and a key file")
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        if cert is not None and key is not None:
+            context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise InvalidInputError(f"cannot load TLS files: {exc}") from exc
+    return context
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no answer"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    text = str(exc).strip() or type(exc).__name__
+    return text.removeprefix("nats: ")
+
+
+async def connect(url: str | Sequence[str] | None = None, *, user: str | None = None, password: str | None = None,
+                  token: str | None = None, creds: str | os.PathLike[str] | None = None,
+                  nkey_seed: str | os.PathLike[str] | None = None, tls_ca: str | os.PathLike[str] | None = None,
+                  tls_cert: str | os.PathLike[str] | None = None, tls_key: str | os.PathLike[str] | None = None,
+                  tls_hostname: str | None = None, name: str | None = None, connect_timeout: float = 5.0,
+                  max_reconnect_attempts: int = -1, reconnect_time_wait: float = 0.5,
+                  error_cb: ErrorCallback | None = None, disconnected_cb: Callback | None = None,
+                  reconnected_cb: Callback | None = None, closed_cb: Callback | None = None) -> Client:
+    """Connect a nats-py client.
+
+    Args:
+        url: server URL(s); see :func:`resolve_servers`.
+        user, password: user/password authentication (both or neither).
+        token: token authentication.
+        creds: a ``.creds`` file (JWT + nkey seed).
+        nkey_seed: a file holding an nkey seed.
+        tls_ca: CA bundle to verify the server; tls_cert / tls_key: client certificate and key.
+        tls_hostname: server name to verify when it differs from the URL's host.
+        name: the connection name shown by the server's monitoring.
+        connect_timeout: seconds to wait for the first connection, in all.
+        max_reconnect_attempts: reconnect attempts per server after a disconnect (-1: forever).
+        reconnect_time_wait: seconds between reconnect attempts to one server.
+        error_cb, disconnected_cb, reconnected_cb, closed_cb: nats-py callbacks. Without
+            ``error_cb``, connection errors are logged at DEBUG level on ``aether.connect``.
+
+    Returns:
+        a connected ``nats.aio.client.Client`` (the caller closes it).
+
+    Raises:
+        NatsConnectionError: not connected within ``connect_timeout``.
+        PermissionDeniedError: authentication or authorization failed.
+        InvalidInputError: inconsistent options or missing files.
+    """
+    servers = resolve_servers(url)
+    if (user is None) != (password is None):
+        raise InvalidInputError("user and password go together: give both or neither")
+    if sum(x is not None for x in (user, token, creds, nkey_seed)) > 1:
+        raise InvalidInputError("choose one authentication method: user/password, token, creds or nkey seed")
+    if connect_timeout <= 0:
+        raise InvalidInputError("connect_timeout must be > 0")
+    creds_file = _file("credentials", creds)
+    seed_file = _file("nkey seed", nkey_seed)
+    tls = _tls_context(_file("TLS CA", tls_ca), _file("TLS certificate", tls_cert), _file("TLS key", tls_key))
+
+    auth_failed = asyncio.Event()
+    last_error: list[BaseException] = []
+
+    async def on_error(exc: Exception) -> None:
+        last_error[:] = [exc]
+        if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower():
+            auth_failed.set()
+        if error_cb is not None:
+            await error_cb(exc)
+        else:
+            log.debug("NATS connection error: %s", _describe(exc))
+
+    kwargs: dict[str, Any] = {
+        "servers": servers,
+        "error_cb": on_error,
+        "connect_timeout": min(connect_timeout, 2.0),
+        "max_reconnect_attempts": max_reconnect_attempts,
+        "reconnect_time_wait": reconnect_time_wait,
+        "allow_reconnect": True,
+    }
+    optional = {"user": user, "password": password, "token": token, "user_credentials": creds_file,
+                "nkeys_seed": seed_file, "tls": tls, "tls_hostname": tls_hostname, "name": name,
+                "disconnected_cb": disconnected_cb, "reconnected_cb": reconnected_cb, "closed_cb": closed_cb}
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+
+    nc = Client()
+    task = asyncio.ensure_future(nc.connect(**kwargs))
+    waiter = asyncio.ensure_future(auth_failed.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, timeout=connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        waiter.cancel()
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    waiter.cancel()
+    where = ", ".join(servers)
+    if task in done and task.exception() is None and nc.is_connected:
+        return nc
+    failure: BaseException | None = None
+    if task in done:
+        failure = task.exception()
+    else:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    with contextlib.suppress(Exception):
+        await nc.close()
+    if failure is None and last_error:
+        failure = last_error[0]
+    if auth_failed.is_set() or isinstance(failure, nats.errors.AuthorizationError):
+        raise PermissionDeniedError(f"NATS at {where} refused the credentials (authorization violation)")
+    if isinstance(failure, ImportError):
+        raise InvalidInputError(f"credentials need the 'nkeys' package: pip install nkeys ({failure})")
+    if isinstance(failure, nats.errors.InvalidUserCredentialsError):
+        raise InvalidInputError(f"invalid credentials file: {failure}")
+    if isinstance(failure, nats.errors.Error) and "invalid connect url" in str(failure).lower():
+        raise InvalidInputError(f"invalid NATS URL: {where}")
+    reason = _describe(failure)
+    raise NatsConnectionError(f"cannot connect to NATS at {where} within {connect_timeout:g}s: {reason}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConnectOptions:
+    """The connection options of :func:`connect`, kept together (e.g. by the command line)."""
+
+    url: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds: str | None = None
+    nkey_seed: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_hostname: str | None = None
+    name: str | None = None
+    connect_timeout: float = 5.0
+
+    async def connect(self, **overrides: Any) -> Client:
+        """:func:`connect` with these options (``overrides`` take precedence; same errors)."""
+        fields = asdict(self)
+        fields.update(overrides)
+        url = fields.pop("url")
+        return await connect(url, **fields)
+
+    def as_args(self) -> list[str]:
+        """The options as ``aether`` command-line arguments (for child processes)."""
+        args: list[str] = []
+        for key, value in asdict(self).items():
+            if value is None or key in ("name",):
+                continue
+            if key == "connect_timeout":
+                if value != 5.0:
+                    args += ["--connect-timeout", str(value)]
+                continue
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        return args
