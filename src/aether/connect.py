@@ -226,14 +226,24 @@ class ConnectOptions:
         return await connect(url, **fields)
 
     def as_args(self) -> list[str]:
-        """The options as ``aether`` command-line arguments (for child processes)."""
+        """The non-secret options as ``aether`` command-line arguments (for child processes).
+
+        Secrets (password, token) are left out: pass :meth:`as_env` as the child's environment.
+        """
         args: list[str] = []
-        for key, value in asdict(self).items():
-            if value is None or key in ("name",):
-                continue
-            if key == "connect_timeout":
-                if value != 5.0:
-                    args += ["--connect-timeout", str(value)]
-                continue
-            args += [f"--{key.replace('_', '-')}", str(value)]
+        for key in ("url", "user", "creds", "nkey_seed", "tls_ca", "tls_cert", "tls_key"):
+            value = getattr(self, key)
+            if value is not None:
+                args += ["--nats-url" if key == "url" else f"--{key.replace('_', '-')}", str(value)]
+        if self.connect_timeout != 5.0:
+            args += ["--connect-timeout", str(self.connect_timeout)]
         return args
+
+    def as_env(self) -> dict[str, str]:
+        """The secret options as the environment variables the ``aether`` command line reads."""
+        env: dict[str, str] = {}
+        if self.password is not None:
+            env["AETHER_NATS_PASSWORD"] = self.password
+        if self.token is not None:
+            env["AETHER_NATS_TOKEN"] = self.token
+        return env
