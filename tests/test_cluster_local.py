@@ -109,12 +109,12 @@ async def test_fenced_write_is_refused_once_the_lease_changed_hands(connect: Cal
         await election.wait_for_leader()
         async with election.fenced() as fence:
             await bucket.write("map", b"v1", headers=fence.headers)  # accepted while the lease is ours
-        entry = await bucket.get("leader", linearizable=True)
-        assert entry is not None
-        await bucket.write("leader", b"usurper", last=entry.revision)  # someone else's compare-and-set
         with pytest.raises(KvConflict):
-            async with election.fenced() as fence:
-                await bucket.write("map", b"v2", headers=fence.headers)
+            async with election.fenced() as fence:  # renewals wait while we hold the fence
+                entry = await bucket.get("leader", linearizable=True)
+                assert entry is not None
+                await bucket.write("leader", b"usurper", last=entry.revision)  # the lease changes hands
+                await bucket.write("map", b"v2", headers=fence.headers)  # refused by the server
         await eventually(lambda: not election.is_leader and deposed == [fence.term], what="the step-down")
         with pytest.raises(FencedError):
             async with election.fenced():
