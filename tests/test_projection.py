@@ -17,8 +17,10 @@ from aether.names import encode_token
 from aether.projection import (
     CatchUpSubscription,
     CheckpointStore,
+    DeadLetterQueue,
     EventSource,
     Projection,
+    ProjectionError,
     ProjectionNotActiveError,
     ProjectionOptions,
     ProjectionRunner,
@@ -184,6 +186,19 @@ async def test_garbage_messages_are_dead_lettered_and_never_crash(nc: Any, uniqu
     assert "not an Aether event" in letters[0].reason and "empty payload" in letters[1].reason
     assert "stored under subject" in letters[2].reason
     assert all(letter.event_type is None for letter in letters)
+    dlq = DeadLetterQueue(nc, source)
+    try:
+        assert [letter.sequence for letter in await dlq.read()] == [2, 3, 4]  # every projection's
+        assert await dlq.read("another projection") == []
+        assert [letter.sequence for letter in await dlq.read("garbage", after=letters[0].dlq_sequence)] == [3, 4]
+        assert len(await dlq.read("garbage", limit=1)) == 1
+    finally:
+        await dlq.aclose()
+    missing = DeadLetterQueue(nc, EventSource(unique_name, "nothing-here"))
+    try:
+        assert await missing.read() == []  # no dead-letter stream yet: no letters
+    finally:
+        await missing.aclose()
 
 
 async def test_position_is_durable_across_runners(nc: Any, unique_name: str) -> None:
@@ -204,6 +219,10 @@ async def test_position_is_durable_across_runners(nc: Any, unique_name: str) -> 
         assert runner.position == first_head
         await runner.catch_up(timeout=60)
     assert len(positions) == 50 and min(positions) > first_head  # only the new events
+    with pytest.raises(ProjectionError):
+        await runner.start()  # a stopped runner stays stopped
+    with pytest.raises(ProjectionError):
+        await runner.wait_until(first_head + 1000, timeout=1)
 
 
 async def test_rebuild_replays_everything_after_the_hook(nc: Any, unique_name: str) -> None:
@@ -480,3 +499,25 @@ async def test_prometheus_metrics_count_progress_failures_and_lag(nc: Any, uniqu
     assert sample("aether_projection_active") == 0
     metrics.unregister()
     assert sample("aether_projection_position") is None
+
+
+async def test_consumer_works_without_the_nats_py_pending_queue(nc: Any, unique_name: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should a nats-py release drop ``Subscription._pending_queue``, a callback feeds a queue instead."""
+    import aether.projection._consumer as consumer_module
+
+    monkeypatch.setattr(consumer_module, "_PENDING_QUEUE_ATTRIBUTE", "_no_such_attribute")
+    store = await make_store(nc, unique_name)
+    async with CatchUpSubscription(nc, EventSource.of(store)) as sub:
+        assert await sub.head() == 0  # an empty stream
+        for v in range(1, 4):
+            await store.save_event(Event("Deposited", "a", v, {"amount": v}))
+        got = [(await sub.__anext__()).position for _ in range(3)]
+        assert await sub.head() == 3
+    assert got == [1, 2, 3]
+    model = Balances("fallback")
+    for v in range(4, 6):
+        await store.save_event(Event("Deposited", "a", v, {"amount": v}))
+    async with ProjectionRunner(nc, model.projection, store, options=FAST) as runner:
+        await runner.catch_up(timeout=60)
+    assert model.as_dict() == {"a": (15, 5)}

@@ -11,6 +11,7 @@ import click
 from aether import __version__
 from aether.cli._common import AetherGroup
 from aether.cli.cluster import cluster
+from aether.cli.demo import demo
 from aether.cli.events import events
 from aether.cli.node import node
 from aether.cli.server import server
@@ -28,6 +29,7 @@ cli.add_command(server)
 cli.add_command(events)
 cli.add_command(cluster)
 cli.add_command(node)
+cli.add_command(demo)
 
 
 def main() -> int:

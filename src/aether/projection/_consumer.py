@@ -25,12 +25,11 @@ import logging
 import secrets
 from typing import Any
 
-import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from aether._nats import JsApi, translate_nats_error
-from aether.errors import AetherError, StoreError
+from aether._nats import JetStreamApiError, JsApi, translate_nats_error
+from aether.errors import AetherError
 
 __all__ = ["FLOW_CONTROL", "OrderedConsumer", "head_sequence"]
 
@@ -42,7 +41,8 @@ FLOW_CONTROL = -1
 _NS = 1_000_000_000
 _ACK_PREFIX = "$JS.ACK."
 _PENDING_MSGS_LIMIT = 1024 * 1024
-_encode_json = msgspec.json.encode
+_PENDING_QUEUE_ATTRIBUTE = "_pending_queue"  # nats-py's Subscription queue (fast path, see the module doc)
+_ERR_NO_MESSAGE_FOUND = 10037
 
 
 async def head_sequence(api: JsApi, stream: str, filter_subject: str) -> int:
@@ -51,15 +51,13 @@ async def head_sequence(api: JsApi, stream: str, filter_subject: str) -> int:
     Raises:
         StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
     """
-    msg = await api.request(f"$JS.API.DIRECT.GET.{stream}", _encode_json({"last_by_subj": filter_subject}),
-                            what=f"reading the head of stream {stream!r}")
-    headers = msg.headers or {}
-    status = headers.get("Status")
-    if status == "404":
-        return 0
-    if status is not None:
-        raise StoreError(f"reading the head of stream {stream!r}: {status} {headers.get('Description', '')}")
-    return int(headers["Nats-Sequence"])
+    try:
+        reply = await api.api(f"STREAM.MSG.GET.{stream}", {"last_by_subj": filter_subject})
+    except JetStreamApiError as exc:
+        if exc.err_code == _ERR_NO_MESSAGE_FOUND:
+            return 0
+        raise
+    return int(reply["message"]["seq"])
 
 
 class OrderedConsumer:
@@ -190,7 +188,7 @@ class OrderedConsumer:
             sub = await self._nc.subscribe(inbox, pending_msgs_limit=_PENDING_MSGS_LIMIT, pending_bytes_limit=0)
         except Exception as exc:
             raise translate_nats_error(exc, f"subscribing to stream {self._stream!r}") from exc
-        queue = getattr(sub, "_pending_queue", None)
+        queue = getattr(sub, _PENDING_QUEUE_ATTRIBUTE, None)
         if isinstance(queue, asyncio.Queue):
             return sub, queue
         with contextlib.suppress(Exception):  # no pending queue in this nats-py: feed our own

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
+from nats.aio.client import Client
 
 from aether._nats import ERR_STREAM_NAME_IN_USE, ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi, api_error
 from aether.codec import decode_event
@@ -81,14 +82,17 @@ class DeadLetterQueue:
     """Writes and reads the dead letters of one source stream.
 
     Args:
-        api: the JetStream API helper.
+        nc: a connected nats-py client (not owned).
         source: the source stream.
         stream: the dead-letter stream's name (default :func:`dead_letter_stream_name`).
         replicas: its replicas when it is created.
+        api: an existing request helper to share (internal); one is created when omitted.
     """
 
-    def __init__(self, api: JsApi, source: EventSource, *, stream: str | None = None, replicas: int = 1) -> None:
-        self._api = api
+    def __init__(self, nc: Client, source: EventSource, *, stream: str | None = None, replicas: int = 1,
+                 api: JsApi | None = None) -> None:
+        self._own_api = api is None
+        self._api = api if api is not None else JsApi(nc)
         self.source = source
         self.stream = stream or dead_letter_stream_name(source.stream)
         self._replicas = replicas
@@ -176,3 +180,8 @@ class DeadLetterQueue:
             if (status_msg.headers or {}).get("Nats-Num-Pending", "0") == "0":
                 break
         return out if limit is None else out[:limit]
+
+    async def aclose(self) -> None:
+        """Release the reply subscription this queue created (the client stays open)."""
+        if self._own_api:
+            await self._api.aclose()

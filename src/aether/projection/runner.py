@@ -222,7 +222,7 @@ class ProjectionRunner:
         replicas = opts.replicas or int(info.get("config", {}).get("num_replicas", 1) or 1)
         checkpoints = CheckpointStore(self._nc, opts.checkpoint_bucket, replicas=replicas)
         await checkpoints.open()
-        dlq = DeadLetterQueue(api, self.source, stream=opts.dead_letter_stream, replicas=replicas)
+        dlq = DeadLetterQueue(self._nc, self.source, stream=opts.dead_letter_stream, replicas=replicas, api=api)
         await dlq.ensure()
         if self.node_id is not None:
             lease = ProjectionLease(self._nc, bucket=opts.lease_bucket_name(), key=self._key, node_id=self.node_id,
@@ -242,10 +242,10 @@ class ProjectionRunner:
             StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
             ProjectionError: the runner was stopped already.
         """
-        if self._started:
-            return
         if self._stopping:
             raise ProjectionError(f"projection {self.name!r}: a stopped runner cannot be restarted")
+        if self._started:
+            return
         await self._setup()
         loop = asyncio.get_running_loop()
         if self._lease is None:
