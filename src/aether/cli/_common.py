@@ -14,7 +14,7 @@ import click
 import msgspec
 
 from aether.connect import ENV_URL, ConnectOptions
-from aether.errors import AetherError
+from aether.errors import AetherError, InvalidInputError
 
 __all__ = [
     "DEFAULT_STREAM",
@@ -43,7 +43,7 @@ def _one_line(text: str) -> str:
 class AetherGroup(click.Group):
     """A click group whose failures print ONE line on stderr and exit non-zero (never a traceback).
 
-    Exit codes: 0 success, 1 an operation failed, 2 bad usage, 130 interrupted.
+    Exit codes: 0 success, 1 an operation failed, 2 bad usage or input, 130 interrupted.
     Set ``AETHER_DEBUG=1`` to get the traceback of an unexpected error.
     """
 
@@ -71,6 +71,9 @@ class AetherGroup(click.Group):
         except (click.Abort, KeyboardInterrupt):
             click.echo(f"{prog_name}: interrupted", err=True)
             return 130
+        except InvalidInputError as exc:
+            click.echo(f"{prog_name}: error: {_one_line(str(exc))}", err=True)
+            return 2
         except AetherError as exc:
             click.echo(f"{prog_name}: error: {_one_line(str(exc))}", err=True)
             return 1
