@@ -37,7 +37,7 @@ async def main(url: str, node_id: str, cluster: str, stream: str, folder: str) -
         latest = await store.get_latest_version(actor)
         if request.payload == b"hold":
             (out / f"{node_id}.holding").write_text(str(latest))
-            while not (out / "release").exists():
+            while not (out / "release").exists():  # noqa: ASYNC110 - released by another process
                 await asyncio.sleep(0.02)
             try:
                 await store.save_event(Event("Held", actor, latest + 1, id=request.request_id))

@@ -36,15 +36,18 @@ def procs() -> Iterator[dict[str, subprocess.Popen[bytes]]]:
             proc.wait()
 
 
+def _spawn(url: str, node_id: str, cluster: str, stream: str, folder: Path) -> subprocess.Popen[bytes]:
+    with open(folder / f"{node_id}.log", "wb") as log:
+        return subprocess.Popen([sys.executable, str(SCRIPT), url, node_id, cluster, stream, str(folder)],
+                                stdout=log, stderr=log, start_new_session=True)
+
+
 async def test_paused_owner_cannot_append_with_stale_ownership(
         nc: Any, nats_url: str, unique_name: str, tmp_path: Path, procs: dict[str, subprocess.Popen[bytes]]) -> None:
     cluster, stream = f"c{unique_name[:20]}".replace("-", ""), unique_name
     store = await JetStreamEventStore.create(nc, stream)
     for node_id in ("a", "b"):
-        with open(tmp_path / f"{node_id}.log", "wb") as log:
-            procs[node_id] = subprocess.Popen(
-                [sys.executable, str(SCRIPT), nats_url, node_id, cluster, stream, str(tmp_path)],
-                stdout=log, stderr=log, start_new_session=True)
+        procs[node_id] = _spawn(nats_url, node_id, cluster, stream, tmp_path)
     client = ClusterClient(nc, cluster=cluster, request_timeout=20)
     await client.start()
     try:
