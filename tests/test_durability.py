@@ -5,6 +5,7 @@ duplicated, versions gapless."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Callable
@@ -120,7 +121,7 @@ async def test_r3_stream_leader_killed_during_writes(nats_cluster_factory: Calla
         writers.stop.set()
         await asyncio.gather(*tasks)
         times = sorted(writers.ack_times)
-        stall = max(b - a for a, b in zip(times, times[1:], strict=False) if b > killed_at)
+        stall = max(b - a for a, b in itertools.pairwise(times) if b > killed_at)
         print(f"\nR3 stream leader {leader_name} killed: longest pause between acknowledged writes {stall:.2f}s")
         for actor in actors:
             writers.verify(actor, await store.get_events(actor))
