@@ -19,7 +19,8 @@ from aether.cli.server import server
 __all__ = ["cli", "main"]
 
 
-@click.group(cls=AetherGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(name="aether", cls=AetherGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="aether")
 def cli() -> None:
     """Aether: distributed event-sourcing primitives on NATS JetStream."""
