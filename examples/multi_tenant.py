@@ -48,7 +48,7 @@ async def main() -> None:
         nc = await connect(url)
         base = f"tenants-{os.getpid()}"
         stores = {t: await JetStreamEventStore.create(nc, base, namespace=t) for t in TENANTS}
-        async with NATSEventBus(nc) as bus:
+        async with await NATSEventBus.create(nc) as bus:
             acme = bus.subscribe("acme.>")
             globex = bus.subscribe("globex")
             await acme.ready()
