@@ -1,5 +1,7 @@
 """Bank account: an event-sourced aggregate with snapshots, conflict retry and an upcaster.
 
+The domain of ``eventstorming/worked-example-bank.md`` (and of ``aether demo``).
+
 Run it as-is (an embedded NATS server is started when no URL is given)::
 
     python examples/bank_account.py [nats://127.0.0.1:4222]
@@ -34,22 +36,22 @@ from aether.testing import NatsServer
 upcasters = Upcasters()
 
 
-@upcasters.register("Deposited", 1)
+@upcasters.register("MoneyDeposited", 1)
 def _cents_to_amount(data: dict[str, Any]) -> dict[str, Any]:
     """Version 1 stored cents; version 2 stores whole units."""
     return {"amount": data["cents"] // 100}
 
 
-class Opened(EventPayload, frozen=True):
+class AccountOpened(EventPayload, frozen=True):
     owner: str
 
 
-class Deposited(EventPayload, frozen=True):
+class MoneyDeposited(EventPayload, frozen=True):
     schema_version = 2
     amount: int
 
 
-class Withdrawn(EventPayload, frozen=True):
+class MoneyWithdrawn(EventPayload, frozen=True):
     amount: int
 
 
@@ -67,29 +69,29 @@ class Account(Aggregate):
     def open(self, owner: str) -> None:
         if self.version:
             raise ValueError("already open")
-        self.record(Opened(owner=owner))
+        self.record(AccountOpened(owner=owner))
 
     def deposit(self, amount: int) -> None:
         if amount <= 0:
             raise ValueError("amount must be positive")
-        self.record(Deposited(amount=amount))
+        self.record(MoneyDeposited(amount=amount))
 
     def withdraw(self, amount: int) -> None:
         if amount > self.balance:
             self.record(WithdrawalRejected(amount=amount, balance=self.balance))
         else:
-            self.record(Withdrawn(amount=amount))
+            self.record(MoneyWithdrawn(amount=amount))
 
-    @applies(Opened)
-    def _opened(self, e: Opened) -> None:
+    @applies(AccountOpened)
+    def _opened(self, e: AccountOpened) -> None:
         self.owner = e.owner
 
-    @applies(Deposited)
-    def _deposited(self, e: Deposited) -> None:
+    @applies(MoneyDeposited)
+    def _deposited(self, e: MoneyDeposited) -> None:
         self.balance += e.amount
 
-    @applies(Withdrawn)
-    def _withdrawn(self, e: Withdrawn) -> None:
+    @applies(MoneyWithdrawn)
+    def _withdrawn(self, e: MoneyWithdrawn) -> None:
         self.balance -= e.amount
 
     @applies(WithdrawalRejected)
@@ -144,7 +146,7 @@ async def main() -> None:
 
         # an event stored long ago with the old schema is read through the upcaster
         latest = await store1.get_latest_version(account)
-        await store1.save_event(Event("Deposited", account, latest + 1, {"cents": 2500}))
+        await store1.save_event(Event("MoneyDeposited", account, latest + 1, {"cents": 2500}))
         upgraded = await fresh.load(account)
         print(f"old-schema event {{'cents': 2500}} upcast on read -> balance {upgraded.balance}")
         assert upgraded.balance == 175

@@ -436,3 +436,20 @@ def test_repository_argument_checks() -> None:
 
     with pytest.raises(InvalidInputError):
         Counter("x").record(123)  # type: ignore[arg-type]
+
+
+async def test_cache_forget_and_processed_version(store: Any) -> None:
+    repo = Repository(store, Counter, cache_size=10)
+    for actor in ("keep-1", "drop-1", "drop-2"):
+        await repo.execute(actor, lambda c: c.inc(), command_id=f"cmd-{actor}")
+    assert repo.forget_if(lambda actor_id: actor_id.startswith("drop-")) == 2
+    loads = repo.stats.loads
+    await repo.execute("keep-1", lambda c: c.inc())          # served from the cache
+    assert repo.stats.loads == loads
+    result = await repo.execute("drop-1", lambda c: c.inc())  # reloaded
+    assert repo.stats.loads == loads + 1
+    assert result.aggregate.processed_version("cmd-drop-1") == 1
+    assert result.aggregate.processed_version("unknown") is None
+    repo.forget()
+    await repo.execute("keep-1", lambda c: c.inc())
+    assert repo.stats.loads == loads + 2

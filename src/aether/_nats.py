@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import secrets
 import weakref
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 import nats.errors
@@ -27,7 +27,10 @@ from aether.errors import (
     StoreUnavailableError,
 )
 
-__all__ = ["ApiError", "JsApi", "PubAck", "translate_nats_error"]
+__all__ = ["ApiError", "DenialListener", "JsApi", "PubAck", "refused_or", "translate_nats_error",
+           "watch_permission_denials"]
+
+T = TypeVar("T")
 
 
 class ApiError(msgspec.Struct):
@@ -81,12 +84,65 @@ _PERMISSION_PREFIX = "permissions violation for "
 _SWEEP_INTERVAL = 0.05
 
 
+class DenialListener(Protocol):
+    """Told of each permission violation the server reports on a connection (see
+    :func:`watch_permission_denials`). ``kind`` is ``"publish"`` or ``"subscription"``; the
+    server's text (and so ``subject``) arrives lower-cased from nats-py."""
+
+    def _denied(self, kind: str, subject: str, text: str) -> None: ...
+
+
+def watch_permission_denials(nc: Client, listener: DenialListener) -> None:
+    """Call ``listener._denied(kind, subject, text)`` for each permission violation on ``nc``
+    (the listener is held weakly; the client's own error callback still runs)."""
+    _PermissionWatch.install(nc).apis.add(listener)
+
+
+class _DenialGuard:
+    __slots__ = ("__weakref__", "future", "match")
+
+    def __init__(self, match: Callable[[str], bool]) -> None:
+        self.match = match
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def _denied(self, kind: str, subject: str, text: str) -> None:
+        if not self.future.done() and self.match(subject.lower()):
+            self.future.set_exception(PermissionDeniedError(f"the NATS server refused: {text}"))
+
+
+async def refused_or(nc: Client, call: Awaitable[T], match: Callable[[str], bool]) -> T:
+    """Await ``call`` (a nats-py request, which would only time out on a refusal), but raise
+    :class:`PermissionDeniedError` at once if meanwhile the server reports a permission violation
+    on a subject for which ``match(lower-cased subject)`` is true."""
+    guard = _DenialGuard(match)
+    watch = _PermissionWatch.install(nc)
+    watch.apis.add(guard)
+    task = asyncio.ensure_future(call)
+    try:
+        waiting: set[asyncio.Future[Any]] = {task, guard.future}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise cast(BaseException, guard.future.exception())
+    finally:
+        watch.apis.discard(guard)
+        if not task.done():  # we were cancelled
+            task.cancel()
+        if guard.future.done():
+            guard.future.exception()  # retrieved: no "exception never retrieved" log
+        else:
+            guard.future.cancel()
+
+
 class _PermissionWatch:
     """Wraps a client's error callback to turn the server's asynchronous permission violations into
     immediate :class:`PermissionDeniedError` for the Aether requests they concern."""
 
     def __init__(self, nc: Client) -> None:
-        self.apis: weakref.WeakSet[JsApi] = weakref.WeakSet()
+        self.apis: weakref.WeakSet[DenialListener] = weakref.WeakSet()
         self._original = nc._error_cb
 
     @classmethod

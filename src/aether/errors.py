@@ -5,6 +5,8 @@ translated at the boundary (the original is kept as ``__cause__``)::
 
     AetherError
     ├── VersionConflictError        append with a version that is not latest+1
+    │   └── ConflictRetriesExhaustedError  (aether.aggregate) a command kept conflicting
+    ├── AggregateError              (aether.aggregate) UnknownEventError, EventSchemaError
     ├── InvalidInputError (+ValueError)
     │   ├── InvalidNameError        an actor id, namespace or stream name breaks a rule
     │   ├── InvalidVersionError     version < 1, or non-consecutive versions in a batch

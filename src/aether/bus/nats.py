@@ -28,6 +28,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from aether._nats import watch_permission_denials
 from aether.codec import decode_event, encode_event
 from aether.errors import (
     AetherError,
@@ -95,7 +96,7 @@ def _translate(exc: BaseException, what: str) -> AetherError:
 class _Group:
     """One NATS subscription shared by the local subscriptions of one pattern."""
 
-    __slots__ = ("bus", "error", "nats_sub", "own", "pattern", "ready", "seen", "stopping", "subject",
+    __slots__ = ("bus", "denied", "error", "nats_sub", "own", "pattern", "ready", "seen", "stopping", "subject",
                  "subject_routes", "subs", "task")
 
     def __init__(self, bus: NATSEventBus, pattern: str, subject: str, ready: asyncio.Future[None]) -> None:
@@ -108,6 +109,7 @@ class _Group:
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
         self.error: AetherError | None = None
+        self.denied: PermissionDeniedError | None = None
         self.own = bus._head
         self.subject_routes = bus._subject_routes
         # publisher node id -> {route: last sequence seen}
@@ -126,15 +128,29 @@ class _Group:
                     await bus._roundtrip(bus._timeout)
                     break
                 except Exception as exc:
-                    if nc.is_closed:
+                    if nc.is_closed or isinstance(exc, PermissionDeniedError):
                         raise _translate(exc, f"subscribing to {self.pattern!r}") from exc
                     await asyncio.sleep(0.05)  # reconnecting: try again
+            if self.denied is not None:  # the server refused the subscription before the probe came back
+                sub, self.nats_sub = self.nats_sub, None
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                raise self.denied
         except AetherError as exc:
             self.error = exc
             bus._group_failed(self, exc)
         finally:
             if not self.ready.done():
                 self.ready.set_result(None)
+
+    def refuse(self, error: PermissionDeniedError) -> None:
+        """The server refused this subscription: end the local subscriptions with ``error``."""
+        if not self.ready.done():
+            self.denied = error  # start() raises it once its probe confirms the server has answered
+        elif self.error is None:  # refused later (e.g. re-subscribing after a reconnect)
+            self.error = error
+            self.bus._group_failed(self, error)
+            self.bus._spawn(self.stop())
 
     async def stop(self) -> None:
         self.stopping = True
@@ -244,6 +260,10 @@ class NATSEventBus:
         self._probes: dict[str, asyncio.Future[None]] = {}
         self._probe_count = 0
         self._closed = False
+        self._refused_subjects: dict[str, str] = {}  # lower-cased bus subjects the server refused
+        self._refusal: PermissionDeniedError | None = None  # a refused publish flush() has not reported
+        self._probe_refused: PermissionDeniedError | None = None
+        watch_permission_denials(nc, self)
         self._reconnects_at_start = int(nc.stats.get("reconnects", 0)) if hasattr(nc, "stats") else 0
         self._metrics = metrics
         if metrics is not None:
@@ -298,6 +318,9 @@ class NATSEventBus:
             InvalidVersionError: ``event.version`` < 1.
             EventTooLargeError: the message exceeds the server's max payload.
             NatsConnectionError: the connection is closed, or its reconnect buffer is full.
+            PermissionDeniedError: the server refused an earlier publish to the same subject
+                (namespace and event type). The server reports a refusal after the fact: the
+                first refused publish returns normally, and :meth:`flush` raises for it.
         """
         if self._closed:
             raise BusClosedError("publish on a closed NATSEventBus")
@@ -312,6 +335,9 @@ class NATSEventBus:
             subject = route.subjects[event_type]
         except (KeyError, TypeError):
             subject = self._subject_for(route, event_type)
+        if self._refused_subjects and subject.lower() in self._refused_subjects:
+            raise PermissionDeniedError(f"publishing to {route.namespace!r}: the NATS server refused "
+                                        f"{self._refused_subjects[subject.lower()]}")
         payload = encode_event(event)
         seq = route.seq + 1
         route.seq = seq
@@ -423,6 +449,8 @@ class NATSEventBus:
         Raises:
             NatsConnectionError: the connection is closed or unavailable.
             AetherTimeoutError: not done within ``timeout`` seconds (default: the bus's timeout).
+            PermissionDeniedError: the server refused a publish made since the last flush (lack
+                of permission), or the bus's probe to its own inbox.
         """
         limit = self._timeout if timeout is None else timeout
         try:
@@ -434,6 +462,9 @@ class NATSEventBus:
                     await asyncio.sleep(0.001)
         except Exception as exc:
             raise _translate(exc, "flushing the bus") from exc
+        refusal, self._refusal = self._refusal, None
+        if refusal is not None:
+            raise refusal
 
     async def _roundtrip(self, timeout: float) -> None:
         """Send a probe message through the connection's outgoing queue and wait for it to come back.
@@ -444,12 +475,14 @@ class NATSEventBus:
         commands still waiting in the client's outgoing queue.
         """
         nc = self._nc
+        if self._probe_refused is not None:
+            raise self._probe_refused
         if self._probe_sub is None:
             async with self._probe_lock:
                 if self._probe_sub is None:
                     prefix = f"{nc.new_inbox()}."
+                    self._probe_prefix = prefix  # set first: a refusal is matched against it
                     self._probe_sub = await nc.subscribe(prefix + "*", cb=self._on_probe)
-                    self._probe_prefix = prefix
         self._probe_count += 1
         token = str(self._probe_count)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -460,6 +493,31 @@ class NATSEventBus:
                 await future
         finally:
             del self._probes[token]
+
+    def _denied(self, kind: str, subject: str, text: str) -> None:
+        """A permission violation on the connection (called by :func:`aether._nats.watch_permission_denials`).
+
+        A refused subscription ends the subscriptions of its pattern with PermissionDeniedError;
+        a refused publish makes later publishes to that subject and the next :meth:`flush` raise.
+        """
+        subject = subject.lower()
+        probe = self._probe_prefix.lower()
+        if probe and subject.startswith(probe):
+            error = PermissionDeniedError(f"the bus's probe through its own inbox: the NATS server refused: {text}")
+            self._probe_refused = error
+            for future in self._probes.values():
+                if not future.done():
+                    future.set_exception(error)
+        elif kind.startswith("subscription"):
+            for group in list(self._groups.values()):
+                if group.subject.lower() == subject:
+                    group.refuse(PermissionDeniedError(f"subscribing to {group.pattern!r}: the NATS server "
+                                                       f"refused: {text}"))
+        elif kind.startswith("publish") and subject.startswith(self._prefix.lower() + "."):
+            if len(self._refused_subjects) >= _MAX_SUBJECT_CACHE:
+                self._refused_subjects.clear()
+            self._refused_subjects[subject] = text
+            self._refusal = PermissionDeniedError(f"publishing: the NATS server refused: {text}")
 
     async def _on_probe(self, msg: Msg) -> None:
         future = self._probes.get(msg.subject[len(self._probe_prefix):])

@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import msgspec
+from rich.console import Console
 
 from aether.connect import ENV_URL, ConnectOptions
 from aether.errors import AetherError, InvalidInputError
@@ -23,6 +24,7 @@ __all__ = [
     "connection_options",
     "emit_json",
     "fail",
+    "out_console",
     "run",
     "store_options",
 ]
@@ -102,6 +104,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion for a command (Ctrl-C becomes exit code 130)."""
     return asyncio.run(coro)
+
+
+def out_console(*, stderr: bool = False) -> Console:
+    """The console for tables: the terminal's width, or 160 columns when output is piped."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=160)
+    return console
 
 
 def emit_json(value: Any) -> None:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aether.cli._cluster_state import ClusterState, read_cluster_state
-from aether.cli._common import connection_options, emit_json, run
+from aether.cli._common import connection_options, emit_json, out_console, run
 from aether.cli._store import connected
 from aether.connect import ConnectOptions
 
@@ -33,7 +33,7 @@ def status(name: str, ping: bool, as_json: bool, connect: ConnectOptions) -> Non
     if as_json:
         emit_json(state.to_json())
     else:
-        render_status(Console(), state)
+        render_status(out_console(), state)
 
 
 async def _status(name: str, ping: bool, connect: ConnectOptions) -> ClusterState:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
-from aether.cli._common import DEFAULT_STREAM, connection_options, run
+from aether.cli._common import DEFAULT_STREAM, connection_options, out_console, run
 from aether.connect import ConnectOptions
 
 __all__ = ["demo"]
@@ -37,6 +36,6 @@ def demo(accounts: int, duration: float, nodes: int, concurrency: int, kill: str
     config = DemoConfig(accounts=accounts, duration=duration, nodes=nodes, concurrency=concurrency,
                         kill=kill,  # type: ignore[arg-type]
                         connect=connect, stream=stream, seed=seed, live=live)
-    result = run(run_demo(config, Console()))
+    result = run(run_demo(config, out_console()))
     if not result.ok:
         click.get_current_context().exit(1)

@@ -14,7 +14,7 @@ from nats.js.api import DeliverPolicy
 from rich.console import Console
 from rich.table import Table
 
-from aether.cli._common import connection_options, emit_json, fail, run, store_options
+from aether.cli._common import connection_options, emit_json, fail, out_console, run, store_options
 from aether.cli._store import StreamRef, connected, list_streams, matches_namespace, open_store, subject_counts
 from aether.codec import decode_event
 from aether.connect import ConnectOptions
@@ -73,14 +73,14 @@ async def _show(actor: str, from_version: int, last: int | None, metadata: bool,
     if as_json:
         emit_json(history)
         return
-    console = Console()
+    console = out_console()
     if not history:
         console.print(f"actor {actor!r}: no events from version {from_version} (latest version is {latest})")
         return
     table = Table(title=f"{actor!r} in {store.stream} — {latest} events", title_justify="left")
-    table.add_column("version", justify="right")
-    table.add_column("type", style="bold")
-    table.add_column("time (UTC)")
+    table.add_column("version", justify="right", no_wrap=True)
+    table.add_column("type", style="bold", no_wrap=True)
+    table.add_column("time (UTC)", no_wrap=True)
     table.add_column("data", overflow="fold")
     if metadata:
         table.add_column("metadata", overflow="fold")
@@ -146,14 +146,17 @@ async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: st
     if as_json:
         emit_json(rows if all_namespaces else rows[0])
         return
-    console = Console()
+    console = out_console()
     if all_namespaces:
         table = Table(title=f"streams of {stream!r}", title_justify="left")
         for column in ("namespace", "stream", "actors", "events", "snapshots", "bytes", "replicas"):
-            table.add_column(column, justify="left" if column in ("namespace", "stream") else "right")
+            if column in ("namespace", "stream"):
+                table.add_column(column, overflow="fold")
+            else:
+                table.add_column(column, justify="right", no_wrap=True)
         for row in rows:
-            table.add_row(row["namespace"] or "(none)", row["stream"], str(row["actors"]), str(row["events"]),
-                          str(row["snapshots"]), f"{row['bytes']:,}", str(row["replicas"]))
+            table.add_row(row["namespace"] or "(none)", row["stream"], f"{row['actors']:,}", f"{row['events']:,}",
+                          f"{row['snapshots']:,}", f"{row['bytes']:,}", str(row["replicas"]))
         console.print(table)
         return
     row = rows[0]

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import logging
 import os
 import signal
 import socket
@@ -128,16 +129,21 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--ready-timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Seconds to wait for the first shard map.")
 @click.option("--json", "as_json", is_flag=True, help="Report readiness and shutdown as JSON lines.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              default="WARNING", show_default=True, help="Log level of the node's log lines (stderr).")
 @click.option("--exit-with-parent", is_flag=True, hidden=True, help="Stop when the parent process dies.")
 @connection_options
 def node(node_id: str | None, cluster_name: str, stream: str, namespace: str | None, handler_spec: str,
          settings: tuple[str, ...], metrics_port: int, metrics_host: str, no_metrics: bool, shard_count: int,
-         replicas: int, weight: int, ready_timeout: float, as_json: bool, exit_with_parent: bool,
+         replicas: int, weight: int, ready_timeout: float, as_json: bool, log_level: str, exit_with_parent: bool,
          connect: ConnectOptions) -> None:
     """Run one cluster node hosting actors until interrupted."""
     factory = load_handler_factory(handler_spec)
+    node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s")
     options = ClusterOptions(shard_count=shard_count, replicas=replicas)
-    run(_run_node(node_id or f"{socket.gethostname()}-{os.getpid()}", cluster_name, stream, namespace, factory,
+    run(_run_node(node_id, cluster_name, stream, namespace, factory,
                   _parse_settings(settings), None if no_metrics else (metrics_host, metrics_port), options, weight,
                   ready_timeout, as_json, os.getppid() if exit_with_parent else None, connect))
 

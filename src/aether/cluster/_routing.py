@@ -28,7 +28,7 @@ from aether.cluster._kv import ClusterBucket
 from aether.cluster._notify import logger
 from aether.cluster.shard import ShardManager
 from aether.cluster.types import ShardMap
-from aether.errors import AetherError, AetherTimeoutError, ClusterError, RequestFailedError
+from aether.errors import AetherError, AetherTimeoutError, ClusterError, PermissionDeniedError, RequestFailedError
 from aether.names import encode_token
 
 __all__ = ["MapWatcher", "Reply", "Request", "Requester", "Router", "node_subject"]
@@ -159,6 +159,7 @@ class MapWatcher:
 
         Raises:
             NatsConnectionError-family / StoreError: NATS trouble (the first read only when ``strict``).
+            PermissionDeniedError: the user may not read the cluster's bucket (even when not ``strict``).
         """
         try:
             self._sub = await self._nc.subscribe(self._bucket.subject(MAP_KEY), cb=self._on_hint)
@@ -166,8 +167,8 @@ class MapWatcher:
             raise translate_nats_error(exc, "subscribing to the shard map") from exc
         try:
             await self.refresh(linearizable=True)
-        except AetherError:
-            if strict:
+        except AetherError as exc:
+            if strict or isinstance(exc, PermissionDeniedError):  # waiting would never help
                 raise
         self._task = asyncio.get_running_loop().create_task(self._run(), name="aether-map-watcher")
 

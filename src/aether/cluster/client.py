@@ -67,6 +67,7 @@ class ClusterClient:
 
         Raises:
             NatsConnectionError-family errors: the client cannot subscribe.
+            PermissionDeniedError: the NATS user may not read the cluster's shard map.
         """
         if self._router is not None:
             return

@@ -30,6 +30,7 @@ one ``check_interval``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import contextlib
 import secrets
 import time
@@ -426,7 +427,8 @@ class LeaderElection:
         if self._deadline_handle is not None:
             self._deadline_handle.cancel()
             self._deadline_handle = None
-        logger.warning("node %s: stepped down as leader of %r (term %d): %s", self.node_id, self.cluster, term, why)
+        level = logging.INFO if why == "stopped" else logging.WARNING
+        logger.log(level, "node %s: stepped down as leader of %r (term %d): %s", self.node_id, self.cluster, term, why)
         if self._observer is not None:
             self._observer.on_leadership(self.cluster, self.node_id, False, term)
         self._pending.append(("deposed", term))

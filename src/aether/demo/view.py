@@ -138,7 +138,7 @@ class DemoView:
         table.add_column("what", style="bold")
         table.add_column("value")
         rows: list[tuple[str, Any]] = [
-            ("accounts", f"{driver.accounts.__len__():,}"),
+            ("accounts", f"{len(driver.accounts):,}"),
             ("commands sent / acknowledged", f"{driver.sent:,} / {driver.acked:,}"),
             ("in doubt (never acknowledged)", f"{driver.in_doubt:,}"),
             ("retries", f"{driver.retries:,} (duplicates answered from history: {driver.duplicates:,})"),
@@ -164,6 +164,9 @@ class DemoView:
         console.print(table)
         if report is None:
             return
+        if self.config.connect.url is not None:
+            console.print(f"inspect: aether events show {driver.accounts[0]} --namespace {result.namespace} "
+                          f"--stream {self.config.stream}; aether events stats --all", style="dim", highlight=False)
         if report.ok:
             console.print(f"[bold green]VERIFIED[/]: {report.accounts} accounts, {report.events:,} events: "
                           "gapless versions, balances equal the sum of their events, every acknowledged "

@@ -13,7 +13,7 @@ from aether._nats import translate_nats_error
 from aether.errors import CorruptEventError, StoreError
 from aether.event import utc_now
 from aether.names import encode_token
-from aether.projection._kv import open_bucket
+from aether.projection._kv import guarded, open_bucket
 
 __all__ = ["Checkpoint", "CheckpointStore", "checkpoint_key"]
 
@@ -78,10 +78,11 @@ class CheckpointStore:
 
         Raises:
             CorruptEventError: the stored value is not a checkpoint.
+            PermissionDeniedError: the NATS user may not read this key.
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
         """
         try:
-            entry = await self._bucket().get(key)
+            entry = await guarded(self._nc, self.bucket, self._bucket().get(key))
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
         except Exception as exc:
@@ -97,9 +98,10 @@ class CheckpointStore:
         """Store ``checkpoint`` under ``key``.
 
         Raises:
+            PermissionDeniedError: the NATS user may not write this key.
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
         """
         try:
-            await self._bucket().put(key, _encode(checkpoint))
+            await guarded(self._nc, self.bucket, self._bucket().put(key, _encode(checkpoint)))
         except Exception as exc:
             raise translate_nats_error(exc, f"saving checkpoint {key!r}") from exc

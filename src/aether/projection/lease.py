@@ -20,7 +20,7 @@ from nats.js.kv import KeyValue
 
 from aether._nats import translate_nats_error
 from aether.errors import AetherError, InvalidInputError, StoreError
-from aether.projection._kv import open_bucket
+from aether.projection._kv import guarded, open_bucket
 
 __all__ = ["ProjectionLease"]
 
@@ -85,12 +85,13 @@ class ProjectionLease:
         """Take the lease if nobody holds it.
 
         Raises:
+            PermissionDeniedError: the NATS user may not use this lease key.
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
         """
         loop = asyncio.get_running_loop()
         sent = loop.time()
         try:
-            revision = await self._bucket().create(self.key, self.node_id.encode())
+            revision = await guarded(self._nc, self.bucket, self._bucket().create(self.key, self.node_id.encode()))
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
         except Exception as exc:
@@ -103,6 +104,7 @@ class ProjectionLease:
         """Extend the lease; ``False`` when it was lost (expired on the server or taken over).
 
         Raises:
+            PermissionDeniedError: the NATS user may not use this lease key.
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble (the lease
                 may still be held until :attr:`deadline`).
         """
@@ -110,7 +112,8 @@ class ProjectionLease:
             return False
         sent = asyncio.get_running_loop().time()
         try:
-            revision = await self._bucket().update(self.key, self.node_id.encode(), last=self._revision)
+            revision = await guarded(self._nc, self.bucket,
+                                     self._bucket().update(self.key, self.node_id.encode(), last=self._revision))
         except nats.js.errors.KeyWrongLastSequenceError:
             self._revision = 0
             return False
@@ -131,10 +134,11 @@ class ProjectionLease:
         """The node currently holding the lease according to the server, or ``None``.
 
         Raises:
+            PermissionDeniedError: the NATS user may not use this lease key.
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
         """
         try:
-            entry = await self._bucket().get(self.key)
+            entry = await guarded(self._nc, self.bucket, self._bucket().get(self.key))
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
         except AetherError:

@@ -1,0 +1,362 @@
+"""The exact NATS permissions each Aether component needs, as nats-server allow lists.
+
+Every function returns a :class:`Permissions` mapping ready for the ``permissions`` field of a
+user in a nats-server ``authorization`` block (or an account's user), e.g.::
+
+    from aether.permissions import authorization_config, merge, bus_permissions, store_permissions
+
+    alice = merge(store_permissions("EV", "tenant-a", inbox_prefix="_INBOX_tenant_a", may_create=True),
+                  bus_permissions(["tenant-a"], publish_namespaces=["tenant-a"], inbox_prefix="_INBOX_tenant_a"))
+    print(authorization_config([{"user": "alice", "password": "...", "permissions": alice}]))
+
+and the client connects with the same inbox prefix
+(``nats.connect(..., inbox_prefix="_INBOX_tenant_a")``) so that replies meant for one tenant
+can never be read by another. The lists name exact streams, buckets, keys and subjects: a
+user holding the lists of namespace ``tenant-a`` is refused by the server for anything of
+``tenant-b``, and Aether reports that refusal as :class:`~aether.errors.PermissionDeniedError`.
+
+``docs/security.md`` explains every subject. Functions:
+
+* :func:`store_permissions` — a :class:`~aether.store.JetStreamEventStore` on one namespace;
+* :func:`bus_permissions` — a :class:`~aether.bus.NATSEventBus` on some namespaces;
+* :func:`cluster_node_permissions` / :func:`cluster_client_permissions` — a
+  :class:`~aether.cluster.ClusterManager` node / a :class:`~aether.cluster.ClusterClient`;
+* :func:`projection_permissions` / :func:`catch_up_permissions` — a
+  :class:`~aether.projection.ProjectionRunner` / a :class:`~aether.projection.CatchUpSubscription`;
+* :func:`merge` combines several (one connection used by several components);
+  :func:`authorization_config` renders a nats-server ``authorization`` block.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypedDict
+
+from aether.bus.wire import DEFAULT_SUBJECT_PREFIX as BUS_SUBJECT_PREFIX
+from aether.bus.wire import check_bus_prefix, pattern_subject
+from aether.cluster._kv import bucket_name, validate_cluster_name
+from aether.errors import InvalidInputError
+from aether.names import (
+    encode_token,
+    stream_name,
+    validate_actor_id,
+    validate_namespace_pattern,
+    validate_subject_prefix,
+)
+from aether.projection.checkpoint import checkpoint_key
+from aether.projection.deadletter import dead_letter_stream_name
+from aether.projection.options import ProjectionOptions
+from aether.projection.projection import validate_projection_name
+
+__all__ = [
+    "AllowList",
+    "Permissions",
+    "authorization_config",
+    "bus_permissions",
+    "catch_up_permissions",
+    "cluster_client_permissions",
+    "cluster_node_permissions",
+    "inbox_permissions",
+    "merge",
+    "projection_permissions",
+    "store_permissions",
+]
+
+JS_API = "$JS.API"
+STORE_SUBJECT_PREFIX = "aether"
+CLUSTER_SUBJECT_PREFIX = "_aether"
+
+
+class AllowList(TypedDict):
+    """``{"allow": [subject, ...]}``: the subjects (wildcards allowed) a user may use."""
+
+    allow: list[str]
+
+
+class _Required(TypedDict):
+    publish: AllowList
+    subscribe: AllowList
+
+
+class Permissions(_Required, total=False):
+    """A nats-server user's ``permissions``: what it may publish and subscribe to.
+
+    ``allow_responses`` (cluster nodes) lets the user answer the requests it receives (publish
+    once to each received reply subject) without any publish permission on other clients'
+    inboxes.
+    """
+
+    allow_responses: bool
+
+
+def _inbox(inbox_prefix: str) -> str:
+    return validate_subject_prefix(inbox_prefix)
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _make(publish: Iterable[str], subscribe: Iterable[str], *, allow_responses: bool = False) -> Permissions:
+    perms: Permissions = {"publish": {"allow": _dedupe(publish)}, "subscribe": {"allow": _dedupe(subscribe)}}
+    if allow_responses:
+        perms["allow_responses"] = True
+    return perms
+
+
+def inbox_permissions(*, inbox_prefix: str) -> Permissions:
+    """Receiving replies: subscribe to ``<inbox_prefix>.>`` (every Aether component needs it).
+
+    JetStream API replies, publish acknowledgements, cluster replies and consumer deliveries
+    all arrive on subjects under the connection's inbox prefix. Give each tenant its own
+    prefix (``nats.connect(..., inbox_prefix="_INBOX_tenant_a")``): a user allowed to
+    subscribe to the shared ``_INBOX.>`` could read every other client's replies.
+
+    Raises:
+        InvalidNameError: ``inbox_prefix`` is not dot-separated ``A-Z a-z 0-9 _ -`` tokens.
+    """
+    return _make([], [f"{_inbox(inbox_prefix)}.>"])
+
+
+def store_permissions(stream_base: str, namespace: str | None = None, *, inbox_prefix: str,
+                      may_create: bool = False, read_only: bool = False, snapshots: bool = True,
+                      subject_prefix: str = STORE_SUBJECT_PREFIX) -> Permissions:
+    """What a :class:`~aether.store.JetStreamEventStore` on ``namespace`` needs.
+
+    Publish:
+
+    * ``<prefix>.<stream>.e.*`` — append events (one subject per actor);
+    * ``<prefix>.<stream>.s.*`` — save snapshots (unless ``snapshots=False``);
+    * ``$JS.API.DIRECT.GET.<stream>`` — every read (latest version, histories, snapshots);
+    * ``$JS.API.STREAM.INFO.<stream>`` — ``create()`` checks the stream; ``actor_ids()``;
+    * ``$JS.API.STREAM.PURGE.<stream>`` — ``save_snapshot()`` purges the actor's older
+      snapshots (``keep: 1``); only with snapshots and not ``read_only``;
+    * ``$JS.API.STREAM.CREATE.<stream>`` / ``$JS.API.STREAM.UPDATE.<stream>`` — only with
+      ``may_create`` (otherwise an administrator creates the stream and the store is opened
+      with ``create_stream=False``).
+
+    Subscribe: ``<inbox_prefix>.>`` (replies).
+
+    Args:
+        stream_base: the store's base stream name.
+        namespace: the store's namespace (``None``: none).
+        inbox_prefix: the client's inbox prefix.
+        may_create: allow creating and upgrading the stream.
+        read_only: reads only: no appends, snapshots or purges.
+        snapshots: allow saving snapshots (needs the purge permission).
+        subject_prefix: ``JetStreamOptions.subject_prefix``.
+
+    Raises:
+        InvalidNameError: a name breaks the rules of :mod:`aether.names`.
+    """
+    stream = stream_name(stream_base, namespace)
+    prefix = validate_subject_prefix(subject_prefix)
+    publish = [f"{JS_API}.DIRECT.GET.{stream}", f"{JS_API}.STREAM.INFO.{stream}"]
+    if not read_only:
+        publish.append(f"{prefix}.{stream}.e.*")
+        if snapshots:
+            publish += [f"{prefix}.{stream}.s.*", f"{JS_API}.STREAM.PURGE.{stream}"]
+    if may_create:
+        publish += [f"{JS_API}.STREAM.CREATE.{stream}", f"{JS_API}.STREAM.UPDATE.{stream}"]
+    return _make(publish, inbox_permissions(inbox_prefix=inbox_prefix)["subscribe"]["allow"])
+
+
+def bus_permissions(namespace_patterns: Iterable[str] = (), *, publish_namespaces: Iterable[str] = (),
+                    inbox_prefix: str, subject_prefix: str = BUS_SUBJECT_PREFIX) -> Permissions:
+    """What a :class:`~aether.bus.NATSEventBus` needs to subscribe to ``namespace_patterns``
+    and publish to ``publish_namespaces``.
+
+    A namespace (pattern) ``P`` maps to ONE subject filter, the one the bus itself uses:
+    ``<prefix>.P.*`` (the last token is the event type), and for ``P = Q.>``
+    ``<prefix>.Q.*.>``. So ``"tenant-a"`` allows the namespace ``tenant-a`` only and
+    ``"tenant-a.>"`` every namespace below it (not ``tenant-a`` itself: list both for both).
+    A subscription to a narrower pattern is allowed; a wider one (``>``, ``*``) is refused by
+    the server and ends the bus subscription with :class:`~aether.errors.PermissionDeniedError`.
+
+    Also: subscribe and publish ``<inbox_prefix>.>`` — the bus confirms a subscription is
+    registered (and :meth:`~aether.bus.NATSEventBus.flush` works) by sending a probe message
+    to its own inbox.
+
+    Args:
+        namespace_patterns: namespaces or patterns the bus may subscribe to.
+        publish_namespaces: namespaces (or patterns) the bus may publish to.
+        inbox_prefix: the client's inbox prefix.
+        subject_prefix: the bus's ``subject_prefix``.
+
+    Raises:
+        InvalidNameError: a bad pattern, prefix or inbox prefix.
+    """
+    prefix = check_bus_prefix(subject_prefix)
+    inbox = _inbox(inbox_prefix)
+    subscribe = [pattern_subject(prefix, validate_namespace_pattern(p)) for p in _strings(namespace_patterns)]
+    publish = [pattern_subject(prefix, validate_namespace_pattern(p)) for p in _strings(publish_namespaces)]
+    return _make([*publish, f"{inbox}.>"], [*subscribe, f"{inbox}.>"])
+
+
+def _strings(values: Iterable[str]) -> list[str]:
+    if isinstance(values, str):
+        raise InvalidInputError("pass a list of namespaces, not a single string")
+    return list(values)
+
+
+def _cluster_subjects(cluster: str, subject_prefix: str) -> tuple[str, str, str]:
+    bucket = bucket_name(validate_cluster_name(cluster))
+    prefix = validate_subject_prefix(subject_prefix)
+    return bucket, f"KV_{bucket}", f"{prefix}.cluster.{cluster}.node"
+
+
+def cluster_node_permissions(cluster: str, node_id: str, *, inbox_prefix: str, may_create: bool = True,
+                             status_requests: bool = False,
+                             subject_prefix: str = CLUSTER_SUBJECT_PREFIX) -> Permissions:
+    """What one :class:`~aether.cluster.ClusterManager` node of ``cluster`` needs.
+
+    The cluster's KV bucket ``aether-cluster-<cluster>`` (stream ``KV_aether-cluster-<cluster>``)
+    holds the leader lease, the shard map and one heartbeat per node. Publish:
+
+    * ``$KV.<bucket>.>`` — heartbeats (``node.<id>``; also tombstones of failed nodes), the
+      leader lease (``leader``) and the shard map (``map``);
+    * ``$JS.API.DIRECT.GET.<kv stream>`` — reads of keys and of all heartbeats at once;
+    * ``$JS.API.STREAM.MSG.GET.<kv stream>`` — linearizable reads (lease, map, own heartbeat);
+    * ``$JS.API.STREAM.INFO.<kv stream>`` — start-up check of the bucket;
+    * ``$JS.API.STREAM.CREATE/UPDATE.<kv stream>`` — only with ``may_create``;
+    * ``<prefix>.cluster.<cluster>.node.*.rpc`` — requests routed to the owning node;
+    * ``<prefix>.cluster.<cluster>.node.*.status`` — only with ``status_requests``.
+
+    Subscribe: the hints ``$KV.<bucket>.leader``, ``$KV.<bucket>.map``,
+    ``$KV.<bucket>.node.*``; the node's own ``…node.<encoded id>.rpc`` and ``….status``;
+    ``<inbox_prefix>.>``. ``allow_responses`` lets it answer requests from any node or client.
+
+    Nodes of one cluster trust each other (any node may write the lease, the map and evict a
+    failed node); different clusters are isolated from each other.
+
+    Raises:
+        InvalidNameError: a bad cluster name, node id, prefix or inbox prefix.
+    """
+    bucket, kv_stream, nodes = _cluster_subjects(cluster, subject_prefix)
+    me = f"{nodes}.{encode_token(validate_actor_id(node_id))}"
+    publish = [f"$KV.{bucket}.>", f"{JS_API}.DIRECT.GET.{kv_stream}", f"{JS_API}.STREAM.MSG.GET.{kv_stream}",
+               f"{JS_API}.STREAM.INFO.{kv_stream}"]
+    if may_create:
+        publish += [f"{JS_API}.STREAM.CREATE.{kv_stream}", f"{JS_API}.STREAM.UPDATE.{kv_stream}"]
+    publish.append(f"{nodes}.*.rpc")
+    if status_requests:
+        publish.append(f"{nodes}.*.status")
+    subscribe = [f"$KV.{bucket}.leader", f"$KV.{bucket}.map", f"$KV.{bucket}.node.*", f"{me}.rpc", f"{me}.status",
+                 f"{_inbox(inbox_prefix)}.>"]
+    return _make(publish, subscribe, allow_responses=True)
+
+
+def cluster_client_permissions(cluster: str, *, inbox_prefix: str, status_requests: bool = False,
+                               subject_prefix: str = CLUSTER_SUBJECT_PREFIX) -> Permissions:
+    """What a :class:`~aether.cluster.ClusterClient` of ``cluster`` needs (it reads, never writes).
+
+    Publish: ``$JS.API.DIRECT.GET.<kv stream>`` and ``$JS.API.STREAM.MSG.GET.<kv stream>``
+    (reading the shard map), ``<prefix>.cluster.<cluster>.node.*.rpc`` (requests) and, with
+    ``status_requests``, ``….node.*.status``. Subscribe: ``$KV.<bucket>.map`` (map change
+    hints) and ``<inbox_prefix>.>``.
+
+    Raises:
+        InvalidNameError: a bad cluster name, prefix or inbox prefix.
+    """
+    bucket, kv_stream, nodes = _cluster_subjects(cluster, subject_prefix)
+    publish = [f"{JS_API}.DIRECT.GET.{kv_stream}", f"{JS_API}.STREAM.MSG.GET.{kv_stream}", f"{nodes}.*.rpc"]
+    if status_requests:
+        publish.append(f"{nodes}.*.status")
+    return _make(publish, [f"$KV.{bucket}.map", f"{_inbox(inbox_prefix)}.>"])
+
+
+def catch_up_permissions(stream_base: str, namespace: str | None = None, *, inbox_prefix: str,
+                         subject_prefix: str = STORE_SUBJECT_PREFIX) -> Permissions:
+    """What a :class:`~aether.projection.CatchUpSubscription` over one namespace's stream needs.
+
+    Publish:
+
+    * ``$JS.API.CONSUMER.CREATE.<stream>.*`` / ``$JS.API.CONSUMER.DELETE.<stream>.*`` — the
+      short-lived, ack-less ordered consumer (named ``aether-<random>``), recreated after a gap;
+    * ``$JS.FC.<stream>.>`` — answers to the consumer's flow-control requests;
+    * ``$JS.API.STREAM.MSG.GET.<stream>`` — :meth:`~aether.projection.CatchUpSubscription.head`.
+
+    Subscribe: ``<inbox_prefix>.>`` (the consumer delivers to a fresh inbox).
+
+    ``subject_prefix`` is accepted for symmetry with the store (the consumer's filter is
+    part of the create request's body, not of its subject).
+
+    Raises:
+        InvalidNameError: a name breaks the rules of :mod:`aether.names`.
+    """
+    stream = stream_name(stream_base, namespace)
+    validate_subject_prefix(subject_prefix)
+    publish = [f"{JS_API}.CONSUMER.CREATE.{stream}.*", f"{JS_API}.CONSUMER.DELETE.{stream}.*",
+               f"$JS.FC.{stream}.>", f"{JS_API}.STREAM.MSG.GET.{stream}"]
+    return _make(publish, [f"{_inbox(inbox_prefix)}.>"])
+
+
+def _kv_key(bucket: str, key: str, *, may_create: bool) -> list[str]:
+    stream = f"KV_{bucket}"
+    subjects = [f"{JS_API}.STREAM.INFO.{stream}", f"{JS_API}.DIRECT.GET.{stream}.$KV.{bucket}.{key}",
+                f"$KV.{bucket}.{key}"]
+    if may_create:
+        subjects.append(f"{JS_API}.STREAM.CREATE.{stream}")
+    return subjects
+
+
+def projection_permissions(stream_base: str, namespace: str | None, name: str, *, inbox_prefix: str,
+                           may_create: bool = True, clustered: bool = False,
+                           options: ProjectionOptions | None = None,
+                           subject_prefix: str = STORE_SUBJECT_PREFIX) -> Permissions:
+    """What a :class:`~aether.projection.ProjectionRunner` named ``name`` over one namespace needs.
+
+    Everything of :func:`catch_up_permissions`, and publish:
+
+    * ``$JS.API.STREAM.INFO.<stream>`` — start-up check of the source stream;
+    * checkpoint bucket ``C`` (``options.checkpoint_bucket``, key ``<stream>.<encoded name>``):
+      ``$JS.API.STREAM.INFO.KV_C``, ``$JS.API.DIRECT.GET.KV_C.$KV.C.<key>`` (load) and
+      ``$KV.C.<key>`` (save) — this projection's key only;
+    * with ``clustered`` (a ``node_id`` is given), the same three for the lease bucket
+      (``options.lease_bucket_name()``, same key);
+    * the dead-letter stream ``D`` (``options.dead_letter_stream`` or ``__DLQ_<stream>``):
+      ``$JS.API.STREAM.INFO.D``, ``$JS.API.DIRECT.GET.D`` (``dead_letters()``) and the
+      projection's own subject ``<prefix>.__dlq.<stream>.<encoded name>``;
+    * with ``may_create``: ``$JS.API.STREAM.CREATE`` of ``D`` and of the buckets (otherwise an
+      administrator runs the projection once, or creates them).
+
+    Keys and dead letters of other projections and tenants stay out of reach even when the
+    buckets are shared (Aether creates KV buckets with direct gets, whose API subject names
+    the key).
+
+    Raises:
+        InvalidNameError: a name breaks the rules of :mod:`aether.names`.
+    """
+    opts = options or ProjectionOptions()
+    stream = stream_name(stream_base, namespace)
+    prefix = validate_subject_prefix(subject_prefix)
+    key = checkpoint_key(stream, validate_projection_name(name))
+    base = catch_up_permissions(stream_base, namespace, inbox_prefix=inbox_prefix, subject_prefix=subject_prefix)
+    dlq = opts.dead_letter_stream or dead_letter_stream_name(stream)
+    publish = [*base["publish"]["allow"], f"{JS_API}.STREAM.INFO.{stream}",
+               *_kv_key(opts.checkpoint_bucket, key, may_create=may_create)]
+    if clustered:
+        publish += _kv_key(opts.lease_bucket_name(), key, may_create=may_create)
+    publish += [f"{JS_API}.STREAM.INFO.{dlq}", f"{JS_API}.DIRECT.GET.{dlq}",
+                f"{prefix}.__dlq.{stream}.{encode_token(name)}"]
+    if may_create:
+        publish.append(f"{JS_API}.STREAM.CREATE.{dlq}")
+    return _make(publish, base["subscribe"]["allow"])
+
+
+def merge(*permissions: Permissions) -> Permissions:
+    """One user's permissions for several components (allow lists joined, duplicates dropped)."""
+    return _make((s for p in permissions for s in p["publish"]["allow"]),
+                 (s for p in permissions for s in p["subscribe"]["allow"]),
+                 allow_responses=any(p.get("allow_responses", False) for p in permissions))
+
+
+def authorization_config(users: Sequence[Mapping[str, Any]]) -> str:
+    """A nats-server ``authorization { users = [...] }`` block for ``users``.
+
+    Each user is a mapping such as ``{"user": "alice", "password": "...", "permissions":
+    store_permissions(...)}`` (``nkey`` instead of ``user``/``password`` works too). The
+    server's configuration format accepts JSON values, so the lists are written as JSON.
+    """
+    return f"authorization {{ users = {json.dumps([dict(u) for u in users], indent=2)} }}"
