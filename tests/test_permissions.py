@@ -9,6 +9,7 @@ import nats
 import pytest
 
 from aether import ActorSnapshot, Event
+from aether.connect import connect
 from aether.errors import InvalidInputError, InvalidNameError, PermissionDeniedError
 from aether.permissions import (
     authorization_config,
@@ -50,8 +51,9 @@ async def test_tenant_isolation_under_least_privilege(nats_server_factory: Calla
     server = nats_server_factory(extra_config=_config())
     admin = await nats.connect(server.url, user="admin", password="admin-pw")
     alice_violations, bob_violations = _Violations(), _Violations()
-    alice = await nats.connect(server.url, user="alice", password="alice-pw", inbox_prefix="_INBOX_tenant_a",
-                               error_cb=alice_violations.record)
+    # through aether.connect, as services do (it passes the inbox prefix and the error callback on)
+    alice = await connect(server.url, user="alice", password="alice-pw", inbox_prefix="_INBOX_tenant_a",
+                          error_cb=alice_violations.record)
     bob = await nats.connect(server.url, user="bob", password="bob-pw", inbox_prefix="_INBOX_tenant_b",
                              error_cb=bob_violations.record)
     auditor = await nats.connect(server.url, user="auditor", password="auditor-pw", inbox_prefix="_INBOX_audit")
@@ -112,6 +114,8 @@ async def test_tenant_isolation_under_least_privilege(nats_server_factory: Calla
     finally:
         for client in (admin, alice, bob, auditor):
             await client.close()
+    with pytest.raises(InvalidInputError):
+        await connect(server.url, user="alice", password="alice-pw", inbox_prefix="_INBOX.>")
 
 
 def test_permission_lists_name_exact_subjects() -> None:
@@ -141,7 +145,9 @@ def test_permission_lists_name_exact_subjects() -> None:
     assert "aether.__dlq.EV__tenant-a.my_20view" in publish
     assert not any("CREATE.KV_" in s or "leases" in s for s in publish)
 
-    merged = merge(store, inbox_permissions(inbox_prefix="_INBOX_a"), node)
+    inbox = inbox_permissions(inbox_prefix="_INBOX_a")
+    assert inbox["publish"] == {"deny": [">"]}  # never an empty allow list: nats-server reads it as "all"
+    merged = merge(store, inbox, node)
     assert merged["subscribe"]["allow"].count("_INBOX_a.>") == 1 and merged.get("allow_responses") is True
 
 

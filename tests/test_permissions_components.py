@@ -104,54 +104,75 @@ async def test_bus_works_under_its_permissions_and_keeps_tenants_apart(
     a1_nc, a1_violations = await connect(server, "alice", "_INBOX_tenant_a")
     a2_nc, a2_violations = await connect(server, "alice2", "_INBOX_tenant_a")
     b_nc, b_violations = await connect(server, "bob", "_INBOX_tenant_b")
+    # everything alice and bob are allowed to do works, end to end, across connections
     async with (await NATSEventBus.create(a1_nc) as a1, await NATSEventBus.create(a2_nc) as a2,
-                await NATSEventBus.create(b_nc) as b):
-        # ---- everything alice and bob are allowed to do works, end to end, across connections
-        async with a2.subscribe("tenant-a") as a_sub, a2.subscribe("tenant-a.>") as a_below, \
-                a2.subscribe("tenant-a.orders") as a_narrow, b.subscribe("tenant-b") as b_sub:
-            await a1.publish("tenant-a", Event("Opened", "acc-1", 1))
-            await a1.publish("tenant-a.orders", Event("Placed", "o-1", 1))
-            await b.publish("tenant-b", Event("Secret", "s-1", 1, {"owner": "b"}))
-            assert (await next_event(a_sub)).actor_id == "acc-1"
-            assert (await next_event(a_below)).actor_id == "o-1"
-            assert (await next_event(a_narrow)).actor_id == "o-1"
-            received_b = await next_event(b_sub)
-            assert received_b.data == {"owner": "b"}
+                await NATSEventBus.create(b_nc) as b, a2.subscribe("tenant-a") as a_sub,
+                a2.subscribe("tenant-a.>") as a_below, a2.subscribe("tenant-a.orders") as a_narrow,
+                b.subscribe("tenant-b") as b_sub):
+        await a1.publish("tenant-a", Event("Opened", "acc-1", 1))
+        await a1.publish("tenant-a.orders", Event("Placed", "o-1", 1))
+        await b.publish("tenant-b", Event("Secret", "s-1", 1, {"owner": "b"}))
+        assert (await next_event(a_sub)).actor_id == "acc-1"
+        assert (await next_event(a_below)).actor_id == "o-1"
+        assert (await next_event(a_narrow)).actor_id == "o-1"
+        received_b = await next_event(b_sub)
+        assert received_b.data == {"owner": "b"}
+        await a1.flush()
+        await b.flush()
+        await a2.flush()
+        assert a1_violations.seen == [] and a2_violations.seen == [] and b_violations.seen == []
+
+        # ---- reading tenant-b: the server refuses, the subscription says so, no event arrives
+        for pattern in ("tenant-b", "tenant-b.>", "*", ">"):
+            sneaky = a2.subscribe(pattern)
+            with pytest.raises(PermissionDeniedError, match="refused"):
+                await sneaky.ready()
+            with pytest.raises(PermissionDeniedError):
+                await next_event(sneaky)
+            assert sneaky.closed
+            with pytest.raises(PermissionDeniedError):
+                async with a2.subscribe(pattern):
+                    pass  # pragma: no cover - entering fails
+        await b.publish("tenant-b", Event("Secret", "s-1", 2, {"owner": "b"}))
+        await b.flush()
+        await a2.flush()
+        assert a_sub.pending == 0 and a_below.pending == 0 and a_narrow.pending == 0
+
+        # ---- writing tenant-b: the server drops it, flush() and the next publish say so
+        await a1.publish("tenant-b", Event("Forged", "s-1", 3, {"owner": "alice"}))
+        with pytest.raises(PermissionDeniedError, match="refused"):
             await a1.flush()
-            await b.flush()
-            await a2.flush()
-            assert a1_violations.seen == [] and a2_violations.seen == [] and b_violations.seen == []
-
-            # ---- reading tenant-b: the server refuses, the subscription says so, no event arrives
-            for pattern in ("tenant-b", "tenant-b.>", "*", ">"):
-                sneaky = a2.subscribe(pattern)
-                with pytest.raises(PermissionDeniedError, match="refused"):
-                    await sneaky.ready()
-                with pytest.raises(PermissionDeniedError):
-                    await next_event(sneaky)
-                assert sneaky.closed
-                with pytest.raises(PermissionDeniedError):
-                    async with a2.subscribe(pattern):
-                        pass  # pragma: no cover - entering fails
-            await b.publish("tenant-b", Event("Secret", "s-1", 2, {"owner": "b"}))
-            await b.flush()
-            await a2.flush()
-            assert a_sub.pending == 0 and a_below.pending == 0 and a_narrow.pending == 0
-
-            # ---- writing tenant-b: the server drops it, flush() and the next publish say so
+        with pytest.raises(PermissionDeniedError, match="refused"):
             await a1.publish("tenant-b", Event("Forged", "s-1", 3, {"owner": "alice"}))
-            with pytest.raises(PermissionDeniedError, match="refused"):
-                await a1.flush()
-            with pytest.raises(PermissionDeniedError, match="refused"):
-                await a1.publish("tenant-b", Event("Forged", "s-1", 3, {"owner": "alice"}))
-            await a1.flush()  # reported once: the bus is usable again
-            await b.flush()
-            assert (await next_event(b_sub)).version == 2  # bob's own second event (local delivery) ...
-            assert b_sub.pending == 0  # ... and nothing forged by alice
-            await a1.publish("tenant-a", Event("Opened", "acc-2", 1))  # alice's own namespace still works
-            assert (await next_event(a_sub)).actor_id == "acc-2"
+        await a1.flush()  # reported once: the bus is usable again
+        await b.flush()
+        assert (await next_event(b_sub)).version == 2  # bob's own second event (local delivery) ...
+        assert b_sub.pending == 0  # ... and nothing forged by alice
+        await a1.publish("tenant-a", Event("Opened", "acc-2", 1))  # alice's own namespace still works
+        assert (await next_event(a_sub)).actor_id == "acc-2"
     assert a1_nc.is_connected and a2_nc.is_connected and b_nc.is_connected
+    # the only refusals were the attempts on tenant-b (and on the wildcards covering it)
+    refused = {v.rpartition(" to ")[2].strip('"') for v in a1_violations.seen + a2_violations.seen}
+    assert refused == {"aetherbus.tenant-b.*", "aetherbus.tenant-b.*.>", "aetherbus.*.*", "aetherbus.*.>",
+                       "aetherbus.tenant-b.forged"}
     assert b_violations.seen == []
+
+
+async def test_bus_without_its_inbox_permission_fails_clearly(
+        nats_server_factory: Callable[..., NatsServer],
+        connect: Callable[..., Awaitable[tuple[Client, Violations]]]) -> None:
+    """The bus confirms subscriptions through its own inbox: without that permission a subscription
+    fails with PermissionDeniedError instead of waiting forever."""
+    perms = bus_permissions(["tenant-a"], publish_namespaces=["tenant-a"], inbox_prefix="_INBOX_a")
+    perms["publish"]["allow"].remove("_INBOX_a.>")
+    server = nats_server_factory(extra_config=authorization_config([user("alice", perms)]))
+    nc, _ = await connect(server, "alice", "_INBOX_a")
+    async with await NATSEventBus.create(nc, timeout=30) as bus:
+        sub = bus.subscribe("tenant-a")
+        with pytest.raises(PermissionDeniedError, match="probe"):
+            await sub.ready()
+        with pytest.raises(PermissionDeniedError, match="probe"):
+            await bus.flush()
 
 
 # ---- a cluster node ----------------------------------------------------------------------------------
@@ -207,7 +228,8 @@ async def test_cluster_works_under_its_permissions_and_other_clusters_are_refuse
             await outsider.start()
         await outsider.aclose()
         assert n1_nc.is_connected and gw_nc.is_connected
-    assert n2_violations.seen == []
+    assert n2_violations.seen == []  # a graceful stop (tombstones, lease release) needs nothing more
+    assert n1_violations.seen and all("tenant-b" in v for v in n1_violations.seen + gw_violations.seen)
 
 
 # ---- a projection --------------------------------------------------------------------------------------
@@ -316,7 +338,24 @@ async def test_projection_works_under_its_permissions_and_tenant_b_is_refused(
     with pytest.raises(PermissionDeniedError):
         await ProjectionRunner(alice, Projection("other", {"Deposited": _noop}), store).start()
     assert alice.is_connected
+    assert all("tenant-b" in v or "tenant-a.other" in v for v in violations.seen)
 
 
 async def _noop(event: Event, position: int) -> None:
     return None
+
+
+async def test_forgetting_the_inbox_prefix_is_a_clear_error(
+        nats_server_factory: Callable[..., NatsServer],
+        connect: Callable[..., Awaitable[tuple[Client, Violations]]]) -> None:
+    """The most common mistake: permissions for ``_INBOX_a`` but a client on the default ``_INBOX``."""
+    inbox = "_INBOX_a"
+    server = nats_server_factory(extra_config=authorization_config([user("alice", merge(
+        store_permissions("EV", "tenant-a", inbox_prefix=inbox, may_create=True),
+        bus_permissions(["tenant-a"], publish_namespaces=["tenant-a"], inbox_prefix=inbox)))]))
+    nc, _ = await connect(server, "alice")  # default inbox prefix
+    with pytest.raises(PermissionDeniedError, match="subscription to \"_inbox"):
+        await JetStreamEventStore.create(nc, "EV", namespace="tenant-a", timeout=30)
+    async with await NATSEventBus.create(nc, timeout=30) as bus:
+        with pytest.raises(PermissionDeniedError, match="probe"):
+            await bus.subscribe("tenant-a").ready()

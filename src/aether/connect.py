@@ -98,7 +98,8 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
                   token: str | None = None, creds: str | os.PathLike[str] | None = None,
                   nkey_seed: str | os.PathLike[str] | None = None, tls_ca: str | os.PathLike[str] | None = None,
                   tls_cert: str | os.PathLike[str] | None = None, tls_key: str | os.PathLike[str] | None = None,
-                  tls_hostname: str | None = None, name: str | None = None, connect_timeout: float = 5.0,
+                  tls_hostname: str | None = None, name: str | None = None, inbox_prefix: str | None = None,
+                  connect_timeout: float = 5.0,
                   max_reconnect_attempts: int = -1, reconnect_time_wait: float = 0.5,
                   error_cb: ErrorCallback | None = None, disconnected_cb: Callback | None = None,
                   reconnected_cb: Callback | None = None, closed_cb: Callback | None = None) -> Client:
@@ -113,6 +114,8 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
         tls_ca: CA bundle to verify the server; tls_cert / tls_key: client certificate and key.
         tls_hostname: server name to verify when it differs from the URL's host.
         name: the connection name shown by the server's monitoring.
+        inbox_prefix: the prefix of the client's reply subjects (default ``_INBOX``); give each
+            tenant its own and allow it only ``<prefix>.>`` (see :mod:`aether.permissions`).
         connect_timeout: seconds to wait for the first connection, in all.
         max_reconnect_attempts: reconnect attempts per server after a disconnect (-1: forever).
         reconnect_time_wait: seconds between reconnect attempts to one server.
@@ -134,6 +137,10 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
         raise InvalidInputError("choose one authentication method: user/password, token, creds or nkey seed")
     if connect_timeout <= 0:
         raise InvalidInputError("connect_timeout must be > 0")
+    if inbox_prefix is not None:
+        from aether.names import validate_subject_prefix
+
+        validate_subject_prefix(inbox_prefix)
     creds_file = _file("credentials", creds)
     seed_file = _file("nkey seed", nkey_seed)
     tls = _tls_context(_file("TLS CA", tls_ca), _file("TLS certificate", tls_cert), _file("TLS key", tls_key))
@@ -160,7 +167,8 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
     }
     optional = {"user": user, "password": password, "token": token, "user_credentials": creds_file,
                 "nkeys_seed": seed_file, "tls": tls, "tls_hostname": tls_hostname, "name": name,
-                "disconnected_cb": disconnected_cb, "reconnected_cb": reconnected_cb, "closed_cb": closed_cb}
+                "inbox_prefix": inbox_prefix, "disconnected_cb": disconnected_cb, "reconnected_cb": reconnected_cb,
+                "closed_cb": closed_cb}
     kwargs.update({k: v for k, v in optional.items() if v is not None})
 
     nc = Client()

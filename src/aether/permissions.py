@@ -68,10 +68,15 @@ STORE_SUBJECT_PREFIX = "aether"
 CLUSTER_SUBJECT_PREFIX = "_aether"
 
 
-class AllowList(TypedDict):
-    """``{"allow": [subject, ...]}``: the subjects (wildcards allowed) a user may use."""
+class AllowList(TypedDict, total=False):
+    """``{"allow": [subject, ...]}``: the subjects (wildcards allowed) a user may use.
+
+    nats-server reads an EMPTY allow list as "no restriction", so an empty set of subjects is
+    written as ``{"deny": [">"]}`` instead (``allow`` absent).
+    """
 
     allow: list[str]
+    deny: list[str]
 
 
 class _Required(TypedDict):
@@ -98,8 +103,17 @@ def _dedupe(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _allow(subjects: Iterable[str]) -> AllowList:
+    allowed = _dedupe(subjects)
+    return {"allow": allowed} if allowed else {"deny": [">"]}  # an empty allow list would allow everything
+
+
+def _allowed(permissions: Permissions, kind: str) -> list[str]:
+    return list(permissions["publish" if kind == "publish" else "subscribe"].get("allow", []))
+
+
 def _make(publish: Iterable[str], subscribe: Iterable[str], *, allow_responses: bool = False) -> Permissions:
-    perms: Permissions = {"publish": {"allow": _dedupe(publish)}, "subscribe": {"allow": _dedupe(subscribe)}}
+    perms: Permissions = {"publish": _allow(publish), "subscribe": _allow(subscribe)}
     if allow_responses:
         perms["allow_responses"] = True
     return perms
@@ -159,7 +173,7 @@ def store_permissions(stream_base: str, namespace: str | None = None, *, inbox_p
             publish += [f"{prefix}.{stream}.s.*", f"{JS_API}.STREAM.PURGE.{stream}"]
     if may_create:
         publish += [f"{JS_API}.STREAM.CREATE.{stream}", f"{JS_API}.STREAM.UPDATE.{stream}"]
-    return _make(publish, inbox_permissions(inbox_prefix=inbox_prefix)["subscribe"]["allow"])
+    return _make(publish, [f"{_inbox(inbox_prefix)}.>"])
 
 
 def bus_permissions(namespace_patterns: Iterable[str] = (), *, publish_namespaces: Iterable[str] = (),
@@ -334,7 +348,7 @@ def projection_permissions(stream_base: str, namespace: str | None, name: str, *
     key = checkpoint_key(stream, validate_projection_name(name))
     base = catch_up_permissions(stream_base, namespace, inbox_prefix=inbox_prefix, subject_prefix=subject_prefix)
     dlq = opts.dead_letter_stream or dead_letter_stream_name(stream)
-    publish = [*base["publish"]["allow"], f"{JS_API}.STREAM.INFO.{stream}",
+    publish = [*_allowed(base, "publish"), f"{JS_API}.STREAM.INFO.{stream}",
                *_kv_key(opts.checkpoint_bucket, key, may_create=may_create)]
     if clustered:
         publish += _kv_key(opts.lease_bucket_name(), key, may_create=may_create)
@@ -342,13 +356,16 @@ def projection_permissions(stream_base: str, namespace: str | None, name: str, *
                 f"{prefix}.__dlq.{stream}.{encode_token(name)}"]
     if may_create:
         publish.append(f"{JS_API}.STREAM.CREATE.{dlq}")
-    return _make(publish, base["subscribe"]["allow"])
+    return _make(publish, _allowed(base, "subscribe"))
 
 
 def merge(*permissions: Permissions) -> Permissions:
-    """One user's permissions for several components (allow lists joined, duplicates dropped)."""
-    return _make((s for p in permissions for s in p["publish"]["allow"]),
-                 (s for p in permissions for s in p["subscribe"]["allow"]),
+    """One user's permissions for several components (allow lists joined, duplicates dropped).
+
+    Only lists made by this module can be merged (allow lists; an empty one is "deny all").
+    """
+    return _make((s for p in permissions for s in _allowed(p, "publish")),
+                 (s for p in permissions for s in _allowed(p, "subscribe")),
                  allow_responses=any(p.get("allow_responses", False) for p in permissions))
 
 

@@ -30,8 +30,8 @@ one ``check_interval``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
