@@ -9,6 +9,7 @@ data — when it reaches for ``tenant-b``.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -359,3 +360,32 @@ async def test_forgetting_the_inbox_prefix_is_a_clear_error(
     async with await NATSEventBus.create(nc, timeout=30) as bus:
         with pytest.raises(PermissionDeniedError, match="probe"):
             await bus.subscribe("tenant-a").ready()
+
+
+async def test_a_shared_checkpoint_bucket_reveals_no_other_key(
+        nats_server_factory: Callable[..., NatsServer],
+        connect: Callable[..., Awaitable[tuple[Client, Violations]]]) -> None:
+    """Even asked directly (raw NATS, any request body), the key-named direct get that a projection
+    is allowed returns its own checkpoint only: another tenant's key in the same bucket stays out of reach."""
+    inbox = "_INBOX_a"
+    server = nats_server_factory(extra_config=authorization_config([
+        {"user": "admin", "password": "admin-pw"},
+        user("alice", projection_permissions("EV", "tenant-a", "balances", inbox_prefix=inbox))]))
+    admin, _ = await connect(server, "admin")
+    alice, _ = await connect(server, "alice", inbox)
+    checkpoints = CheckpointStore(admin)
+    await checkpoints.open()
+    await checkpoints.save(checkpoint_key("EV__tenant-b", "balances"), Checkpoint(42, "b-node"))
+    await checkpoints.save(checkpoint_key("EV__tenant-a", "balances"), Checkpoint(7, "a-node"))
+    own = "$JS.API.DIRECT.GET.KV_aether-projections.$KV.aether-projections.EV__tenant-a.balances"
+    assert b'"position":7' in (await alice.request(own, b"", timeout=10)).data
+    for body in ({"last_by_subj": "$KV.aether-projections.EV__tenant-b.balances"}, {"seq": 1},
+                 {"seq": 1, "next_by_subj": ">"}, {"multi_last": [">"], "batch": 10}):
+        reply = await alice.request(own, json.dumps(body).encode(), timeout=10)
+        assert (reply.headers or {}).get("Status") == "408" and b"42" not in reply.data
+    alice_store = CheckpointStore(alice)
+    await alice_store.open()
+    with pytest.raises(PermissionDeniedError):
+        await alice_store.load(checkpoint_key("EV__tenant-b", "balances"))
+    saved = await alice_store.load(checkpoint_key("EV__tenant-a", "balances"))
+    assert saved is not None and saved.position == 7
