@@ -9,6 +9,8 @@ batch; histories are read with batched direct gets (no consumer is ever created)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -419,43 +421,59 @@ class JetStreamEventStore:
         # Nats-Num-Pending. A server that ignores no_hdr sends headers again: both cases are handled.
         request: dict[str, Any] = {"seq": self._start_seq(actor_id, from_version), "next_by_subj": subject,
                                    "batch": page_size, "no_hdr": True}
+        fetch = self._api.request_many
+        direct_get = self._direct_get
         last_version = last_seq = 0
         stream = self.stream
         decode = decode_event
-        while True:
-            msgs = await self._api.request_many(self._direct_get, _encode_json(request), what=what)
-            status = msgs.pop().headers or {}
-            code = status.get("Status")
-            if code == "404" or (code == "204" and not msgs):
-                break
-            if code != "204":
-                raise StoreError(f"{what}: direct get failed: {code} {status.get('Description', '')}")
-            with_headers = msgs[0].headers is not None
-            page: list[Event] = []
-            append = page.append
-            for index, msg in enumerate(msgs):
-                try:
-                    event = decode(msg.data)
-                except CorruptEventError as exc:
-                    seq = await self._sequence_at(subject, int(request["seq"]), index)
-                    raise CorruptEventError(exc.reason, actor_id=actor_id, stream=stream, sequence=seq) from None
-                if event.actor_id != actor_id:
-                    seq = await self._sequence_at(subject, int(request["seq"]), index)
-                    raise CorruptEventError(f"message belongs to actor {event.actor_id!r}", actor_id=actor_id,
-                                            stream=stream, sequence=seq)
-                if event.version >= from_version:
-                    append(event)
-                last_version = event.version
-            if page:
-                yield page
-            last_seq = int(status["Nats-Last-Sequence"])
-            pending = int(status.get("Nats-Num-Pending", "0"))
-            # with headers Nats-Num-Pending counts what is left after this batch; with no_hdr (server
-            # 2.11-2.15) it counts what matched when the batch started. A batch can also end early when
-            # it reaches the server's byte limit (about 64 MiB), so a short page alone proves nothing.
-            if (pending == 0) if with_headers else (len(msgs) < page_size and pending <= len(msgs)):
-                break
-            request["seq"] = last_seq + 1
+        prefetch: asyncio.Task[list[Msg]] | None = None
+        try:
+            msgs = await fetch(direct_get, _encode_json(request), what=what)
+            while True:
+                page_start = int(request["seq"])
+                status = msgs.pop().headers or {}
+                code = status.get("Status")
+                if code == "404" or (code == "204" and not msgs):
+                    break
+                if code != "204":
+                    raise StoreError(f"{what}: direct get failed: {code} {status.get('Description', '')}")
+                with_headers = msgs[0].headers is not None
+                last_seq = int(status["Nats-Last-Sequence"])
+                pending = int(status.get("Nats-Num-Pending", "0"))
+                # with headers Nats-Num-Pending counts what is left after this batch; with no_hdr (server
+                # 2.11-2.15) it counts what matched when the batch started. A batch can also end early when
+                # it reaches the server's byte limit (about 64 MiB), so a short page alone proves nothing.
+                done = (pending == 0) if with_headers else (len(msgs) < page_size and pending <= len(msgs))
+                if not done:  # ask for the next page now: the server works while this one is decoded
+                    request["seq"] = last_seq + 1
+                    prefetch = asyncio.ensure_future(fetch(direct_get, _encode_json(request), what=what))
+                page: list[Event] = []
+                append = page.append
+                for index, msg in enumerate(msgs):
+                    try:
+                        event = decode(msg.data)
+                    except CorruptEventError as exc:
+                        seq = await self._sequence_at(subject, page_start, index)
+                        raise CorruptEventError(exc.reason, actor_id=actor_id, stream=stream, sequence=seq) from None
+                    if event.actor_id != actor_id:
+                        seq = await self._sequence_at(subject, page_start, index)
+                        raise CorruptEventError(f"message belongs to actor {event.actor_id!r}", actor_id=actor_id,
+                                                stream=stream, sequence=seq)
+                    if event.version >= from_version:
+                        append(event)
+                    last_version = event.version
+                if page:
+                    yield page
+                if prefetch is None:
+                    break
+                msgs = await prefetch
+                prefetch = None
+        finally:
+            if prefetch is not None:
+                if not prefetch.done():
+                    prefetch.cancel()
+                with contextlib.suppress(BaseException):
+                    await prefetch
         if last_seq:
             self._remember(actor_id, last_version, last_seq, subject)
 

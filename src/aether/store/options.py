@@ -36,7 +36,7 @@ class JetStreamOptions:
     duplicate_window: float = 120.0
     cache_size: int = 100_000
     max_event_size: int = 1024 * 1024
-    page_size: int = 512
+    page_size: int = 1000
     timeout: float = 5.0
     publish_retries: int = 2
     subject_prefix: str = "aether"
