@@ -298,7 +298,7 @@ async def test_handoff_finishes_in_flight_work_and_releases_before_the_new_owner
     # an actor whose shard belongs to m0 or m1 now and moves to m2 when it joins
     sm = ShardManager(64)
     before = sm.placement({"m0": 1, "m1": 1})
-    after = sm.placement({"m0": 1, "m1": 1, "m2": 1})
+    after = sm.placement({"m0": 1, "m1": 1, "m2": 1}, before)
     actor = next(f"slow-{i}" for i in range(10_000) if after[sm.shard_for(f"slow-{i}")] == "m2")
     shard = sm.shard_for(actor)
     old_owner = before[shard]
