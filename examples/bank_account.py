@@ -20,17 +20,15 @@ What it shows:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aether.aggregate import Aggregate, EventPayload, Repository, Upcasters, applies
 from aether.connect import connect
 from aether.event import Event
 from aether.store import JetStreamEventStore
-from aether.testing import NatsServer
+from aether.testing import nats_url_or_embedded
 
 # ---- the domain ----------------------------------------------------------------------------------
 upcasters = Upcasters()
@@ -100,19 +98,8 @@ class Account(Aggregate):
 
 
 # ---- running it ----------------------------------------------------------------------------------
-@contextlib.asynccontextmanager
-async def nats_url() -> AsyncIterator[str]:
-    """The URL from the command line or $AETHER_NATS_URL, else an embedded server's."""
-    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("AETHER_NATS_URL")
-    if url:
-        yield url
-        return
-    async with NatsServer() as server:
-        yield server.url
-
-
 async def main() -> None:
-    async with nats_url() as url:
+    async with nats_url_or_embedded(sys.argv[1] if len(sys.argv) > 1 else None) as url:
         nc1, nc2 = await connect(url), await connect(url)
         store1 = await JetStreamEventStore.create(nc1, "bank-example")
         store2 = await JetStreamEventStore.create(nc2, "bank-example")

@@ -17,28 +17,15 @@ What it shows:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
 
 from aether.bus import NATSEventBus, Subscription
 from aether.connect import connect
 from aether.event import Event
-from aether.testing import NatsServer
+from aether.testing import nats_url_or_embedded
 
 N = 100
-
-
-@contextlib.asynccontextmanager
-async def nats_url() -> AsyncIterator[str]:
-    """The URL from the command line or $AETHER_NATS_URL, else an embedded server's."""
-    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("AETHER_NATS_URL")
-    if url:
-        yield url
-        return
-    async with NatsServer() as server:
-        yield server.url
 
 
 async def take(sub: Subscription, count: int, timeout: float = 10.0) -> list[Event]:
@@ -48,7 +35,7 @@ async def take(sub: Subscription, count: int, timeout: float = 10.0) -> list[Eve
 
 
 async def main() -> None:
-    async with nats_url() as url:
+    async with nats_url_or_embedded(sys.argv[1] if len(sys.argv) > 1 else None) as url:
         connections = [await connect(url, name=f"node-{i}") for i in range(3)]
         buses = [await NATSEventBus.create(nc) for nc in connections]
         namespace = f"shop-{os.getpid()}"

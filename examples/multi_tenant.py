@@ -17,34 +17,21 @@ What it shows:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
 
 from aether.bus import NATSEventBus
 from aether.connect import connect
 from aether.event import Event
 from aether.store import JetStreamEventStore
-from aether.testing import NatsServer
+from aether.testing import nats_url_or_embedded
 
 TENANTS = ["acme.eu", "acme.us", "globex"]
 ACTORS = ["user@example.com", "a.b", "*"]
 
 
-@contextlib.asynccontextmanager
-async def nats_url() -> AsyncIterator[str]:
-    """The URL from the command line or $AETHER_NATS_URL, else an embedded server's."""
-    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("AETHER_NATS_URL")
-    if url:
-        yield url
-        return
-    async with NatsServer() as server:
-        yield server.url
-
-
 async def main() -> None:
-    async with nats_url() as url:
+    async with nats_url_or_embedded(sys.argv[1] if len(sys.argv) > 1 else None) as url:
         nc = await connect(url)
         base = f"tenants-{os.getpid()}"
         stores = {t: await JetStreamEventStore.create(nc, base, namespace=t) for t in TENANTS}

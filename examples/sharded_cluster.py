@@ -14,11 +14,9 @@ owning the actor's shard wherever it is asked. When a node leaves, its shards ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from nats.aio.client import Client
@@ -27,18 +25,7 @@ from aether.cluster import ClusterManager
 from aether.connect import connect
 from aether.demo.bank import BankCommand, BankService, decode_reply, encode_command
 from aether.store import JetStreamEventStore
-from aether.testing import NatsServer
-
-
-@contextlib.asynccontextmanager
-async def nats_url() -> AsyncIterator[str]:
-    """The URL from the command line or $AETHER_NATS_URL, else an embedded server's."""
-    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("AETHER_NATS_URL")
-    if url:
-        yield url
-        return
-    async with NatsServer() as server:
-        yield server.url
+from aether.testing import nats_url_or_embedded
 
 
 @dataclass
@@ -83,7 +70,7 @@ async def balanced(nodes: list[ClusterManager], timeout: float = 30.0) -> None:
 
 
 async def main() -> None:
-    async with nats_url() as url:
+    async with nats_url_or_embedded(sys.argv[1] if len(sys.argv) > 1 else None) as url:
         cluster = f"example-{os.getpid()}"
         started = [await start_node(url, cluster, f"node-{i}") for i in (1, 2, 3)]
         nodes = [node.cluster for node in started]

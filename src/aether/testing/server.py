@@ -22,13 +22,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from aether.errors import NatsServerError
 
-__all__ = ["NatsCluster", "NatsServer", "find_nats_server"]
+__all__ = ["NatsCluster", "NatsServer", "find_nats_server", "nats_url_or_embedded"]
 
 _ENV_BINARY = "AETHER_NATS_SERVER"
 
@@ -395,3 +396,19 @@ class NatsCluster:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def nats_url_or_embedded(url: str | None = None, **server_options: Any) -> AsyncIterator[str]:
+    """Yield ``url`` (or ``$AETHER_NATS_URL``) when given; otherwise start an embedded
+    :class:`NatsServer` (with ``server_options``) for the duration of the block and yield its URL.
+
+    Raises:
+        NatsServerError: no URL was given and the embedded server could not start.
+    """
+    url = url or os.environ.get("AETHER_NATS_URL")
+    if url:
+        yield url
+        return
+    async with NatsServer(**server_options) as server:
+        yield server.url
