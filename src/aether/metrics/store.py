@@ -9,7 +9,9 @@ Pass one instance to every store that should report into the same registry::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from ._prometheus import prometheus, register, resolve_registry
@@ -25,31 +27,33 @@ DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 
-class _Children:
-    """The label-bound metric children of one namespace (looked up once, then reused)."""
+class _Namespace:
+    """Plain counters of one namespace, updated on the hot path, read when Prometheus scrapes."""
 
-    __slots__ = (
-        "append_seconds",
-        "appended",
-        "appends",
-        "cache_hits",
-        "cache_misses",
-        "conflicts",
-        "read_events",
-        "read_seconds",
-        "reads",
-    )
+    __slots__ = ("append_buckets", "append_sum", "appended", "appends", "cache_hits", "cache_misses",
+                 "conflicts", "read_buckets", "read_events", "read_sum", "reads")
 
-    def __init__(self, metrics: StoreMetrics, namespace: str) -> None:
-        self.appends = metrics.appends.labels(namespace)
-        self.appended = metrics.appended_events.labels(namespace)
-        self.append_seconds = metrics.append_seconds.labels(namespace)
-        self.conflicts = metrics.conflicts.labels(namespace)
-        self.cache_hits = metrics.cache_hits.labels(namespace)
-        self.cache_misses = metrics.cache_misses.labels(namespace)
-        self.reads = metrics.reads.labels(namespace)
-        self.read_events = metrics.read_events.labels(namespace)
-        self.read_seconds = metrics.read_seconds.labels(namespace)
+    def __init__(self, buckets: int) -> None:
+        self.appends = self.appended = self.conflicts = self.cache_hits = self.cache_misses = 0
+        self.reads = self.read_events = 0
+        self.append_sum = self.read_sum = 0.0
+        self.append_buckets = [0] * (buckets + 1)  # the last slot is +Inf
+        self.read_buckets = [0] * (buckets + 1)
+
+
+_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("aether_store_appends", "Successful append calls.", "appends"),
+    ("aether_store_appended_events", "Events appended.", "appended"),
+    ("aether_store_conflicts", "Appends rejected with a version conflict.", "conflicts"),
+    ("aether_store_cache_hits", "Appends whose actor was in the version cache.", "cache_hits"),
+    ("aether_store_cache_misses", "Appends whose actor was not in the version cache.", "cache_misses"),
+    ("aether_store_reads", "History reads.", "reads"),
+    ("aether_store_events_read", "Events returned by history reads.", "read_events"),
+)
+_HISTOGRAMS: tuple[tuple[str, str, str, str], ...] = (
+    ("aether_store_append_seconds", "Latency of successful append calls.", "append_buckets", "append_sum"),
+    ("aether_store_read_seconds", "Latency of history reads.", "read_buckets", "read_sum"),
+)
 
 
 class StoreMetrics:
@@ -69,6 +73,10 @@ class StoreMetrics:
     ``aether_store_read_seconds``                histogram latency of history reads
     ============================================ ========= ===========================================
 
+    The hot path only increments plain integers (no locks, no label lookups); the values are
+    turned into metric families when the registry is scraped. Increments happen on the event
+    loop's thread; a scrape from the HTTP thread reads them as they are at that moment.
+
     Args:
         registry: the ``prometheus_client.CollectorRegistry`` to register in (default: the
             global ``prometheus_client.REGISTRY``).
@@ -82,64 +90,72 @@ class StoreMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, *,
                  buckets: Sequence[float] = DEFAULT_LATENCY_BUCKETS) -> None:
-        prom = prometheus()
+        self._prom = prometheus()
         self.registry = resolve_registry(registry)
-        labels = ["namespace"]
+        self._buckets = tuple(sorted(float(b) for b in buckets))
+        self._stats: dict[str, _Namespace] = {}
+        register(self.registry, [self])
 
-        def counter(name: str, doc: str) -> Any:
-            return prom.Counter(name, doc, labels, registry=None)
-
-        def histogram(name: str, doc: str) -> Any:
-            return prom.Histogram(name, doc, labels, registry=None, buckets=tuple(buckets))
-
-        self.appends = counter("aether_store_appends_total", "Successful append calls.")
-        self.appended_events = counter("aether_store_appended_events_total", "Events appended.")
-        self.append_seconds = histogram("aether_store_append_seconds", "Latency of successful append calls.")
-        self.conflicts = counter("aether_store_conflicts_total", "Appends rejected with a version conflict.")
-        self.cache_hits = counter("aether_store_cache_hits_total", "Appends whose actor was in the version cache.")
-        self.cache_misses = counter("aether_store_cache_misses_total",
-                                    "Appends whose actor was not in the version cache.")
-        self.reads = counter("aether_store_reads_total", "History reads.")
-        self.read_events = counter("aether_store_events_read_total", "Events returned by history reads.")
-        self.read_seconds = histogram("aether_store_read_seconds", "Latency of history reads.")
-        register(self.registry, [self.appends, self.appended_events, self.append_seconds, self.conflicts,
-                                 self.cache_hits, self.cache_misses, self.reads, self.read_events,
-                                 self.read_seconds])
-        self._children: dict[str, _Children] = {}
-
-    def _for(self, namespace: str) -> _Children:
-        children = self._children.get(namespace)
-        if children is None:
-            children = self._children[namespace] = _Children(self, namespace)
-        return children
+    def _for(self, namespace: str) -> _Namespace:
+        stats = self._stats.get(namespace)
+        if stats is None:
+            stats = self._stats[namespace] = _Namespace(len(self._buckets))
+        return stats
 
     # ---- StoreObserver --------------------------------------------------------------------
     def on_append(self, namespace: str, events: int, seconds: float) -> None:
         """``events`` events were appended in one call that took ``seconds``."""
-        children = self._children.get(namespace) or self._for(namespace)
-        children.appends.inc()
-        children.appended.inc(events)
-        children.append_seconds.observe(seconds)
+        stats = self._stats.get(namespace) or self._for(namespace)
+        stats.appends += 1
+        stats.appended += events
+        stats.append_sum += seconds
+        stats.append_buckets[bisect_left(self._buckets, seconds)] += 1
 
     def on_conflict(self, namespace: str) -> None:
         """An append was rejected with a version conflict."""
-        (self._children.get(namespace) or self._for(namespace)).conflicts.inc()
+        (self._stats.get(namespace) or self._for(namespace)).conflicts += 1
 
     def on_cache(self, namespace: str, hit: bool) -> None:
         """The version cache was consulted for an append."""
-        children = self._children.get(namespace) or self._for(namespace)
-        (children.cache_hits if hit else children.cache_misses).inc()
+        stats = self._stats.get(namespace) or self._for(namespace)
+        if hit:
+            stats.cache_hits += 1
+        else:
+            stats.cache_misses += 1
 
     def on_read(self, namespace: str, events: int, seconds: float) -> None:
         """A history read returned ``events`` events in ``seconds``."""
-        children = self._children.get(namespace) or self._for(namespace)
-        children.reads.inc()
-        children.read_events.inc(events)
-        children.read_seconds.observe(seconds)
+        stats = self._stats.get(namespace) or self._for(namespace)
+        stats.reads += 1
+        stats.read_events += events
+        stats.read_sum += seconds
+        stats.read_buckets[bisect_left(self._buckets, seconds)] += 1
+
+    # ---- Prometheus collector ---------------------------------------------------------------
+    def _families(self) -> list[Any]:
+        core = self._prom.metrics_core
+        families: list[Any] = [core.CounterMetricFamily(name, doc, labels=["namespace"])
+                               for name, doc, _ in _COUNTERS]
+        families += [core.HistogramMetricFamily(name, doc, labels=["namespace"]) for name, doc, _, _ in _HISTOGRAMS]
+        return families
+
+    def describe(self) -> Iterator[Any]:
+        """The metric families (without samples), so the registry can detect name clashes."""
+        yield from self._families()
+
+    def collect(self) -> Iterator[Any]:
+        """The current values as metric families."""
+        families = self._families()
+        bounds = [*(str(b) for b in self._buckets), "+Inf"]
+        for namespace, stats in list(self._stats.items()):
+            for family, (_, _, field) in zip(families, _COUNTERS, strict=False):
+                family.add_metric([namespace], getattr(stats, field))
+            for family, (_, _, buckets_field, sum_field) in zip(families[len(_COUNTERS):], _HISTOGRAMS, strict=True):
+                cumulative = list(accumulate(getattr(stats, buckets_field)))
+                family.add_metric([namespace], list(zip(bounds, cumulative, strict=True)), getattr(stats, sum_field))
+        yield from families
 
     def unregister(self) -> None:
         """Remove these metrics from their registry."""
-        for collector in (self.appends, self.appended_events, self.append_seconds, self.conflicts,
-                          self.cache_hits, self.cache_misses, self.reads, self.read_events, self.read_seconds):
-            with contextlib.suppress(KeyError):
-                self.registry.unregister(collector)
+        with contextlib.suppress(KeyError):
+            self.registry.unregister(self)
