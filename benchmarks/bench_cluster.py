@@ -128,8 +128,12 @@ async def _settled(nc: Client, cluster: str, shard_count: int, timeout: float = 
             ready = {s["node_id"]: s for s in found if s is not None}
             owned = sorted(x for s in ready.values() for x in s["owned"])
             leaders = [n for n, s in ready.items() if s["is_leader"]]
+            # settled = every shard owned, one leader, one map, and the rebalancing after a restart
+            # finished (every node holds about its share: placement is balanced to within one shard)
+            fair = shard_count // len(NODES) - 2
             if owned == list(range(shard_count)) and len(leaders) == 1 \
-                    and len({s["map_version"] for s in ready.values()}) == 1:
+                    and len({s["map_version"] for s in ready.values()}) == 1 \
+                    and all(len(s["owned"]) >= fair for s in ready.values()):
                 return ready
         await asyncio.sleep(0.05)
     raise RuntimeError("the benchmark cluster did not settle")
