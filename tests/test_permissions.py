@@ -121,7 +121,8 @@ async def test_tenant_isolation_under_least_privilege(nats_server_factory: Calla
 def test_permission_lists_name_exact_subjects() -> None:
     store = store_permissions("EV", "tenant-a", inbox_prefix="_INBOX_a")
     assert store["publish"]["allow"] == [
-        "$JS.API.DIRECT.GET.EV__tenant-a", "$JS.API.STREAM.INFO.EV__tenant-a", "aether.EV__tenant-a.e.*",
+        "$JS.API.DIRECT.GET.EV__tenant-a", "$JS.API.STREAM.MSG.GET.EV__tenant-a", "$JS.API.STREAM.INFO.EV__tenant-a",
+        "aether.EV__tenant-a.e.*",
         "aether.EV__tenant-a.s.*", "$JS.API.STREAM.PURGE.EV__tenant-a"]
     assert store["subscribe"]["allow"] == ["_INBOX_a.>"]
     assert "allow_responses" not in store

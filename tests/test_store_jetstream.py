@@ -208,3 +208,18 @@ async def test_history_larger_than_one_server_batch_is_read_whole(nc: Any, uniqu
     assert versions == list(range(1, 151))
     info = await store.stream_info()
     assert info["state"]["bytes"] > 64 * 1024 * 1024
+
+
+async def test_reused_event_id_at_another_version_is_not_acknowledged(nc: Any, unique_name: str) -> None:
+    """The server de-duplicates by event id: a retry that rebuilt an event with the same id but
+    another version (its writer had read a stale version) must not be reported as stored at that
+    version — nor poison the version cache."""
+    store = await JetStreamEventStore.create(nc, unique_name)
+    await store.save_event(Event("E", "x", 1, id="request-1"))
+    await store.save_event(Event("E", "x", 2, id="request-2"))
+    with pytest.raises(VersionConflictError) as info:
+        await store.save_event(Event("E", "x", 3, id="request-1"))
+    assert info.value.current_version == 2
+    await store.save_event(Event("E", "x", 3, id="request-3"))  # the cache still tells the truth
+    assert [(e.version, e.id) for e in await store.get_events("x")] == [
+        (1, "request-1"), (2, "request-2"), (3, "request-3")]

@@ -142,7 +142,10 @@ def store_permissions(stream_base: str, namespace: str | None = None, *, inbox_p
 
     * ``<prefix>.<stream>.e.*`` — append events (one subject per actor);
     * ``<prefix>.<stream>.s.*`` — save snapshots (unless ``snapshots=False``);
-    * ``$JS.API.DIRECT.GET.<stream>`` — every read (latest version, histories, snapshots);
+    * ``$JS.API.DIRECT.GET.<stream>`` — history and snapshot reads (any replica may answer);
+    * ``$JS.API.STREAM.MSG.GET.<stream>`` — reads the concurrency decisions rely on, answered by
+      the stream leader: ``get_latest_version``, the check after a conflict or a de-duplicated
+      append, and the current snapshot before ``save_snapshot``;
     * ``$JS.API.STREAM.INFO.<stream>`` — ``create()`` checks the stream; ``actor_ids()``;
     * ``$JS.API.STREAM.PURGE.<stream>`` — ``save_snapshot()`` purges the actor's older
       snapshots (``keep: 1``); only with snapshots and not ``read_only``;
@@ -166,7 +169,7 @@ def store_permissions(stream_base: str, namespace: str | None = None, *, inbox_p
     """
     stream = stream_name(stream_base, namespace)
     prefix = validate_subject_prefix(subject_prefix)
-    publish = [f"{JS_API}.DIRECT.GET.{stream}", f"{JS_API}.STREAM.INFO.{stream}"]
+    publish = [f"{JS_API}.DIRECT.GET.{stream}", f"{JS_API}.STREAM.MSG.GET.{stream}", f"{JS_API}.STREAM.INFO.{stream}"]
     if not read_only:
         publish.append(f"{prefix}.{stream}.e.*")
         if snapshots:

@@ -10,6 +10,7 @@ batch; histories are read with batched direct gets (no consumer is ever created)
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -23,6 +24,7 @@ from aether._ids import new_id
 from aether._nats import (
     ERR_BATCH_DUPLICATE_MSG_ID,
     ERR_MESSAGE_TOO_LARGE,
+    ERR_NO_MESSAGE_FOUND,
     ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
     ERR_WRONG_LAST_SEQUENCE,
@@ -186,11 +188,33 @@ class JetStreamEventStore:
             del cache[next(iter(cache))]
         cache[actor_id] = _Entry(version, seq, subject)
 
+    async def _msg_get(self, body: dict[str, Any], what: str) -> tuple[int, bytes] | None:
+        """One message through the stream leader (``STREAM.MSG.GET``): ``(sequence, payload)``.
+
+        Unlike a direct get, which any replica may answer (a lagging follower gives a stale
+        answer), this is answered by the leader: what the concurrency decisions rely on.
+        """
+        try:
+            reply = await self._api.api(f"STREAM.MSG.GET.{self.stream}", body)
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_NO_MESSAGE_FOUND:
+                return None
+            raise StoreError(f"{what}: {exc.description}") from exc
+        message = reply.get("message") or {}
+        try:
+            return int(message["seq"]), base64.b64decode(message.get("data") or "")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise StoreError(f"{what}: malformed message reply") from exc
+
     async def _fetch_latest(self, actor_id: str, subject: str) -> _Latest:
-        """Ask the server for the actor's last event; updates the cache (never trusts it)."""
-        msg = await self._api.request(self._direct_get, _encode_json({"last_by_subj": subject}),
-                                      what=f"reading the latest version of {actor_id!r}")
-        latest = self._latest_from_msg(actor_id, msg)
+        """Ask the stream leader for the actor's last event; updates the cache (never trusts it)."""
+        found = await self._msg_get({"last_by_subj": subject}, f"reading the latest version of {actor_id!r}")
+        if found is None:
+            latest = _Latest(0, 0, None)
+        else:
+            seq, data = found
+            event = self._decode(data, actor_id, seq)
+            latest = _Latest(event.version, seq, event.id)
         entry = self._cache.get(actor_id)
         if entry is not None:
             entry.version = latest.version
@@ -198,17 +222,6 @@ class JetStreamEventStore:
         else:
             self._remember(actor_id, latest.version, latest.seq, subject)
         return latest
-
-    def _latest_from_msg(self, actor_id: str, msg: Msg) -> _Latest:
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status == "404":
-            return _Latest(0, 0, None)
-        if status is not None:
-            raise StoreError(f"direct get for {actor_id!r} failed: {status} {headers.get('Description', '')}")
-        seq = int(headers["Nats-Sequence"])
-        event = self._decode(msg.data, actor_id, seq)
-        return _Latest(event.version, seq, event.id)
 
     def _decode(self, data: bytes, actor_id: str, seq: int) -> Event:
         event = decode_event(data, stream=self.stream, sequence=seq, actor_id=actor_id)
@@ -218,13 +231,29 @@ class JetStreamEventStore:
         return event
 
     async def _event_after(self, actor_id: str, subject: str, seq: int) -> Event | None:
-        """The actor's first event stored after stream sequence ``seq``."""
-        msg = await self._api.request(self._direct_get, _encode_json({"seq": seq + 1, "next_by_subj": subject}),
-                                      what=f"reading an event of {actor_id!r}")
-        headers = msg.headers or {}
-        if headers.get("Status"):
+        """The actor's first event stored after stream sequence ``seq`` (asked of the leader)."""
+        found = await self._msg_get({"seq": seq + 1, "next_by_subj": subject}, f"reading an event of {actor_id!r}")
+        if found is None:
             return None
-        return self._decode(msg.data, actor_id, int(headers["Nats-Sequence"]))
+        return self._decode(found[1], actor_id, found[0])
+
+    async def _confirm_duplicate(self, event: Event, subject: str, seq: int) -> None:
+        """The server de-duplicated ``event`` by its id: succeed only if the message stored with
+        that id (at ``seq``) is this very event at this very version.
+
+        A retry may rebuild an event with the same id but another version (its writer read a
+        stale version first); reporting success then would acknowledge a version that holds
+        another event, and poison the cache.
+        """
+        found = await self._msg_get({"seq": seq}, f"checking a de-duplicated append of {event.actor_id!r}")
+        if found is not None:
+            stored = decode_event(found[1], stream=self.stream, sequence=seq, actor_id=event.actor_id)
+            if stored.id == event.id and stored.version == event.version and stored.actor_id == event.actor_id:
+                return
+        latest = await self._fetch_latest(event.actor_id, subject)
+        if self._observer is not None:
+            self._observer.on_conflict(self._ns_label)
+        raise VersionConflictError(event.actor_id, event.version, latest.version)
 
     async def _already_stored(self, actor_id: str, subject: str, first: Event, last: Event,
                               expected_seq: int | None, latest: _Latest) -> bool:
@@ -303,6 +332,8 @@ class JetStreamEventStore:
         if ack.error is not None:
             await self._handle_ack_error(ack, event, event, subject, expected_seq)
             return
+        if ack.duplicate:
+            await self._confirm_duplicate(event, subject, ack.seq)
         self._remember(actor_id, version, ack.seq, subject)
         if observer is not None:
             observer.on_append(self._ns_label, 1, time.perf_counter() - started)
@@ -384,6 +415,8 @@ class JetStreamEventStore:
         if ack.error is not None:
             await self._handle_ack_error(ack, first, last, subject, expected_seq)
             return
+        if ack.duplicate:
+            await self._confirm_duplicate(last, subject, ack.seq)
         self._remember(actor_id, last.version, ack.seq, subject)
         if self._observer is not None:
             self._observer.on_append(self._ns_label, len(events), time.perf_counter() - started)
@@ -421,6 +454,11 @@ class JetStreamEventStore:
         # Nats-Num-Pending. A server that ignores no_hdr sends headers again: both cases are handled.
         request: dict[str, Any] = {"seq": self._start_seq(actor_id, from_version), "next_by_subj": subject,
                                    "batch": page_size, "no_hdr": True}
+        known = self._cache.get(actor_id)
+        if known is not None and known.seq:
+            # any replica may answer a direct get: one that has not applied what this store
+            # already saw of the actor hands the request to the leader (read-your-writes)
+            request["min_last_seq"] = known.seq
         fetch = self._api.request_many
         direct_get = self._direct_get
         last_version = last_seq = 0
@@ -529,14 +567,12 @@ class JetStreamEventStore:
         if len(payload) > self._max_event_size:
             raise EventTooLargeError(actor_id, len(payload), self._max_event_size)
         for _ in range(10):
-            msg = await self._api.request(self._direct_get, _encode_json({"last_by_subj": subject}),
-                                          what=f"reading the snapshot of {actor_id!r}")
-            headers = msg.headers or {}
+            found = await self._msg_get({"last_by_subj": subject}, f"reading the snapshot of {actor_id!r}")
             current_seq = 0
-            if headers.get("Status") is None:
-                current_seq = int(headers["Nats-Sequence"])
+            if found is not None:
+                current_seq = found[0]
                 try:
-                    current = decode_snapshot(msg.data, stream=self.stream, sequence=current_seq,
+                    current = decode_snapshot(found[1], stream=self.stream, sequence=current_seq,
                                               actor_id=actor_id)
                     if current.version > snapshot.version:
                         return
