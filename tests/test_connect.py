@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from aether.connect import DEFAULT_URL, ConnectOptions, connect, resolve_servers
+from aether.connect import DEFAULT_URL, ConnectOptions, close, connect, resolve_servers
 from aether.errors import InvalidInputError, NatsConnectionError, PermissionDeniedError
-from aether.testing import NatsServer
+from aether.testing import NatsServer, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -76,3 +76,15 @@ def test_options_for_child_processes() -> None:
                                  "--connect-timeout", "2.0"]
     assert "p" not in options.as_args()
     assert options.as_env() == {"AETHER_NATS_PASSWORD": "p"}
+
+
+async def test_close_while_reconnecting(nats_server_factory: Callable[..., NatsServer]) -> None:
+    """``close()`` works on a client that is reconnecting to a dead server (nats-py's own close can
+    raise a stray CancelledError there)."""
+    for _ in range(5):
+        server = nats_server_factory()
+        nc = await connect(server.url, reconnect_time_wait=0.05)
+        await server.kill()
+        await wait_for(lambda nc=nc: not nc.is_connected, timeout=10, message="disconnect")  # type: ignore[misc]
+        await close(nc)
+        assert nc.is_closed

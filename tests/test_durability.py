@@ -15,6 +15,7 @@ import nats
 import pytest
 
 from aether import Event
+from aether.connect import close
 from aether.errors import AetherError, VersionConflictError
 from aether.store import JetStreamEventStore
 from aether.testing import NatsCluster, NatsServer, wait_for
@@ -86,7 +87,7 @@ async def test_sync_always_sigkill_rounds(nats_server_factory: Callable[..., Nat
         await server.kill()
         writers.stop.set()
         await asyncio.gather(*tasks)
-        await nc.close()
+        await close(nc)
     await server.start()
     nc = await nats.connect(server.url)
     try:
@@ -98,7 +99,7 @@ async def test_sync_always_sigkill_rounds(nats_server_factory: Callable[..., Nat
             total += len(writers.acked[actor])
         assert total > rounds * 5
     finally:
-        await nc.close()
+        await close(nc)
 
 
 async def test_r3_stream_leader_killed_during_writes(nats_cluster_factory: Callable[..., NatsCluster]) -> None:
@@ -126,7 +127,7 @@ async def test_r3_stream_leader_killed_during_writes(nats_cluster_factory: Calla
         for actor in actors:
             writers.verify(actor, await store.get_events(actor))
     finally:
-        await nc.close()
+        await close(nc)
 
 
 async def test_server_paused_then_resumed(nats_server_factory: Callable[..., NatsServer]) -> None:
@@ -152,4 +153,4 @@ async def test_server_paused_then_resumed(nats_server_factory: Callable[..., Nat
             writers.verify(actor, await store.get_events(actor))
     finally:
         await server.resume()
-        await nc.close()
+        await close(nc)

@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from aether import Event
+from aether.connect import close
 from aether.errors import AetherError, AetherTimeoutError, StoreUnavailableError, VersionConflictError
 from aether.store import JetStreamEventStore
 from aether.testing import NatsServer, wait_for
@@ -49,7 +50,7 @@ async def test_sigkill_between_writes_loses_nothing(nats_server_factory: Callabl
         await store.save_event(Event("E", "acc", 61))
         assert await store.get_latest_version("acc") == 61
     finally:
-        await nc.close()
+        await close(nc)
 
 
 async def test_sigkill_during_concurrent_writes(nats_server_factory: Callable[..., NatsServer]) -> None:
@@ -100,7 +101,7 @@ async def test_sigkill_during_concurrent_writes(nats_server_factory: Callable[..
             assert ids <= set(stored_ids), f"{actor}: acknowledged events missing"
     finally:
         stop.set()
-        await nc.close()
+        await close(nc)
 
 
 async def test_unreachable_server_is_a_clear_error(nats_server_factory: Callable[..., NatsServer]) -> None:
@@ -115,4 +116,4 @@ async def test_unreachable_server_is_a_clear_error(nats_server_factory: Callable
         with pytest.raises(NatsConnectionError, match="NATS connection is"):
             await store.save_event(Event("E", "a", 1))
     finally:
-        await nc.close()
+        await close(nc)

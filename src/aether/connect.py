@@ -33,7 +33,7 @@ from nats.aio.client import Client
 
 from aether.errors import InvalidInputError, NatsConnectionError, PermissionDeniedError
 
-__all__ = ["DEFAULT_URL", "ENV_URL", "ConnectOptions", "connect", "resolve_servers"]
+__all__ = ["DEFAULT_URL", "ENV_URL", "ConnectOptions", "close", "connect", "resolve_servers"]
 
 ENV_URL = "AETHER_NATS_URL"
 """Environment variable holding the default NATS URL (comma-separated for several servers)."""
@@ -180,7 +180,7 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
         task.cancel()
         waiter.cancel()
         with contextlib.suppress(Exception):
-            await nc.close()
+            await close(nc)
         raise
     waiter.cancel()
     where = ", ".join(servers)
@@ -194,7 +194,7 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
         with contextlib.suppress(BaseException):
             await task
     with contextlib.suppress(Exception):
-        await nc.close()
+        await close(nc)
     if failure is None and last_error:
         failure = last_error[0]
     if auth_failed.is_set() or isinstance(failure, nats.errors.AuthorizationError):
@@ -255,3 +255,18 @@ class ConnectOptions:
         if self.token is not None:
             env["AETHER_NATS_TOKEN"] = self.token
         return env
+
+
+async def close(nc: Client) -> None:
+    """Close a nats-py client, also while it is reconnecting.
+
+    nats-py's ``close()`` during a reconnection can raise the ``CancelledError`` of the transport
+    it tears down although nobody cancelled the caller; that one is swallowed here. A real
+    cancellation of the calling task still propagates.
+    """
+    try:
+        await nc.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

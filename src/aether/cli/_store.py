@@ -10,7 +10,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
-from aether.connect import ConnectOptions
+from aether.connect import ConnectOptions, close
 from aether.errors import StoreError
 from aether.names import decode_token, stream_name, validate_namespace, validate_stream_base
 from aether.store import JetStreamEventStore
@@ -34,7 +34,7 @@ async def connected(options: ConnectOptions) -> AsyncIterator[Client]:
         yield nc
     finally:
         with contextlib.suppress(Exception):
-            await nc.close()
+            await close(nc)
 
 
 async def open_store(nc: Client, stream: str, namespace: str | None) -> JetStreamEventStore:

@@ -35,7 +35,7 @@ from rich.console import Console
 
 from aether.cli._common import DEFAULT_STREAM, connection_options, emit_json, fail, run
 from aether.cluster import ClusterManager, ClusterOptions
-from aether.connect import ConnectOptions
+from aether.connect import ConnectOptions, close
 from aether.errors import AetherError, AetherTimeoutError, InvalidInputError, MetricsUnavailableError
 from aether.store import JetStreamEventStore
 
@@ -222,7 +222,7 @@ async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str
         if store is not None:
             await store.aclose()
         with contextlib.suppress(Exception):
-            await nc.close()
+            await close(nc)
         if server is not None:
             await server.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -33,6 +33,7 @@ from aether.cluster.leader import LeaderChange
 from aether.cluster.manager import ClusterManager
 from aether.cluster.options import ClusterOptions
 from aether.cluster.types import ActorRequest, ShardMap
+from aether.connect import close
 from aether.errors import AetherError
 from aether.event import Event
 from aether.store import JetStreamEventStore
@@ -108,7 +109,7 @@ async def run_node(args: argparse.Namespace, log: _EventLog) -> None:
     await node.stop()
     if store is not None:
         await store.aclose()
-    await nc.close()
+    await close(nc)
     log.write("stopped")
 
 

@@ -28,7 +28,7 @@ from rich.console import Console
 from aether.cli._cluster_state import ClusterState, read_cluster_state
 from aether.cli._common import DEFAULT_STREAM
 from aether.cluster import ClusterClient
-from aether.connect import ConnectOptions
+from aether.connect import ConnectOptions, close
 from aether.demo.driver import Driver
 from aether.demo.processes import NodeProcess
 from aether.demo.verify import VerificationReport, load_histories, verify_histories
@@ -132,7 +132,7 @@ async def run_demo(config: DemoConfig, console: Console | None = None) -> DemoRe
         await asyncio.shield(asyncio.to_thread(_cleanup, nodes, server, work))
         if nc is not None:
             with contextlib.suppress(Exception):
-                await nc.close()
+                await close(nc)
         for sig in handled:
             loop.remove_signal_handler(sig)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from aether.connect import close
 from aether.errors import NatsServerError
 from aether.testing.server import NatsCluster, NatsServer, find_nats_server
 
@@ -68,7 +69,7 @@ async def nc(nats_url: str) -> AsyncIterator[Any]:
     try:
         yield client
     finally:
-        await client.close()
+        await close(client)
 
 
 @pytest.fixture
