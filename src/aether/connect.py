@@ -260,13 +260,21 @@ class ConnectOptions:
 async def close(nc: Client) -> None:
     """Close a nats-py client, also while it is reconnecting.
 
-    nats-py's ``close()`` during a reconnection can raise the ``CancelledError`` of the transport
-    it tears down although nobody cancelled the caller; that one is swallowed here. A real
-    cancellation of the calling task still propagates.
+    nats-py's ``close()`` during a reconnection can end with the ``CancelledError`` of the
+    transport it tears down although nobody cancelled the caller; that one is swallowed here.
+    The close runs in its own task, so a real cancellation of the caller still propagates (and
+    the close finishes in the background).
     """
+    closing = asyncio.ensure_future(nc.close())
+    closing.add_done_callback(_retrieve)  # nobody may be left to await it
     try:
-        await nc.close()
+        await asyncio.shield(closing)
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
+        if not closing.done():
+            raise  # the caller was cancelled
+        # nats-py's own stray cancellation: the client is closed all the same
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
