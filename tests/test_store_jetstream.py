@@ -223,3 +223,14 @@ async def test_reused_event_id_at_another_version_is_not_acknowledged(nc: Any, u
     await store.save_event(Event("E", "x", 3, id="request-3"))  # the cache still tells the truth
     assert [(e.version, e.id) for e in await store.get_events("x")] == [
         (1, "request-1"), (2, "request-2"), (3, "request-3")]
+
+
+async def test_a_hole_in_a_history_is_an_error_never_a_short_history(nc: Any, unique_name: str) -> None:
+    store = await JetStreamEventStore.create(nc, unique_name)
+    for v in range(1, 6):
+        await store.save_event(Event("E", "holey", v))
+    info = await store.stream_info()
+    middle = info["state"]["first_seq"] + 2  # version 3
+    await nc.request(f"$JS.API.STREAM.MSG.DELETE.{store.stream}", msgspec.json.encode({"seq": middle}))
+    with pytest.raises(StoreError, match="gap"):
+        await store.get_events("holey")

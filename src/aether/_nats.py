@@ -212,7 +212,9 @@ class JsApi:
             prefix = f"{self.nc._inbox_prefix.decode()}.{secrets.token_hex(8)}."
             _PermissionWatch.install(self.nc).apis.add(self)
             try:
-                self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+                # replies answer our own requests (a history page can be ~64 MiB, and the next
+                # page is prefetched): never let nats-py drop one as a "slow consumer"
+                self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply, pending_bytes_limit=0)
             except Exception as exc:
                 raise translate_nats_error(exc, "subscribing to the reply inbox") from exc
             self._prefix = prefix

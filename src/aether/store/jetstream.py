@@ -497,9 +497,15 @@ class JetStreamEventStore:
                         seq = await self._sequence_at(subject, page_start, index)
                         raise CorruptEventError(f"message belongs to actor {event.actor_id!r}", actor_id=actor_id,
                                                 stream=stream, sequence=seq)
-                    if event.version >= from_version:
+                    version = event.version
+                    if last_version and version != last_version + 1:
+                        # an actor's versions are consecutive: a jump means messages were lost on
+                        # the way or deleted from the stream; never return a history with a hole
+                        raise StoreError(f"{what}: version {version} follows version {last_version}: "
+                                         "the history read has a gap (messages lost or deleted)")
+                    if version >= from_version:
                         append(event)
-                    last_version = event.version
+                    last_version = version
                 if page:
                     yield page
                 if prefetch is None:
