@@ -297,29 +297,9 @@ class JsApi:
             AetherTimeoutError: no reply within ``timeout``.
             StoreError: no responders.
         """
-        if self._sub is None:
-            await self._ensure_sub()
-        self.check_connected(what)
-        if self._refused is not None:
-            raise PermissionDeniedError(f"{what}: the NATS server refused the reply subscription: {self._refused}")
-        self._counter += 1
-        token = f"{self._counter:x}"
         future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-        waiting = self._waiting
-        waiting[token] = future
-        self._subjects[token] = subject
-        try:
-            self._arm(token, timeout, what)
-            await self.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
-            msg = await future
-        except (asyncio.CancelledError, AetherError):
-            raise
-        except Exception as exc:
-            raise translate_nats_error(exc, what) from exc
-        finally:
-            del waiting[token]
-            del self._subjects[token]
-            self._deadlines.pop(token, None)
+        await self._exchange(subject, payload, headers, timeout, what, future, future)
+        msg = future.result()
         hdrs = msg.headers
         if hdrs and hdrs.get("Status") == "503":
             raise StoreError(f"{what}: no responders on {subject!r} (JetStream disabled or stream missing)")
@@ -334,6 +314,13 @@ class JsApi:
         Raises:
             as :meth:`request`.
         """
+        collector = _Collector()
+        await self._exchange(subject, payload, None, timeout, what, collector, collector.done)
+        return collector.msgs
+
+    async def _exchange(self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float | None,
+                        what: str, waiter: asyncio.Future[Msg] | _Collector, done: asyncio.Future[Any]) -> None:
+        """Publish with this inbox's reply token for ``waiter`` and wait until ``done`` (or the deadline)."""
         if self._sub is None:
             await self._ensure_sub()
         self.check_connected(what)
@@ -341,13 +328,12 @@ class JsApi:
             raise PermissionDeniedError(f"{what}: the NATS server refused the reply subscription: {self._refused}")
         self._counter += 1
         token = f"{self._counter:x}"
-        collector = _Collector()
-        self._waiting[token] = collector
+        self._waiting[token] = waiter
         self._subjects[token] = subject
         try:
             self._arm(token, timeout, what)
-            await self.nc.publish(subject, payload, reply=self._prefix + token)
-            await collector.done
+            await self.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            await done
         except (asyncio.CancelledError, AetherError):
             raise
         except Exception as exc:
@@ -356,7 +342,6 @@ class JsApi:
             del self._waiting[token]
             del self._subjects[token]
             self._deadlines.pop(token, None)
-        return collector.msgs
 
     async def publish_acked(self, subject: str, payload: bytes, headers: dict[str, str], *,
                             timeout: float | None = None, what: str = "publish") -> PubAck:
@@ -393,9 +378,6 @@ class JsApi:
                                     str(err.get("description", "")))
         return reply
 
-    def msg_handler_count(self) -> int:
-        return len(self._waiting)
-
     async def aclose(self) -> None:
         """Unsubscribe the reply inbox (the connection itself is left open)."""
         sweeper, self._sweeper = self._sweeper, None
@@ -429,5 +411,3 @@ def api_error(err: ApiError, what: str) -> AetherError:
         return PermissionDeniedError(f"{what}: {text}")
     return JetStreamApiError(what, err.code, err.err_code, text)
 
-
-Callback = Callable[[Msg], None]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 from aether.errors import InvalidInputError
 from aether.event import Event
-from aether.names import validate_namespace
+from aether.names import validate_namespace, validate_namespace_pattern
 from aether.store._validation import check_event
 
 from .stats import NamespaceStats
@@ -28,6 +28,7 @@ __all__ = [
     "compile_pattern",
     "fanout",
     "normalise_filters",
+    "subscription_settings",
 ]
 
 DEFAULT_BUFFER_SIZE = 1024
@@ -192,3 +193,15 @@ class Router:
     def namespace_stats(self) -> dict[str, NamespaceStats]:
         return {ns: route.stats() for ns, route in list(self.routes.items())}
 
+
+
+def subscription_settings(pattern: str, event_types: Iterable[str] | None, actor_prefix: str | None,
+                          buffer_size: int | None, default_size: int) -> tuple[frozenset[str] | None, str | None, int]:
+    """Check a ``subscribe()`` call's arguments (both buses): ``(event types, actor prefix, buffer size)``.
+
+    Raises:
+        InvalidNameError: invalid pattern. InvalidInputError: invalid filters or buffer size.
+    """
+    validate_namespace_pattern(pattern)
+    types, prefix = normalise_filters(event_types, actor_prefix)
+    return types, prefix, default_size if buffer_size is None else check_buffer_size(buffer_size)

@@ -7,9 +7,8 @@ from types import TracebackType
 
 from aether.errors import BusClosedError
 from aether.event import Event
-from aether.names import validate_namespace_pattern
 
-from ._router import DEFAULT_BUFFER_SIZE, Router, check_buffer_size, check_publish_event, fanout, normalise_filters
+from ._router import DEFAULT_BUFFER_SIZE, Router, check_buffer_size, check_publish_event, fanout, subscription_settings
 from .stats import BusMetricsHook, BusStats
 from .subscription import Subscription
 
@@ -90,9 +89,8 @@ class EventBus:
         """
         if self._closed:
             raise BusClosedError("subscribe on a closed EventBus")
-        validate_namespace_pattern(pattern)
-        types, prefix = normalise_filters(event_types, actor_prefix)
-        size = self._buffer_size if buffer_size is None else check_buffer_size(buffer_size)
+        types, prefix, size = subscription_settings(pattern, event_types, actor_prefix, buffer_size,
+                                                    self._buffer_size)
         sub = Subscription(pattern, event_types=types, actor_prefix=prefix, buffer_size=size, detach=self._detach)
         self._router.add(pattern, sub)
         return sub

@@ -40,7 +40,6 @@ from aether.errors import (
     PermissionDeniedError,
 )
 from aether.event import Event
-from aether.names import validate_namespace_pattern
 
 from ._router import (
     DEFAULT_BUFFER_SIZE,
@@ -49,7 +48,7 @@ from ._router import (
     check_buffer_size,
     check_publish_event,
     fanout,
-    normalise_filters,
+    subscription_settings,
 )
 from .stats import BusMetricsHook, BusStats
 from .subscription import Subscription
@@ -397,9 +396,8 @@ class NATSEventBus:
         """
         if self._closed:
             raise BusClosedError("subscribe on a closed NATSEventBus")
-        validate_namespace_pattern(pattern)
-        types, prefix = normalise_filters(event_types, actor_prefix)
-        size = self._buffer_size if buffer_size is None else check_buffer_size(buffer_size)
+        types, prefix, size = subscription_settings(pattern, event_types, actor_prefix, buffer_size,
+                                                    self._buffer_size)
         group = self._groups.get(pattern)
         if group is None:
             loop = asyncio.get_running_loop()

@@ -268,19 +268,18 @@ class JetStreamEventStore:
         stored = await self._event_after(actor_id, subject, expected_seq)
         return stored is not None and stored.version == first.version and stored.id == first.id
 
-    def _check_size(self, event: Event, payload: bytes) -> None:
+    def _check_size(self, actor_id: str, payload: bytes) -> None:
         if len(payload) > self._max_event_size:
-            raise EventTooLargeError(event.actor_id, len(payload), self._max_event_size)
+            raise EventTooLargeError(actor_id, len(payload), self._max_event_size)
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str], what: str) -> PubAck:
-        attempts = self.options.publish_retries + 1
-        for attempt in range(attempts):
+        """Publish and return the ack, re-sending (same id: idempotent) when no ack arrives."""
+        for _ in range(self.options.publish_retries):
             try:
                 return await self._api.publish_acked(subject, payload, headers, what=what)
             except AetherTimeoutError:
-                if attempt + 1 == attempts:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                continue
+        return await self._api.publish_acked(subject, payload, headers, what=what)
 
     # ---- EventStore -------------------------------------------------------------------
     async def save_event(self, event: Event) -> None:
@@ -391,7 +390,7 @@ class JetStreamEventStore:
                 return
         payloads = [encode_event(e) for e in events]
         for event, payload in zip(events, payloads, strict=True):
-            self._check_size(event, payload)
+            self._check_size(event.actor_id, payload)
         what = f"appending versions {first.version}..{last.version} of {actor_id!r}"
         ack: PubAck | None = None
         for attempt in range(self.options.publish_retries + 1):
@@ -570,8 +569,7 @@ class JetStreamEventStore:
         entry = self._cache.get(actor_id)
         seq = entry.seq if entry is not None and entry.version == snapshot.version else 0
         payload = encode_snapshot(snapshot, seq)
-        if len(payload) > self._max_event_size:
-            raise EventTooLargeError(actor_id, len(payload), self._max_event_size)
+        self._check_size(actor_id, payload)
         for _ in range(10):
             found = await self._msg_get({"last_by_subj": subject}, f"reading the snapshot of {actor_id!r}")
             current_seq = 0
