@@ -52,6 +52,10 @@ __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
+# bytes per history page: with the next page prefetched, at most ~2 pages are on their way to the
+# client, far below the server's per-client max_pending (64 MiB), past which the server would
+# drop the connection as a slow consumer
+_PAGE_BYTES = 8 * 1024 * 1024
 _encode_json = msgspec.json.encode
 _CONFLICT_CODES = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CLUSTERED, ERR_BATCH_DUPLICATE_MSG_ID)
 
@@ -452,7 +456,7 @@ class JetStreamEventStore:
         # Python, 2/3 of the read time); the end-of-batch status still carries Nats-Last-Sequence and
         # Nats-Num-Pending. A server that ignores no_hdr sends headers again: both cases are handled.
         request: dict[str, Any] = {"seq": self._start_seq(actor_id, from_version), "next_by_subj": subject,
-                                   "batch": page_size, "no_hdr": True}
+                                   "batch": page_size, "max_bytes": _PAGE_BYTES, "no_hdr": True}
         known = self._cache.get(actor_id)
         if known is not None and known.seq:
             # any replica may answer a direct get: one that has not applied what this store
