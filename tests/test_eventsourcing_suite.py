@@ -15,6 +15,7 @@ from eventsourcing.tests import application as es_application
 from eventsourcing.tests import persistence as es_persistence
 from eventsourcing.utils import Environment, get_topic
 
+from _es_helpers import ModuleServer, drop_streams, streams_of
 from aether.integrations.eventsourcing import (
     JetStreamAggregateRecorder,
     JetStreamApplicationRecorder,
@@ -22,7 +23,6 @@ from aether.integrations.eventsourcing import (
     JetStreamProcessRecorder,
     JetStreamTrackingRecorder,
 )
-from tests._es_helpers import ModuleServer, drop_streams, streams_of
 
 MODULE = "aether.integrations.eventsourcing"
 _server = ModuleServer()

@@ -1,0 +1,515 @@
+"""aether.integrations.eventsourcing beyond eventsourcing's own suite: server-enforced uniqueness
+across processes' caches, atomic multi-aggregate saves, contiguous notification ids under
+concurrency, isolation between applications, settings, ciphers, and a lost or paused server."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.application import Application
+from eventsourcing.cipher import AESCipher
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    DataError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    StoredEvent,
+    Tracking,
+)
+from eventsourcing.tests.application import BankAccounts
+from eventsourcing.utils import Environment
+
+from _es_helpers import drop_streams, streams_of
+from aether.errors import AetherError, InvalidInputError
+from aether.integrations.eventsourcing import (
+    JetStreamApplicationRecorder,
+    JetStreamFactory,
+    JetStreamIntegrityError,
+    JetStreamOperationalError,
+    JetStreamProcessRecorder,
+)
+from aether.testing import NatsServer
+
+MODULE = "aether.integrations.eventsourcing"
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with NatsServer() as server:
+        yield server.url
+
+
+def make_factory(url: str, name: str, **settings: str) -> JetStreamFactory:
+    return JetStreamFactory(Environment(name, {"AETHER_NATS_URL": url, **settings}))
+
+
+@pytest.fixture
+def fresh(url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh application name (its streams deleted) for the test."""
+    name = "T" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    drop_streams(url, *streams_of(name))
+    yield name
+
+
+def event(originator: UUID | str, version: int, topic: str = "topic", state: bytes = b"{}") -> StoredEvent:
+    return StoredEvent(originator_id=originator, originator_version=version, topic=topic, state=state)
+
+
+def app_recorder(factory: JetStreamFactory) -> JetStreamApplicationRecorder:
+    recorder = factory.application_recorder()
+    assert isinstance(recorder, JetStreamApplicationRecorder)
+    return recorder
+
+
+# ---- uniqueness, enforced by the server --------------------------------------------------------------
+def test_two_factories_race_for_the_same_version_exactly_one_wins(url: str, fresh: str) -> None:
+    factories = [make_factory(url, fresh) for _ in range(2)]
+    try:
+        recorders = [app_recorder(f) for f in factories]
+        for round_ in range(20):
+            originator = uuid4()
+            barrier = threading.Barrier(2)
+            outcomes: list[str] = []
+
+            def save(recorder: JetStreamApplicationRecorder, tag: bytes, barrier: threading.Barrier = barrier,
+                     originator: UUID = originator, outcomes: list[str] = outcomes) -> None:
+                barrier.wait()
+                try:
+                    recorder.insert_events([event(originator, 1, state=tag), event(originator, 2, state=tag)])
+                    outcomes.append("stored")
+                except IntegrityError:
+                    outcomes.append("conflict")
+
+            threads = [threading.Thread(target=save, args=(r, bytes([i]))) for i, r in enumerate(recorders)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(outcomes) == ["conflict", "stored"], (round_, outcomes)
+            stored = recorders[0].select_events(originator)
+            assert [e.originator_version for e in stored] == [1, 2]
+            assert len({e.state for e in stored}) == 1  # both from the same, winning save
+    finally:
+        for f in factories:
+            f.close()
+
+
+def test_stale_cache_is_refused_by_the_server_then_refreshed(url: str, fresh: str) -> None:
+    a, b = make_factory(url, fresh), make_factory(url, fresh)
+    try:
+        ra, rb = app_recorder(a), app_recorder(b)
+        originator = uuid4()
+        ra.insert_events([event(originator, 1)])  # a now believes version 1 is the latest
+        rb.insert_events([event(originator, 2)])  # b writes behind a's back
+        with pytest.raises(JetStreamIntegrityError):
+            ra.insert_events([event(originator, 2)])
+        assert ra.insert_events([event(originator, 3)]) == [3]  # a's knowledge was refreshed
+        assert [e.originator_version for e in rb.select_events(originator)] == [1, 2, 3]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_save_over_several_aggregates_is_atomic(url: str, fresh: str) -> None:
+    factory = make_factory(url, fresh)
+    try:
+        recorder = app_recorder(factory)
+        a, b, c = uuid4(), uuid4(), uuid4()
+        assert recorder.insert_events([event(a, 1), event(b, 1), event(b, 2)]) == [1, 2, 3]
+        other = make_factory(url, fresh)  # no cache: the server alone refuses
+        try:
+            with pytest.raises(IntegrityError):
+                app_recorder(other).insert_events([event(c, 1), event(a, 2), event(b, 2), event(c, 2)])
+        finally:
+            other.close()
+        assert recorder.select_events(c) == []
+        assert [e.originator_version for e in recorder.select_events(a)] == [1]
+        assert recorder.max_notification_id() == 3
+        assert recorder.insert_events([event(c, 1), event(a, 2)]) == [4, 5]
+    finally:
+        factory.close()
+
+
+def test_versions_must_ascend_within_a_save_and_not_repeat(url: str, fresh: str) -> None:
+    factory = make_factory(url, fresh)
+    try:
+        recorder = app_recorder(factory)
+        originator = uuid4()
+        with pytest.raises(DataError):
+            recorder.insert_events([event(originator, 2), event(originator, 1)])
+        with pytest.raises(IntegrityError):
+            recorder.insert_events([event(originator, 1), event(originator, 1)])
+        assert recorder.select_events(originator) == []
+    finally:
+        factory.close()
+
+
+def test_a_save_larger_than_one_atomic_batch_is_refused_whole(url: str, fresh: str) -> None:
+    factory = make_factory(url, fresh)
+    try:
+        recorder = app_recorder(factory)
+        originator = uuid4()
+        with pytest.raises(DataError, match="at most 1000"):
+            recorder.insert_events([event(originator, v) for v in range(1, 1002)])
+        assert recorder.max_notification_id() is None
+        assert len(recorder.insert_events([event(originator, v) for v in range(1, 1001)]) or []) == 1000
+    finally:
+        factory.close()
+
+
+# ---- notification ids under concurrency ---------------------------------------------------------------
+def test_concurrent_saves_from_two_connections_get_contiguous_ids(url: str, fresh: str) -> None:
+    factories = [make_factory(url, fresh) for _ in range(2)]
+    try:
+        recorders = [app_recorder(f) for f in factories]
+        results: list[tuple[list[int], list[StoredEvent]]] = []
+        lock = threading.Lock()
+
+        def writer(recorder: JetStreamApplicationRecorder) -> None:
+            for _ in range(15):
+                events = [event(o, v) for o in (uuid4(), uuid4(), uuid4()) for v in (1, 2)]
+                ids = list(recorder.insert_events(events) or [])
+                with lock:
+                    results.append((ids, events))
+
+        threads = [threading.Thread(target=writer, args=(recorders[i % 2],)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 90
+        for ids, _ in results:
+            assert ids == list(range(ids[0], ids[0] + 6))  # one save: consecutive ids
+        all_ids = sorted(i for ids, _ in results for i in ids)
+        assert all_ids == list(range(1, 541))  # every id once, no gap
+        notifications = recorders[0].select_notifications(None, 1000)
+        by_id = {n.id: (n.originator_id, n.originator_version) for n in notifications}
+        for ids, events in results:
+            assert [by_id[i] for i in ids] == [(e.originator_id, e.originator_version) for e in events]
+    finally:
+        for f in factories:
+            f.close()
+
+
+def test_contended_aggregate_gets_every_version_once(url: str, fresh: str) -> None:
+    factories = [make_factory(url, fresh) for _ in range(3)]
+    originator = uuid4()
+    try:
+        recorders = [app_recorder(f) for f in factories]
+        conflicts = [0]
+
+        def worker(recorder: JetStreamApplicationRecorder, me: int) -> None:
+            done = 0
+            while done < 10:
+                latest = recorder.select_events(originator, desc=True, limit=1)
+                version = latest[0].originator_version + 1 if latest else 1
+                try:
+                    recorder.insert_events([event(originator, version, state=bytes([me]))])
+                    done += 1
+                except IntegrityError:
+                    conflicts[0] += 1
+
+        threads = [threading.Thread(target=worker, args=(r, i)) for i, r in enumerate(recorders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        versions = [e.originator_version for e in recorders[0].select_events(originator)]
+        assert versions == list(range(1, 31))
+        ids = [n.id for n in recorders[0].select_notifications(None, 100)]
+        assert ids == list(range(1, 31))
+    finally:
+        for f in factories:
+            f.close()
+
+
+# ---- tracking -------------------------------------------------------------------------------------------
+def test_tracking_and_events_are_stored_together_or_not_at_all(url: str, fresh: str) -> None:
+    factory = make_factory(url, fresh)
+    try:
+        recorder = factory.process_recorder()
+        assert isinstance(recorder, JetStreamProcessRecorder)
+        a, b = uuid4(), uuid4()
+        ids = recorder.insert_events([event(a, 1)], tracking=Tracking("upstream", 5))
+        assert ids == [1]
+        with pytest.raises(IntegrityError):  # tracking refused: the event is not stored either
+            recorder.insert_events([event(b, 1)], tracking=Tracking("upstream", 5))
+        assert recorder.select_events(b) == []
+        with pytest.raises(IntegrityError):  # event refused: the tracking is not stored either
+            recorder.insert_events([event(a, 1)], tracking=Tracking("upstream", 6))
+        assert recorder.max_tracking_id("upstream") == 5
+        assert recorder.insert_events([event(b, 1)], tracking=Tracking("upstream", 6)) == [3]
+        # notification ids skip the tracking records' sequences; the events are what is listed
+        assert [n.id for n in recorder.select_notifications(None, 10)] == [1, 3]
+        assert recorder.max_notification_id() == 3
+        other = make_factory(url, fresh)  # another process, no cache: the server refuses
+        try:
+            with pytest.raises(IntegrityError):
+                other.process_recorder().insert_events([], tracking=Tracking("upstream", 6))
+        finally:
+            other.close()
+    finally:
+        factory.close()
+
+
+# ---- applications ---------------------------------------------------------------------------------------
+class Bank(BankAccounts):
+    def open(self, name: str) -> UUID:
+        return self.open_account(full_name=name, email_address=f"{name}@example.com")
+
+    def credit(self, account_id: UUID, amount: Decimal) -> None:
+        self.credit_account(account_id, amount)
+
+    def balance(self, account_id: UUID) -> Decimal:
+        return self.get_balance(account_id)
+
+
+def app_env(url: str, **extra: str) -> dict[str, str]:
+    return {"PERSISTENCE_MODULE": MODULE, "AETHER_NATS_URL": url, **extra}
+
+
+def test_each_application_has_its_own_stream(url: str) -> None:
+    class Alpha(Bank):
+        pass
+
+    class Beta(Bank):
+        pass
+
+    drop_streams(url, *streams_of("Alpha"), *streams_of("Beta"), "shared-override")
+    alpha, beta = Alpha(env=app_env(url)), Beta(env=app_env(url))
+    try:
+        assert isinstance(alpha.factory, JetStreamFactory) and isinstance(beta.factory, JetStreamFactory)
+        assert (alpha.factory.stream_name, beta.factory.stream_name) == ("es-Alpha", "es-Beta")
+        account = alpha.open("alice")
+        beta.open("bob")
+        beta.open("carol")
+        assert [n.originator_id for n in alpha.notification_log.select(1, 10)] == [account]
+        assert len(beta.notification_log.select(1, 10)) == 2
+        assert beta.repository.event_store.recorder.select_events(account) == []
+    finally:
+        alpha.close()
+        beta.close()
+    # the stream can be chosen per application (the name-prefixed key) or for all
+    alpha = Alpha(env=app_env(url, ALPHA_AETHER_ES_STREAM="shared-override"))
+    try:
+        assert isinstance(alpha.factory, JetStreamFactory)
+        assert alpha.factory.stream_name == "shared-override"
+        assert alpha.notification_log.select(1, 10) == []
+    finally:
+        alpha.close()
+
+
+def test_cipher_and_compressor_act_on_the_state(url: str, fresh: str) -> None:
+    key = AESCipher.create_key(16)
+
+    class Vault(Bank):
+        name = fresh
+
+    app = Vault(env=app_env(url, CIPHER_KEY=key, COMPRESSOR_TOPIC="zlib"))
+    try:
+        account = app.open("secret-name")
+        app.credit(account, Decimal("12.50"))
+        assert app.balance(account) == Decimal("12.50")
+        app.take_snapshot(account)
+        assert app.repository.get(account).balance == Decimal("12.50")
+        stored = app.repository.event_store.recorder.select_events(account)
+        assert stored and all(b"secret-name" not in s.state for s in stored)
+        with pytest.raises(zlib.error):  # encrypted, so not even a zlib stream
+            zlib.decompress(stored[0].state)
+    finally:
+        app.close()
+    plain = Vault(env=app_env(url))  # without the key the state cannot be read
+    try:
+        with pytest.raises(ValueError):
+            plain.repository.get(account)
+    finally:
+        plain.close()
+
+
+def test_subscribe_sees_saves_from_another_factory(url: str, fresh: str) -> None:
+    reader, writer = make_factory(url, fresh), make_factory(url, fresh)
+    try:
+        recorder, other = app_recorder(reader), app_recorder(writer)
+        other.insert_events([event(uuid4(), 1)])
+        with recorder.subscribe(gt=None, topics=["wanted"]) as subscription:
+            originator = uuid4()
+            other.insert_events([event(originator, 1, topic="ignored"), event(originator, 2, topic="wanted")])
+            notification = next(subscription)
+            assert (notification.id, notification.topic) == (3, "wanted")
+    finally:
+        reader.close()
+        writer.close()
+
+
+# ---- settings and lifecycle ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("key", "value"), [
+    ("AETHER_ES_TIMEOUT", "soon"), ("AETHER_ES_TIMEOUT", "0"), ("AETHER_ES_REPLICAS", "7"),
+    ("AETHER_ES_STORAGE", "tape"), ("CREATE_TABLE", "maybe"), ("AETHER_ES_STREAM", "a.b"),
+    ("AETHER_NATS_CONNECT_TIMEOUT", "-1"),
+])
+def test_malformed_settings_are_refused_at_construction(url: str, key: str, value: str) -> None:
+    with pytest.raises(InvalidInputError):
+        make_factory(url, "Settings", **{key: value})
+
+
+def test_a_derived_stream_name_that_is_too_long_names_the_setting(url: str) -> None:
+    with pytest.raises(InvalidInputError, match="AETHER_ES_STREAM"):
+        make_factory(url, "x" * 80)
+
+
+def test_create_table_false_requires_the_stream(url: str, fresh: str) -> None:
+    factory = make_factory(url, fresh, CREATE_TABLE="false")
+    try:
+        with pytest.raises(ProgrammingError, match="does not exist") as caught:
+            factory.application_recorder()
+        assert isinstance(caught.value, AetherError)
+    finally:
+        factory.close()
+    creating = make_factory(url, fresh)
+    creating.application_recorder()
+    creating.close()
+    factory = make_factory(url, fresh, CREATE_TABLE="false")
+    try:
+        assert app_recorder(factory).max_notification_id() is None
+    finally:
+        factory.close()
+
+
+def test_a_foreign_stream_of_that_name_is_refused(url: str, fresh: str) -> None:
+    import asyncio
+
+    from aether.connect import close, connect
+    from aether.store import JetStreamEventStore
+
+    async def make_foreign() -> None:
+        nc = await connect(url)
+        store = await JetStreamEventStore.create(nc, "es-" + fresh)
+        await store.aclose()
+        await close(nc)
+
+    asyncio.run(make_foreign())
+    factory = make_factory(url, fresh)
+    try:
+        with pytest.raises(ProgrammingError, match="not an eventsourcing stream"):
+            factory.application_recorder()
+    finally:
+        factory.close()
+
+
+def test_closed_factory_refuses_calls_and_close_is_idempotent(url: str, fresh: str) -> None:
+    factory = make_factory(url, fresh)
+    recorder = app_recorder(factory)
+    factory.close()
+    factory.close()
+    with pytest.raises(OperationalError, match="closed"):
+        recorder.insert_events([event(uuid4(), 1)])
+    with pytest.raises(OperationalError, match="closed"):
+        factory.application_recorder()
+
+
+def test_no_server_is_a_quick_operational_error() -> None:
+    factory = make_factory("nats://127.0.0.1:1", "Nowhere", AETHER_NATS_CONNECT_TIMEOUT="1")
+    started = time.monotonic()
+    with pytest.raises(JetStreamOperationalError, match="cannot connect"):
+        factory.application_recorder()
+    assert time.monotonic() - started < 10
+    factory.close()
+
+
+# ---- a lost or paused server -----------------------------------------------------------------------------
+def _expect_operational_error(call: Any, bound: float) -> None:
+    started = time.monotonic()
+    with pytest.raises(OperationalError):
+        call()
+    assert time.monotonic() - started < bound
+
+
+def test_lost_server_gives_clear_errors_never_a_hang_then_recovers() -> None:
+    with NatsServer() as server:
+        factory = make_factory(server.url, "Lost", AETHER_ES_TIMEOUT="1", AETHER_ES_POLL_INTERVAL="0.2")
+        try:
+            recorder = app_recorder(factory)
+            originator = uuid4()
+            recorder.insert_events([event(originator, 1)])
+            subscription = recorder.subscribe(gt=None)
+            assert next(subscription).originator_id == originator
+            server.kill_sync()
+            bound = 4 * 1 + 1 + 5  # the module's own bound plus slack for a loaded machine
+            _expect_operational_error(lambda: recorder.insert_events([event(originator, 2)]), bound)
+            _expect_operational_error(lambda: recorder.select_events(originator), bound)
+            _expect_operational_error(lambda: recorder.select_notifications(None, 10), bound)
+            _expect_operational_error(recorder.max_notification_id, bound)
+            _expect_operational_error(lambda: next(subscription), bound)  # the live feed ends with the error
+            subscription.stop()
+            server.start_sync()  # same port, same store
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    assert recorder.insert_events([event(originator, 2)]) == [2]
+                    break
+                except OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            assert [e.originator_version for e in recorder.select_events(originator)] == [1, 2]
+        finally:
+            factory.close()
+
+
+def test_paused_server_times_out_within_the_bound_then_recovers() -> None:
+    with NatsServer() as server:
+        factory = make_factory(server.url, "Paused", AETHER_ES_TIMEOUT="1")
+        try:
+            recorder = app_recorder(factory)
+            originator = uuid4()
+            recorder.insert_events([event(originator, 1)])
+            server.pause_sync()
+            try:
+                _expect_operational_error(lambda: recorder.select_events(originator), 4 * 1 + 1 + 5)
+                started = time.monotonic()
+                with pytest.raises(OperationalError, match="may or may not") as caught:
+                    recorder.insert_events([event(originator, 2), event(originator, 3)])
+                assert time.monotonic() - started < 4 * 1 + 1 + 5
+                assert isinstance(caught.value, AetherError)
+            finally:
+                server.resume_sync()
+            # whatever became of the unacknowledged save, the stream stays consistent: retrying
+            # either stores it or reports it exists
+            with contextlib.suppress(IntegrityError):
+                recorder.insert_events([event(originator, 2), event(originator, 3)])
+            versions = [e.originator_version for e in recorder.select_events(originator)]
+            assert versions == [1, 2, 3]
+            assert [n.id for n in recorder.select_notifications(None, 10)] == [1, 2, 3]
+        finally:
+            factory.close()
+
+
+def test_saving_an_aggregate_twice_from_stale_copies_conflicts(url: str, fresh: str) -> None:
+    class Counter(Application[UUID]):
+        name = fresh
+
+    first, second = Counter(env=app_env(url)), Counter(env=app_env(url))
+    try:
+        aggregate = Aggregate()
+        first.save(aggregate)
+        copy_one: Aggregate = first.repository.get(aggregate.id)
+        copy_two: Aggregate = second.repository.get(aggregate.id)
+        copy_one.trigger_event(Aggregate.Event)
+        copy_two.trigger_event(Aggregate.Event)
+        first.save(copy_one)
+        with pytest.raises(IntegrityError):
+            second.save(copy_two)
+        assert second.repository.get(aggregate.id).version == 2
+    finally:
+        first.close()
+        second.close()
