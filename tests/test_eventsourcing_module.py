@@ -9,6 +9,7 @@ import hashlib
 import threading
 import time
 import zlib
+from pathlib import Path
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -163,6 +164,18 @@ def test_a_save_larger_than_one_atomic_batch_is_refused_whole(url: str, fresh: s
             recorder.insert_events([event(originator, v) for v in range(1, 1002)])
         assert recorder.max_notification_id() is None
         assert len(recorder.insert_events([event(originator, v) for v in range(1, 1001)]) or []) == 1000
+    finally:
+        factory.close()
+
+
+def test_an_event_larger_than_the_server_takes_is_a_data_error(url: str, fresh: str) -> None:
+    factory = make_factory(url, fresh)
+    try:
+        recorder = app_recorder(factory)
+        originator = uuid4()
+        with pytest.raises(DataError, match="max_payload"):
+            recorder.insert_events([event(originator, 1), event(originator, 2, state=b"x" * (2 * 1024 * 1024))])
+        assert recorder.select_events(originator) == []
     finally:
         factory.close()
 
@@ -513,3 +526,18 @@ def test_saving_an_aggregate_twice_from_stale_copies_conflicts(url: str, fresh: 
     finally:
         first.close()
         second.close()
+
+
+def test_the_documented_example_runs(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example in docs/integrations.md and the README, run as written (but on this server)."""
+    root = Path(__file__).resolve().parent.parent
+    blocks = []
+    for doc in ("docs/integrations.md", "README.md"):
+        text = (root / doc).read_text()
+        start = text.index("```python\nimport os\nfrom eventsourcing.application")
+        blocks.append(text[start + len("```python\n"):text.index("```", start + 10)])
+    assert blocks[0] == blocks[1]
+    drop_streams(url, *streams_of("DogSchool"))
+    monkeypatch.setenv("PERSISTENCE_MODULE", "unset")
+    monkeypatch.setenv("AETHER_NATS_URL", url)
+    exec(compile(blocks[0].replace("nats://127.0.0.1:4222", url), "integrations.md", "exec"), {})

@@ -87,6 +87,7 @@ _MAX_ORIGINATOR_LENGTH = 1024
 _PAGE = 1000
 _PAGE_BYTES = 8 * 1024 * 1024
 _CACHE_SIZE = 10_000
+_HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers a message carries
 _encode_json = msgspec.json.encode
 
 
@@ -229,6 +230,11 @@ class StreamStore:
             plan.tracking_subject = self._tracking_subject(tracking.application_name)
             plan.subjects.append(plan.tracking_subject)
             plan.payloads.append(encode_tracking(tracking.application_name, notification_id))
+        limit = (self.nc.max_payload or 1024 * 1024) - _HEADER_ALLOWANCE
+        for subject, payload in zip(plan.subjects, plan.payloads, strict=True):
+            if len(payload) > limit:
+                raise JetStreamDataError(f"a message for {subject} would be {len(payload)} bytes; the server "
+                                         f"takes at most {limit} (its max_payload, less room for headers)")
         if len(plan.payloads) > MAX_BATCH:
             raise JetStreamDataError(
                 f"one save of {plan.n_events} events{' and a tracking record' if tracking else ''} needs "

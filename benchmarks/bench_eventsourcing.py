@@ -1,0 +1,157 @@
+"""eventsourcing persistence module benchmarks (issue 16): the same ``eventsourcing`` application on
+``aether.integrations.eventsourcing`` (NATS JetStream) and on eventsourcing's own SQLite module
+(a database file in WAL mode with ``synchronous=FULL``: an fsync per commit), in the same run.
+
+* **save, one new aggregate per save** — ``app.save(aggregate)`` with one event, single thread.
+  JetStream twice: the server's default (fsync every 2 minutes, what ``nats-server`` ships with)
+  and ``sync_interval: always`` (an fsync per write, SQLite's durability).
+* **save, 4 threads** — four threads saving concurrently (SQLite serialises its writers).
+* **repository.get** — rebuilding a 20-event aggregate (no snapshot, no cache).
+* **select_notifications** — reading the whole application log in pages of 500.
+
+The "Aether" column is the JetStream module, the "baseline" column SQLite; ratio = Aether / SQLite
+(above 1: the JetStream module does more per second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
+
+from aether.testing import NatsServer
+from benchmarks._harness import Report, Timer
+
+__all__ = ["run"]
+
+GROUP = "eventsourcing"
+
+
+class Bench(Application[UUID]):
+    pass
+
+
+def _sqlite_env(folder: str) -> dict[str, str]:
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": os.path.join(folder, "bench.db"),
+            "SQLITE_LOCK_TIMEOUT": "30"}
+
+
+def _nats_env(url: str, stream: str) -> dict[str, str]:
+    return {"PERSISTENCE_MODULE": "aether.integrations.eventsourcing", "AETHER_NATS_URL": url,
+            "AETHER_ES_STREAM": stream}
+
+
+def _saves(app: Application[UUID], n: int) -> float:
+    with Timer() as t:
+        for _ in range(n):
+            app.save(Aggregate())
+    return n / t.seconds
+
+
+def _threaded_saves(app: Application[UUID], n: int, threads: int = 4) -> float:
+    def work() -> None:
+        for _ in range(n // threads):
+            app.save(Aggregate())
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    with Timer() as t:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    return (n // threads) * threads / t.seconds
+
+
+def _long_aggregates(app: Application[UUID], count: int, length: int) -> list[UUID]:
+    ids = []
+    for _ in range(count):
+        aggregate = Aggregate()
+        for _ in range(length - 1):
+            aggregate.trigger_event(Aggregate.Event)
+        app.save(aggregate)
+        ids.append(aggregate.id)
+    return ids
+
+
+def _gets(app: Application[UUID], ids: list[UUID], rounds: int) -> float:
+    with Timer() as t:
+        for _ in range(rounds):
+            for aggregate_id in ids:
+                app.repository.get(aggregate_id)
+    return rounds * len(ids) / t.seconds
+
+
+def _read_log(app: Application[UUID]) -> float:
+    recorder: Any = app.recorder
+    total = 0
+    with Timer() as t:
+        start = 1
+        while True:
+            page = recorder.select_notifications(start, 500)
+            if not page:
+                break
+            total += len(page)
+            start = page[-1].id + 1
+    return total / t.seconds
+
+
+def _best(measure: Callable[[], float], repeats: int) -> float:
+    return max(measure() for _ in range(repeats))
+
+
+def _sqlite_synchronous(path: str) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        return int(connection.execute("PRAGMA synchronous").fetchone()[0])
+    finally:
+        connection.close()
+
+
+def _measure(report: Report, quick: bool, url: str, url_always: str, folder: str) -> None:
+    n = 200 if quick else 1000
+    repeats = 1 if quick else 3
+    sqlite_app = Bench(env=_sqlite_env(folder))
+    nats_app = Bench(env=_nats_env(url, "bench-es"))
+    always_app = Bench(env=_nats_env(url_always, "bench-es-always"))
+    try:
+        sync = _sqlite_synchronous(os.path.join(folder, "bench.db"))
+        sqlite_saves = _best(lambda: _saves(sqlite_app, n), repeats)
+        nats_saves = _best(lambda: _saves(nats_app, n), repeats)
+        always_saves = _best(lambda: _saves(always_app, n), repeats)
+        report.add(GROUP, "save, 1 aggregate/save, 1 thread (JetStream default sync)", aether=nats_saves,
+                   baseline=sqlite_saves, unit="saves/s",
+                   notes=f"SQLite file, WAL, synchronous={sync} (fsync per commit); nats-server sync every 2 min")
+        report.add(GROUP, "save, 1 aggregate/save, 1 thread (JetStream sync_interval: always)", aether=always_saves,
+                   baseline=sqlite_saves, unit="saves/s", notes="both fsync every commit")
+        sqlite_threads = _best(lambda: _threaded_saves(sqlite_app, n), repeats)
+        nats_threads = _best(lambda: _threaded_saves(nats_app, n), repeats)
+        report.add(GROUP, "save, 1 aggregate/save, 4 threads (JetStream default sync)", aether=nats_threads,
+                   baseline=sqlite_threads, unit="saves/s", notes="one connection, one loop thread per factory")
+        count, length = (20, 20) if quick else (50, 20)
+        sqlite_ids = _long_aggregates(sqlite_app, count, length)
+        nats_ids = _long_aggregates(nats_app, count, length)
+        rounds = 2 if quick else 5
+        report.add(GROUP, f"repository.get, {length}-event aggregate", aether=_best(lambda: _gets(nats_app, nats_ids,
+                   rounds), repeats), baseline=_best(lambda: _gets(sqlite_app, sqlite_ids, rounds), repeats),
+                   unit="gets/s", notes="no snapshot, no aggregate cache")
+        report.add(GROUP, "select_notifications, pages of 500", aether=_best(lambda: _read_log(nats_app), repeats),
+                   baseline=_best(lambda: _read_log(sqlite_app), repeats), unit="notifications/s",
+                   notes=f"whole log of each app ({len(sqlite_app.recorder.select_notifications(1, 10**6))} events)")
+    finally:
+        sqlite_app.close()
+        nats_app.close()
+        always_app.close()
+
+
+async def run(report: Report, quick: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-es-") as folder:
+        async with NatsServer() as server, NatsServer(sync_interval="always") as durable:
+            await asyncio.to_thread(_measure, report, quick, server.url, durable.url, folder)
