@@ -9,9 +9,9 @@ import hashlib
 import threading
 import time
 import zlib
-from pathlib import Path
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
