@@ -39,7 +39,7 @@ from aether.integrations.eventsourcing import (
     JetStreamOperationalError,
     JetStreamProcessRecorder,
 )
-from aether.testing import NatsServer
+from aether.testing import NatsCluster, NatsServer
 
 MODULE = "aether.integrations.eventsourcing"
 
@@ -541,3 +541,46 @@ def test_the_documented_example_runs(url: str, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PERSISTENCE_MODULE", "unset")
     monkeypatch.setenv("AETHER_NATS_URL", url)
     exec(compile(blocks[0].replace("nats://127.0.0.1:4222", url), "integrations.md", "exec"), {})
+
+
+# ---- a NATS cluster, R3 streams ----------------------------------------------------------------------------
+def test_on_a_three_node_cluster_with_replicated_streams() -> None:
+    """The same guarantees on R3 streams (the cluster reports a stale expectation as 10164), with
+    each factory connected to a different server."""
+    with NatsCluster(3) as cluster:
+        factories = [JetStreamFactory(Environment("Clustered", {"AETHER_NATS_URL": url, "AETHER_ES_REPLICAS": "3"}))
+                     for url in cluster.urls[:2]]
+        try:
+            recorders = [app_recorder(f) for f in factories]
+            for _ in range(5):  # two servers' clients race for the same versions: one wins
+                originator = uuid4()
+                barrier = threading.Barrier(2)
+                outcomes: list[str] = []
+
+                def save(recorder: JetStreamApplicationRecorder, barrier: threading.Barrier = barrier,
+                         originator: UUID = originator, outcomes: list[str] = outcomes) -> None:
+                    barrier.wait()
+                    try:
+                        recorder.insert_events([event(originator, 1), event(originator, 2)])
+                        outcomes.append("stored")
+                    except IntegrityError:
+                        outcomes.append("conflict")
+
+                threads = [threading.Thread(target=save, args=(r,)) for r in recorders]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                assert sorted(outcomes) == ["conflict", "stored"]
+            ids = recorders[1].insert_events([event(uuid4(), 1), event(uuid4(), 1)])
+            assert ids == [11, 12]
+            # read-your-writes: the writer's own reads wait for a replica that has its writes
+            assert [n.id for n in recorders[1].select_notifications(None, 100)] == list(range(1, 13))
+            assert recorders[1].max_notification_id() == 12
+            process = factories[0].process_recorder()
+            process.insert_events([event(uuid4(), 1)], tracking=Tracking("up", 1))
+            with pytest.raises(IntegrityError):
+                factories[1].process_recorder().insert_events([event(uuid4(), 1)], tracking=Tracking("up", 1))
+        finally:
+            for f in factories:
+                f.close()

@@ -138,6 +138,7 @@ class StreamStore:
         self._known: dict[str, _Known] = {}
         self._known_tracking: dict[str, _Known] = {}
         self._slots = asyncio.Semaphore(_MAX_INFLIGHT)
+        self._high = 0  # the highest sequence this process stored: replicas must have it to answer reads
 
     # ---- the stream ------------------------------------------------------------------------------
     async def ensure(self, *, create: bool, replicas: int, storage: str) -> None:
@@ -354,6 +355,7 @@ class StreamStore:
 
     async def _stored(self, plan: _Plan, first_seq: int) -> list[int]:
         """Remember what the stored batch (first message at ``first_seq``) made latest; ping subscribers."""
+        self._high = max(self._high, first_seq + len(plan.payloads) - 1)
         for key, (index, version) in plan.lasts.items():
             self._remember(self._known, key, version, first_seq + index)
         if plan.tracking is not None:
@@ -532,7 +534,9 @@ class StreamStore:
             batch = _PAGE if wanted else min(limit - len(found), _PAGE)
             if stop is not None:
                 batch = min(batch, stop - seq + 1)
-            request = {"seq": seq, "batch": batch, "max_bytes": _PAGE_BYTES, "no_hdr": True}
+            request: dict[str, Any] = {"seq": seq, "batch": batch, "max_bytes": _PAGE_BYTES, "no_hdr": True}
+            if self._high:
+                request["min_last_seq"] = self._high  # read-your-writes on a replicated stream
             msgs, last_seq, pending = await self._batch(request, what)
             if not msgs:
                 break
