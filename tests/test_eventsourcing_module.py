@@ -275,6 +275,22 @@ def test_tracking_and_events_are_stored_together_or_not_at_all(url: str, fresh: 
         factory.close()
 
 
+def test_max_notification_id_skips_a_long_run_of_tracking_records(url: str, fresh: str) -> None:
+    factory = make_factory(url, fresh)
+    try:
+        recorder = factory.process_recorder()
+        assert recorder.max_notification_id() is None
+        recorder.insert_events([], tracking=Tracking("up", 1))
+        assert recorder.max_notification_id() is None  # only tracking records
+        assert recorder.insert_events([event(uuid4(), 1)], tracking=Tracking("up", 2)) == [2]
+        for n in range(3, 103):  # a process that handles 100 notifications without new events
+            recorder.insert_events([], tracking=Tracking("up", n))
+        assert recorder.max_notification_id() == 2
+        assert recorder.max_tracking_id("up") == 102
+    finally:
+        factory.close()
+
+
 # ---- applications ---------------------------------------------------------------------------------------
 class Bank(BankAccounts):
     def open(self, name: str) -> UUID:

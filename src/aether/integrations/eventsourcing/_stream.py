@@ -562,9 +562,54 @@ class StreamStore:
         return found
 
     async def max_notification_id(self) -> int | None:
-        """The sequence of the stream's last event (tracking records aside), or None."""
-        message = await self._msg_get({"last_by_subj": self._events_prefix + "*"}, "reading the last notification")
-        return None if message is None else int(message["seq"])
+        """The sequence of the stream's last event (tracking records aside), or None.
+
+        The stream's last sequence comes from the leader (``STREAM.INFO``, constant time); the
+        last event is then looked for in growing windows before it (a process application's stream
+        may end with tracking records). A wildcard last-by-subject lookup would answer directly but
+        costs time in proportion to the number of aggregates (60 ms at 100,000 on a test VM).
+        """
+        info = await self.api.api(f"STREAM.INFO.{self.stream}")
+        state = info.get("state") or {}
+        last = int(state.get("last_seq") or 0)
+        first = max(int(state.get("first_seq") or 1), 1)
+        if not int(state.get("messages") or 0):
+            return None
+        high, window, scanned = last, 16, 0
+        while high >= first:
+            low = max(first, high - window + 1)
+            found = await self._last_event_between(low, high, last)
+            if found is not None:
+                return found
+            scanned += high - low + 1
+            if scanned >= 10_000:  # a very long run of tracking records: ask by subject after all
+                message = await self._msg_get({"last_by_subj": self._events_prefix + "*"},
+                                               "reading the last notification")
+                return None if message is None else int(message["seq"])
+            high, window = low - 1, min(window * 4, _PAGE)
+        return None
+
+    async def _last_event_between(self, low: int, high: int, last: int) -> int | None:
+        what = f"reading the last notification of stream {self.stream!r}"
+        request: dict[str, Any] = {"seq": low, "batch": high - low + 1, "max_bytes": _PAGE_BYTES, "no_hdr": True,
+                                   "min_last_seq": last}
+        msgs, last_seq, _ = await self._batch(request, what)
+        if not msgs:
+            return None
+        sequences: Sequence[int]
+        if last_seq - len(msgs) + 1 == low:
+            sequences = range(low, last_seq + 1)
+        else:
+            del request["no_hdr"]
+            msgs, last_seq, _ = await self._batch(request, what)
+            sequences = [int((m.headers or {}).get("Nats-Sequence", "0")) for m in msgs]
+        found: int | None = None
+        for msg, number in zip(msgs, sequences, strict=True):
+            if number > high:
+                break
+            if isinstance(self._decode(msg.data, f"sequence {number}"), EventRecord):
+                found = number
+        return found
 
     async def max_tracking_id(self, application_name: str) -> int | None:
         """The highest notification id recorded for ``application_name``, or None."""
