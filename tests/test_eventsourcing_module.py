@@ -4,6 +4,7 @@ concurrency, isolation between applications, settings, ciphers, and a lost or pa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import threading
@@ -31,6 +32,8 @@ from eventsourcing.tests.application import BankAccounts
 from eventsourcing.utils import Environment
 
 from _es_helpers import drop_streams, streams_of
+from aether._nats import JsApi
+from aether.connect import close, connect
 from aether.errors import AetherError, InvalidInputError
 from aether.integrations.eventsourcing import (
     JetStreamApplicationRecorder,
@@ -39,6 +42,7 @@ from aether.integrations.eventsourcing import (
     JetStreamOperationalError,
     JetStreamProcessRecorder,
 )
+from aether.integrations.eventsourcing._settings import events_stream
 from aether.testing import NatsCluster, NatsServer
 
 MODULE = "aether.integrations.eventsourcing"
@@ -600,3 +604,138 @@ def test_on_a_three_node_cluster_with_replicated_streams() -> None:
         finally:
             for f in factories:
                 f.close()
+
+
+# ---- a lost acknowledgement ----------------------------------------------------------------------------
+class _OneWayProxy:
+    """A TCP proxy in its own thread that can hold the server->client direction only (acks are
+    delayed, requests still arrive) and counts the bytes sent client->server."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.upstream_bytes = 0
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._down_open = asyncio.Event()
+        self._down_open.set()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            self._ready.set()
+
+        self._loop.run_until_complete(start())
+        self._loop.run_forever()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while True:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    if upstream:
+                        self.upstream_bytes += len(data)
+                    else:
+                        await self._down_open.wait()
+                    dst.write(data)
+                    await dst.drain()
+
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def hold_replies(self) -> None:
+        self._loop.call_soon_threadsafe(self._down_open.clear)
+
+    def release_replies(self) -> None:
+        self._loop.call_soon_threadsafe(self._down_open.set)
+
+    async def _shutdown(self) -> None:
+        self._down_open.set()
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+
+def _stream_messages(url: str, stream: str) -> int:
+    async def count() -> int:
+        nc = await connect(url)
+        api = JsApi(nc)
+        try:
+            info = await api.api(f"STREAM.INFO.{stream}")
+            return int(info["state"]["messages"])
+        finally:
+            await api.aclose()
+            await close(nc)
+
+    return asyncio.run(count())
+
+
+def _wait(condition: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_a_save_whose_acknowledgement_is_lost_is_confirmed_not_repeated(url: str, fresh: str) -> None:
+    """The batch is stored but its ack is held past the timeout: the retry is refused by the
+    server (same expectations), and the recorder finds its own save and returns its ids."""
+    port = int(url.rsplit(":", 1)[1])
+    proxy = _OneWayProxy(port)
+    factory = make_factory(proxy.url, fresh, AETHER_ES_TIMEOUT="1")
+    try:
+        recorder = app_recorder(factory)
+        first = uuid4()
+        assert recorder.insert_events([event(first, 1)]) == [1]
+        originator = uuid4()
+        result: list[Any] = []
+        proxy.hold_replies()
+        sent_before = proxy.upstream_bytes
+        worker = threading.Thread(target=lambda: result.append(
+            recorder.insert_events([event(originator, 1), event(originator, 2), event(first, 2)])))
+        worker.start()
+        _wait(lambda: _stream_messages(url, events_stream(fresh)) == 4, "the batch to be stored")
+        stored_at = proxy.upstream_bytes
+        assert stored_at > sent_before
+        _wait(lambda: proxy.upstream_bytes > stored_at, "the retry after the lost ack")
+        proxy.release_replies()
+        worker.join(30)
+        assert result == [[2, 3, 4]]
+        assert [n.id for n in recorder.select_notifications(None, 10)] == [1, 2, 3, 4]  # stored once
+        assert _stream_messages(url, events_stream(fresh)) == 4
+    finally:
+        proxy.release_replies()
+        factory.close()
+        proxy.close()
