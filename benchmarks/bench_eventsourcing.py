@@ -6,6 +6,9 @@
   JetStream twice: the server's default (fsync every 2 minutes, what ``nats-server`` ships with)
   and ``sync_interval: always`` (an fsync per write, SQLite's durability).
 * **save, 4 threads** — four threads saving concurrently (SQLite serialises its writers).
+* **contended saves** — two applications (two connections, like two processes) with two threads
+  each, loading one of 8 hot aggregates, adding an event and saving, retrying on
+  ``IntegrityError``: conflicts are detected by the JetStream server (SQLite: its unique index).
 * **repository.get** — rebuilding a 20-event aggregate (no snapshot, no cache).
 * **select_notifications** — reading the whole application log in pages of 500.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sqlite3
 import tempfile
 import threading
@@ -27,6 +31,7 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
 
 from aether.testing import NatsServer
 from benchmarks._harness import Report, Timer
@@ -69,6 +74,34 @@ def _threaded_saves(app: Application[UUID], n: int, threads: int = 4) -> float:
         for w in workers:
             w.join()
     return (n // threads) * threads / t.seconds
+
+
+def _contended(apps: list[Application[UUID]], ids: list[UUID], n: int, conflicts: list[int]) -> float:
+    """Two threads per application, each ``get`` + one event + ``save`` on a random hot aggregate,
+    retrying on ``IntegrityError`` (another writer saved that version first)."""
+    per_thread = n // (2 * len(apps))
+    lock = threading.Lock()
+
+    def work(app: Application[UUID], seed: int) -> None:
+        chooser = random.Random(seed)
+        done = 0
+        while done < per_thread:
+            aggregate: Aggregate = app.repository.get(chooser.choice(ids))
+            aggregate.trigger_event(Aggregate.Event)
+            try:
+                app.save(aggregate)
+                done += 1
+            except IntegrityError:
+                with lock:
+                    conflicts[0] += 1
+
+    workers = [threading.Thread(target=work, args=(app, i * 2 + k)) for i, app in enumerate(apps) for k in range(2)]
+    with Timer() as t:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    return per_thread * len(workers) / t.seconds
 
 
 def _long_aggregates(app: Application[UUID], count: int, length: int) -> list[UUID]:
@@ -149,6 +182,23 @@ def _measure(report: Report, quick: bool, url: str, url_always: str, folder: str
                                              lambda: _threaded_saves(sqlite_app, n), repeats)
         report.add(GROUP, "save, 1 aggregate/save, 4 threads (JetStream default sync)", aether=nats_threads,
                    baseline=sqlite_threads, unit="saves/s", notes="one connection, one loop thread per factory")
+        hot_nats = _long_aggregates(nats_app, 8, 1)
+        hot_sqlite = _long_aggregates(sqlite_app, 8, 1)
+        nats_peer = Bench(env=_nats_env(url, "bench-es"))  # a second "process": own connection and cache
+        sqlite_peer = Bench(env=_sqlite_env(folder))
+        try:
+            nats_conflicts, sqlite_conflicts = [0], [0]
+            contended = n // 4
+            nats_hot, sqlite_hot = _pair(lambda: _contended([nats_app, nats_peer], hot_nats, contended, nats_conflicts),
+                                         lambda: _contended([sqlite_app, sqlite_peer], hot_sqlite, contended,
+                                                            sqlite_conflicts), repeats)
+        finally:
+            nats_peer.close()
+            sqlite_peer.close()
+        report.add(GROUP, "contended saves: 2 apps x 2 threads on 8 hot aggregates", aether=nats_hot,
+                   baseline=sqlite_hot, unit="saves/s",
+                   notes=f"get + save, retried on IntegrityError; conflicts: JetStream {nats_conflicts[0]}, "
+                         f"SQLite {sqlite_conflicts[0]} (all rounds)")
         count, length = (20, 20) if quick else (50, 20)
         sqlite_ids = _long_aggregates(sqlite_app, count, length)
         nats_ids = _long_aggregates(nats_app, count, length)
