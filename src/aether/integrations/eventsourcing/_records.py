@@ -13,8 +13,8 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import Notification, StoredEvent
 
-__all__ = ["EventRecord", "TrackingRecord", "decode_record", "encode_event", "encode_tracking", "to_notification",
-           "to_stored_event"]
+__all__ = ["EventRecord", "TrackingRecord", "decode_record", "encode_event", "encode_tracking", "originator_of",
+           "to_notification", "to_stored_event"]
 
 
 class EventRecord(msgspec.Struct, array_like=True, tag="e", frozen=True):
@@ -49,15 +49,16 @@ def decode_record(data: bytes) -> EventRecord | TrackingRecord:
     return _decoder.decode(data)
 
 
-def _originator(record: EventRecord) -> UUID | str:
+def originator_of(record: EventRecord) -> UUID | str:
+    """The record's originator id, a UUID again when it was one."""
     return UUID(record.originator) if record.is_uuid else record.originator
 
 
-def to_stored_event(record: EventRecord) -> StoredEvent:
-    return StoredEvent(originator_id=_originator(record), originator_version=record.version,
-                       topic=record.topic, state=record.state)
+def to_stored_event(record: EventRecord, originator: UUID | str) -> StoredEvent:
+    return StoredEvent(originator_id=originator, originator_version=record.version, topic=record.topic,
+                       state=record.state)
 
 
-def to_notification(record: EventRecord, notification_id: int) -> Notification:
-    return Notification(id=notification_id, originator_id=_originator(record), originator_version=record.version,
+def to_notification(record: EventRecord, notification_id: int, originator: UUID | str) -> Notification:
+    return Notification(id=notification_id, originator_id=originator, originator_version=record.version,
                         topic=record.topic, state=record.state)

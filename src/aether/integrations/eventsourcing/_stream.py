@@ -58,6 +58,7 @@ from aether.integrations.eventsourcing._records import (
     decode_record,
     encode_event,
     encode_tracking,
+    originator_of,
     to_notification,
     to_stored_event,
 )
@@ -478,7 +479,9 @@ class StreamStore:
             if not isinstance(record, EventRecord):
                 raise JetStreamOperationalError(f"stream {self.stream!r}: {subject} holds a tracking record")
             self._remember(self._known, key, record.version, int(headers.get("Nats-Sequence", "0")))
-            return [to_stored_event(record)] if gt is None or record.version > gt else []
+            if gt is not None and record.version <= gt:
+                return []
+            return [to_stored_event(record, self._same_originator(originator_id, record))]
         start = 1
         if gt is not None and known is not None and known.value is not None and gt >= known.value:
             start = known.seq + 1  # versions ascend along the subject: nothing above gt lies before
@@ -518,7 +521,17 @@ class StreamStore:
             records.reverse()
             if limit is not None:
                 records = records[:limit]
-        return [to_stored_event(record) for record in records]
+        if not records:
+            return []
+        originator = self._same_originator(originator_id, records[0])
+        return [to_stored_event(record, originator) for record in records]
+
+    @staticmethod
+    def _same_originator(given: UUID | str, record: EventRecord) -> UUID | str:
+        """The caller's id object when it is what the record holds (parsed once, not per event)."""
+        if record.is_uuid == isinstance(given, UUID) and str(given) == record.originator:
+            return given
+        return originator_of(record)
 
     async def select_notifications(self, start: int | None, limit: int, stop: int | None,
                                    topics: Sequence[str], inclusive_of_start: bool) -> list[Notification]:
@@ -529,6 +542,7 @@ class StreamStore:
         seq = max(start if inclusive_of_start else start + 1, 1)
         wanted = set(topics)
         found: list[Notification] = []
+        originators: dict[str, UUID | str] = {}  # one parse per originator per call
         what = f"reading the notifications of stream {self.stream!r}"
         while len(found) < limit and (stop is None or seq <= stop):
             batch = _PAGE if wanted else min(limit - len(found), _PAGE)
@@ -553,7 +567,10 @@ class StreamStore:
                 record = self._decode(msg.data, f"sequence {number}")
                 if not isinstance(record, EventRecord) or (wanted and record.topic not in wanted):
                     continue
-                found.append(to_notification(record, number))
+                originator = originators.get(record.originator)
+                if originator is None or record.is_uuid != isinstance(originator, UUID):
+                    originator = originators[record.originator] = originator_of(record)
+                found.append(to_notification(record, number, originator))
                 if len(found) >= limit:
                     break
             if len(msgs) < batch and pending <= len(msgs):
