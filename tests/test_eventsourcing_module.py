@@ -159,6 +159,27 @@ def test_versions_must_ascend_within_a_save_and_not_repeat(url: str, fresh: str)
         factory.close()
 
 
+@pytest.mark.parametrize("bad", [
+    [event("", 1)],
+    [event("x" * 1025, 1)],
+    [event("ok", "1")],  # type: ignore[arg-type]
+    [event("ok", True)],
+    [event("\ud800", 1)],  # a lone surrogate cannot be UTF-8 encoded
+])
+def test_unstorable_events_are_data_errors(url: str, fresh: str, bad: list[StoredEvent]) -> None:
+    factory = make_factory(url, fresh)
+    try:
+        recorder = app_recorder(factory)
+        with pytest.raises(DataError) as caught:
+            recorder.insert_events([event("fine", 1), *bad])
+        assert isinstance(caught.value, AetherError) and isinstance(caught.value, ValueError)
+        assert recorder.max_notification_id() is None  # nothing of the save was stored
+        with pytest.raises(DataError):
+            factory.process_recorder().insert_events([], tracking=Tracking("", 1))
+    finally:
+        factory.close()
+
+
 def test_a_save_larger_than_one_atomic_batch_is_refused_whole(url: str, fresh: str) -> None:
     factory = make_factory(url, fresh)
     try:
