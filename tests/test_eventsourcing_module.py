@@ -779,3 +779,32 @@ def test_a_save_whose_acknowledgement_is_lost_is_confirmed_not_repeated(url: str
         proxy.release_replies()
         factory.close()
         proxy.close()
+
+
+# ---- the bounded wait ---------------------------------------------------------------------------------------
+def test_the_bound_applies_per_step_of_a_long_call_and_to_a_stalled_one() -> None:
+    from aether.integrations.eventsourcing._loop import LoopThread
+
+    loop = LoopThread("bound-test")
+    progress = [time.monotonic()]
+
+    async def long_but_progressing() -> str:
+        for _ in range(12):  # 1.2 s in all, a step every 0.1 s
+            await asyncio.sleep(0.1)
+            progress[0] = time.monotonic()
+        return "done"
+
+    async def stalled() -> str:
+        await asyncio.sleep(60)
+        return "never"
+
+    try:
+        assert loop.run(long_but_progressing(), 0.5, "long read", lambda: progress[0]) == "done"
+        started = time.monotonic()
+        with pytest.raises(JetStreamOperationalError, match="no result within"):
+            loop.run(stalled(), 0.5, "stalled read", lambda: progress[0])
+        assert time.monotonic() - started < 10
+        with pytest.raises(JetStreamOperationalError, match="no result within"):
+            loop.run(long_but_progressing(), 0.5, "no progress callback")  # the whole call is bounded
+    finally:
+        loop.close(None, 5)

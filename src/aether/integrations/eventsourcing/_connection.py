@@ -49,15 +49,16 @@ class Connection:
         # a call's requests each wait at most `timeout`; a save may take a few of them in turn
         self.bound = 4 * settings.timeout + 1.0
 
-    def run(self, coro: Coroutine[Any, Any, T], what: str) -> T:
-        """Run ``coro`` on the loop thread, connecting first when needed.
+    def run(self, coro: Coroutine[Any, Any, T], what: str, store: StreamStore | None = None) -> T:
+        """Run ``coro`` on the loop thread, connecting first when needed (with ``store``, the bound
+        applies to each page it reads rather than to the whole call).
 
         Raises:
             JetStreamOperationalError: the factory is closed, the server cannot be reached, or no
                 result within the bound; and as ``coro`` raises (translated).
         """
         loop = self._ensure_connected(coro)
-        return loop.run(coro, self.bound, what)
+        return loop.run(coro, self.bound, what, None if store is None else store.last_progress)
 
     def _ensure_connected(self, pending: Coroutine[Any, Any, Any] | None = None) -> LoopThread:
         with self._connect_lock:

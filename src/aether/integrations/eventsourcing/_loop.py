@@ -7,7 +7,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from eventsourcing.persistence import PersistenceError
@@ -69,12 +70,15 @@ class LoopThread:
     def closed(self) -> bool:
         return self._closed
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
-        """Run ``coro`` on the loop and return its result, waiting at most ``timeout`` seconds.
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float, what: str,
+            progress: Callable[[], float] | None = None) -> T:
+        """Run ``coro`` on the loop and return its result, waiting at most ``timeout`` seconds —
+        or, with ``progress`` (the ``time.monotonic()`` of the coroutine's latest step), at most
+        ``timeout`` seconds without a step, so that a long read of many pages is not cut short.
 
         Raises:
-            JetStreamOperationalError: the loop is closed, or no result within ``timeout`` (the
-                coroutine is then cancelled); or the coroutine raised a connection/timeout error.
+            JetStreamOperationalError: the loop is closed, or no result (no step) within ``timeout``
+                (the coroutine is then cancelled); or the coroutine raised a connection/timeout error.
             JetStreamDataError / JetStreamProgrammingError / JetStreamIntegrityError: as raised.
         """
         if self._closed:
@@ -84,8 +88,16 @@ class LoopThread:
             coro.close()
             raise RuntimeError(f"{what}: a recorder was called from its own event loop thread")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        started = time.monotonic()
         try:
-            return future.result(timeout)
+            while True:
+                last = started if progress is None else max(started, progress())
+                remaining = last + timeout - time.monotonic()
+                try:
+                    return future.result(max(remaining, 0.0))
+                except concurrent.futures.TimeoutError:
+                    if progress is None or max(started, progress()) == last:
+                        raise
         except concurrent.futures.TimeoutError:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 future.cancel()

@@ -30,6 +30,7 @@ import asyncio
 import base64
 import contextlib
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -140,6 +141,7 @@ class StreamStore:
         self._known_tracking: dict[str, _Known] = {}
         self._slots = asyncio.Semaphore(_MAX_INFLIGHT)
         self._high = 0  # the highest sequence this process stored: replicas must have it to answer reads
+        self._progress = 0.0  # time.monotonic() of the latest page read (see last_progress)
 
     # ---- the stream ------------------------------------------------------------------------------
     async def ensure(self, *, create: bool, replicas: int, storage: str) -> None:
@@ -443,9 +445,14 @@ class StreamStore:
         self._remember(self._known_tracking, application_name, known.value, known.seq)
         return known
 
+    def last_progress(self) -> float:
+        """When the latest page of a read arrived (``time.monotonic()``; read from another thread)."""
+        return self._progress
+
     async def _batch(self, body: dict[str, Any], what: str) -> tuple[list[Msg], int, int]:
         """One batched direct get: ``(messages, last sequence, pending)``; no messages at the end."""
         msgs = await self.api.request_many(self._direct, _encode_json(body), what=what)
+        self._progress = time.monotonic()
         status = msgs.pop().headers or {} if msgs else {}
         code = status.get("Status")
         if code == "404" or (code == "204" and not msgs):

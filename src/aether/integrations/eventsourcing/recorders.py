@@ -79,7 +79,7 @@ class JetStreamAggregateRecorder(_JetStreamRecorder, AggregateRecorder):
         """
         return self._connection.run(
             self._store.select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit),
-            f"reading the events of {originator_id} from stream {self._store.stream!r}")
+            f"reading the events of {originator_id} from stream {self._store.stream!r}", self._store)
 
 
 class JetStreamApplicationRecorder(JetStreamAggregateRecorder, ApplicationRecorder):
@@ -100,7 +100,7 @@ class JetStreamApplicationRecorder(JetStreamAggregateRecorder, ApplicationRecord
         """
         return self._connection.run(
             self._store.select_notifications(start, limit, stop, topics, inclusive_of_start),
-            f"reading notifications from stream {self._store.stream!r}")
+            f"reading notifications from stream {self._store.stream!r}", self._store)
 
     def max_notification_id(self) -> int | None:
         """The last event's notification id, or None when there is none.
