@@ -7,7 +7,7 @@ import os
 
 from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
 from aether.connect import close, connect
-from aether.integrations.eventsourcing._settings import events_stream, purpose_stream
+from aether.integrations.eventsourcing.testing import streams_of as _streams_of
 from aether.testing import NatsServer
 
 __all__ = ["ModuleServer", "drop_streams", "streams_of"]
@@ -15,8 +15,12 @@ __all__ = ["ModuleServer", "drop_streams", "streams_of"]
 
 def streams_of(application_name: str) -> list[str]:
     """The streams an application of that name uses (events and snapshots)."""
-    stream = events_stream(application_name)
-    return [stream, purpose_stream(stream, "snapshots")]
+    return _streams_of(application_name, {})
+
+
+def drop_streams(url: str, *streams: str) -> None:
+    """Delete the streams (missing ones are fine)."""
+    asyncio.run(_drop(url, list(streams)))
 
 
 async def _drop(url: str, streams: list[str]) -> None:
@@ -32,11 +36,6 @@ async def _drop(url: str, streams: list[str]) -> None:
     finally:
         await api.aclose()
         await close(nc)
-
-
-def drop_streams(url: str, *streams: str) -> None:
-    """Delete the streams (missing ones are fine)."""
-    asyncio.run(_drop(url, list(streams)))
 
 
 class ModuleServer:

@@ -32,7 +32,7 @@ from eventsourcing.tests.application import BankAccounts
 from eventsourcing.utils import Environment
 
 from _es_helpers import drop_streams, streams_of
-from aether._nats import JsApi
+from aether._nats import JetStreamApiError, JsApi
 from aether.connect import close, connect
 from aether.errors import AetherError, InvalidInputError
 from aether.integrations.eventsourcing import (
@@ -808,3 +808,30 @@ def test_the_bound_applies_per_step_of_a_long_call_and_to_a_stalled_one() -> Non
             loop.run(long_but_progressing(), 0.5, "no progress callback")  # the whole call is bounded
     finally:
         loop.close(None, 5)
+
+
+def test_the_testing_helper_drops_an_applications_streams(url: str, fresh: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from aether.integrations.eventsourcing.testing import drop_streams as drop
+    from aether.integrations.eventsourcing.testing import streams_of as streams
+
+    assert streams(fresh) == [f"es-{fresh}", f"es-{fresh}__snapshots"]
+    assert streams(fresh, {"AETHER_ES_STREAM": "mine"}) == ["mine", "mine__snapshots"]
+    factory = make_factory(url, fresh)
+    try:
+        app_recorder(factory).insert_events([event(uuid4(), 1)])
+        factory.aggregate_recorder("snapshots").insert_events([event(uuid4(), 1)])
+    finally:
+        factory.close()
+    monkeypatch.setenv("AETHER_NATS_URL", url)
+    drop(fresh)
+    drop(fresh)  # nothing left: fine
+    assert _stream_messages_or_none(url, f"es-{fresh}") is None
+    assert _stream_messages_or_none(url, f"es-{fresh}__snapshots") is None
+
+
+def _stream_messages_or_none(url: str, stream: str) -> int | None:
+    try:
+        return _stream_messages(url, stream)
+    except JetStreamApiError:
+        return None
