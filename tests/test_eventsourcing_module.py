@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 import pytest
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.cipher import AESCipher
+from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.domain import Aggregate
+from eventsourcing.domain import event as event_decorator
 from eventsourcing.persistence import (
     DataError,
     IntegrityError,
@@ -27,6 +29,14 @@ from eventsourcing.persistence import (
     ProgrammingError,
     StoredEvent,
     Tracking,
+)
+from eventsourcing.system import (
+    MultiThreadedRunner,
+    NewMultiThreadedRunner,
+    ProcessApplication,
+    Runner,
+    SingleThreadedRunner,
+    System,
 )
 from eventsourcing.tests.application import BankAccounts
 from eventsourcing.utils import Environment
@@ -403,6 +413,74 @@ def test_subscribe_sees_saves_from_another_factory(url: str, fresh: str) -> None
     finally:
         reader.close()
         writer.close()
+
+
+class Ledger(Application[UUID]):
+    """A leader: opens aggregates and adds events to them."""
+
+    def open(self) -> UUID:
+        aggregate = Aggregate()
+        self.save(aggregate)
+        return aggregate.id
+
+    def touch(self, aggregate_id: UUID) -> None:
+        aggregate: Aggregate = self.repository.get(aggregate_id)
+        aggregate.trigger_event(Aggregate.Event)
+        self.save(aggregate)
+
+
+class Tally(Aggregate):
+    @staticmethod
+    def create_id(source: UUID) -> UUID:
+        return uuid5(NAMESPACE_URL, f"/tally/{source}")
+
+    @event_decorator("Started")
+    def __init__(self, source: UUID) -> None:
+        self.source = source
+        self.count = 0
+
+    @event_decorator("Counted")
+    def count_one(self) -> None:
+        self.count += 1
+
+
+class Tallies(ProcessApplication[UUID]):
+    """A process application: counts the leader's events per aggregate, recording each count with
+    the tracking record of the notification it counted."""
+
+    @singledispatchmethod
+    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+        tally_id = Tally.create_id(domain_event.originator_id)
+        try:
+            tally: Tally = self.repository.get(tally_id)
+        except AggregateNotFoundError:
+            tally = Tally(domain_event.originator_id)
+        tally.count_one()
+        processing_event.collect_events(tally)
+
+
+@pytest.mark.parametrize("runner_class", [SingleThreadedRunner, MultiThreadedRunner, NewMultiThreadedRunner])
+def test_a_system_with_a_process_application(url: str, runner_class: type[Runner[UUID]]) -> None:
+    drop_streams(url, *streams_of("Ledger"), *streams_of("Tallies"))
+    runner = runner_class(System(pipes=[[Ledger, Tallies]]), env=app_env(url))
+    runner.start()
+    try:
+        ledger, tallies = runner.get(Ledger), runner.get(Tallies)
+        ids = [ledger.open() for _ in range(5)]
+        for aggregate_id in ids[:3]:
+            ledger.touch(aggregate_id)
+        last = ledger.recorder.max_notification_id()
+        assert last == 8
+        tallies.recorder.wait("Ledger", last, timeout=60)
+        for i, aggregate_id in enumerate(ids):
+            tally: Tally = tallies.repository.get(Tally.create_id(aggregate_id))
+            assert tally.count == (2 if i < 3 else 1)
+        assert tallies.recorder.max_tracking_id("Ledger") == 8
+        notifications = tallies.recorder.select_notifications(None, 100)
+        assert len(notifications) == 5 + 8  # a Started per tally and a Counted per leader event
+        assert [n.id for n in notifications] == sorted({n.id for n in notifications})
+    finally:
+        runner.stop()
 
 
 # ---- settings and lifecycle ------------------------------------------------------------------------------
