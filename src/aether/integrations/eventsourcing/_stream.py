@@ -52,7 +52,7 @@ from aether._nats import (
     PubAck,
     api_error,
 )
-from aether.errors import AetherTimeoutError, InvalidNameError, PermissionDeniedError
+from aether.errors import AetherError, AetherTimeoutError, InvalidNameError, PermissionDeniedError
 from aether.integrations.eventsourcing._records import (
     EventRecord,
     TrackingRecord,
@@ -311,6 +311,12 @@ class StreamStore:
                 raise JetStreamOperationalError(
                     f"saving to stream {self.stream!r}: no acknowledgement from NATS in time, twice; the events "
                     "may or may not have been stored") from None
+            except AetherError as exc:
+                if not probes:
+                    raise
+                raise JetStreamOperationalError(
+                    f"saving to stream {self.stream!r}: {exc} after an unacknowledged attempt; the events may or "
+                    "may not have been stored") from exc
             if ack.error is None:
                 return await self._stored(plan, ack.seq - len(plan.payloads) + 1)
             code = ack.error.err_code
