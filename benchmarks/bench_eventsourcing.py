@@ -5,6 +5,8 @@
 * **save, one new aggregate per save** — ``app.save(aggregate)`` with one event, single thread.
   JetStream twice: the server's default (fsync every 2 minutes, what ``nats-server`` ships with)
   and ``sync_interval: always`` (an fsync per write, SQLite's durability).
+* **save of 2 events** — the same with two events per save: on JetStream an atomic batch, which
+  on file storage costs the server milliseconds (about an fsync; a single-message save does not).
 * **save, 4 threads** — four threads saving concurrently (SQLite serialises its writers).
 * **contended saves** — two applications (two connections, like two processes) with two threads
   each, loading one of 8 hot aggregates, adding an event and saving, retrying on
@@ -59,6 +61,15 @@ def _saves(app: Application[UUID], n: int) -> float:
     with Timer() as t:
         for _ in range(n):
             app.save(Aggregate())
+    return n / t.seconds
+
+
+def _two_event_saves(app: Application[UUID], n: int) -> float:
+    with Timer() as t:
+        for _ in range(n):
+            aggregate = Aggregate()
+            aggregate.trigger_event(Aggregate.Event)
+            app.save(aggregate)
     return n / t.seconds
 
 
@@ -178,6 +189,11 @@ def _measure(report: Report, quick: bool, url: str, url_always: str, folder: str
         always_saves, sqlite_saves = _pair(lambda: _saves(always_app, n), lambda: _saves(sqlite_app, n), repeats)
         report.add(GROUP, "save, 1 aggregate/save, 1 thread (JetStream sync_interval: always)", aether=always_saves,
                    baseline=sqlite_saves, unit="saves/s", notes="both fsync every commit")
+        nats_pairs, sqlite_pairs = _pair(lambda: _two_event_saves(nats_app, n // 2),
+                                         lambda: _two_event_saves(sqlite_app, n // 2), repeats)
+        report.add(GROUP, "save, 1 aggregate with 2 events/save, 1 thread (JetStream default sync)",
+                   aether=nats_pairs, baseline=sqlite_pairs, unit="saves/s",
+                   notes="two messages: a JetStream atomic batch (one event: a plain publish)")
         nats_threads, sqlite_threads = _pair(lambda: _threaded_saves(nats_app, n),
                                              lambda: _threaded_saves(sqlite_app, n), repeats)
         report.add(GROUP, "save, 1 aggregate/save, 4 threads (JetStream default sync)", aether=nats_threads,
