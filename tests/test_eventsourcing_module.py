@@ -54,6 +54,7 @@ from aether.integrations.eventsourcing import (
 )
 from aether.integrations.eventsourcing._settings import events_stream
 from aether.testing import NatsCluster, NatsServer
+from aether.testing.security import make_tls_files
 
 MODULE = "aether.integrations.eventsourcing"
 
@@ -913,3 +914,39 @@ def _stream_messages_or_none(url: str, stream: str) -> int | None:
         return _stream_messages(url, stream)
     except JetStreamApiError:
         return None
+
+
+# ---- authentication and TLS, from the environment ---------------------------------------------------------
+def test_user_and_password_from_the_environment(tmp_path: Path) -> None:
+    with NatsServer(extra_config='authorization { user: "es", password: "s3cret" }') as server:
+        settings = {"AETHER_NATS_USER": "es", "AETHER_NATS_PASSWORD": "s3cret"}
+        factory = make_factory(server.url, "Authed", **settings)
+        try:
+            assert app_recorder(factory).insert_events([event(uuid4(), 1)]) == [1]
+        finally:
+            factory.close()
+        wrong = make_factory(server.url, "Authed", AETHER_NATS_USER="es", AETHER_NATS_PASSWORD="nope",
+                             AETHER_NATS_CONNECT_TIMEOUT="3")
+        try:
+            with pytest.raises(OperationalError, match="refused the credentials"):
+                wrong.application_recorder()
+        finally:
+            wrong.close()
+
+
+def test_tls_with_a_client_certificate_from_the_environment(tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path)
+    with NatsServer(extra_config=tls.server_config(verify=True)) as server:
+        url = f"tls://127.0.0.1:{server.port}"
+        factory = make_factory(url, "Tls", AETHER_NATS_TLS_CA=str(tls.ca), AETHER_NATS_TLS_CERT=str(tls.client_cert),
+                               AETHER_NATS_TLS_KEY=str(tls.client_key))
+        try:
+            assert app_recorder(factory).insert_events([event(uuid4(), 1)]) == [1]
+        finally:
+            factory.close()
+        without_cert = make_factory(url, "Tls", AETHER_NATS_TLS_CA=str(tls.ca), AETHER_NATS_CONNECT_TIMEOUT="3")
+        try:
+            with pytest.raises(AetherError):
+                without_cert.application_recorder()
+        finally:
+            without_cert.close()

@@ -17,7 +17,7 @@ from aether.connect import close as close_client
 from aether.integrations.eventsourcing._loop import LoopThread
 from aether.integrations.eventsourcing._settings import Settings
 from aether.integrations.eventsourcing._stream import StreamStore
-from aether.integrations.eventsourcing.errors import JetStreamOperationalError
+from aether.integrations.eventsourcing.errors import JetStreamOperationalError, JetStreamProgrammingError
 
 __all__ = ["Connection"]
 
@@ -73,9 +73,11 @@ class Connection:
                 options = self.settings.connect
                 try:
                     self._nc = loop.run(options.connect(), options.connect_timeout + 2.0, "connecting to NATS")
-                except BaseException:
+                except BaseException as exc:
                     if pending is not None:
                         pending.close()
+                    if isinstance(exc, JetStreamProgrammingError):  # refused credentials: a connection failure
+                        raise JetStreamOperationalError(str(exc)) from exc.__cause__
                     raise
                 self._api = JsApi(self._nc, timeout=self.settings.timeout)
             return loop

@@ -9,8 +9,9 @@ an :class:`~aether.errors.AetherError`, so either family of ``except`` clauses c
     ├── JetStreamDataError (DataError, ValueError)    input the stream cannot hold: a save of more
     │                                                 events than one atomic batch, a message too
     │                                                 large, versions of one originator out of order
-    ├── JetStreamOperationalError (OperationalError)  the server is unreachable, did not answer in
-    │                                                 time, or failed; the factory is closed
+    ├── JetStreamOperationalError (OperationalError)  the server is unreachable, refused the
+    │                                                 credentials, did not answer in time, or failed;
+    │                                                 the factory is closed
     └── JetStreamProgrammingError (ProgrammingError)  the stream is missing (``CREATE_TABLE`` false)
                                                       or incompatible; permission refused
 """
