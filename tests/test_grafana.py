@@ -94,7 +94,7 @@ def dashboards() -> list[Path]:
 def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for panel in board["panels"]:
-        found.extend(panels(panel) if "panels" in panel and panel["panels"] else [panel])
+        found.extend(panels(panel) if panel.get("panels") else [panel])
     return [p for p in found if p.get("type") != "row"]
 
 
