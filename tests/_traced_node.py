@@ -14,6 +14,7 @@ import asyncio
 import json
 import signal
 import sys
+from pathlib import Path
 
 import nats
 from opentelemetry import trace
@@ -73,9 +74,8 @@ async def main() -> None:
     await bus.aclose()
     await nc.close()
     provider.force_flush()
-    with open(args.spans, "w") as out:
-        for record in span_records(exporter):
-            out.write(json.dumps(record) + "\n")
+    text = "".join(json.dumps(record) + "\n" for record in span_records(exporter))
+    await asyncio.to_thread(Path(args.spans).write_text, text)
     print(json.dumps({"spans": len(exporter.get_finished_spans())}), flush=True)
 
 

@@ -2,9 +2,12 @@
 
 When ``opentelemetry-api`` is importable, Aether records spans through the global tracer
 provider (name ``aether``); configure the SDK as usual (``TracerProvider`` with an exporter) and
-the spans go wherever the application sends its traces. Without the package, or after
-:func:`set_enabled` ``(False)`` (or with the environment variable ``AETHER_TRACING=off``), every hook
-is one check of the module attribute :data:`TRACER` against ``None``: tracing costs nothing.
+the spans go wherever the application sends its traces. Without the package the hooks are not
+even installed (the decorators return the functions unchanged); after :func:`set_enabled`
+``(False)`` (or with the environment variable ``AETHER_TRACING=off``), and while the application
+has set no tracer provider (the API alone only hands out no-op spans), every hook is one check
+of the module attribute :data:`TRACER` and of the provider: Aether then records nothing and
+forwards no trace context.
 
 Spans (names and kinds):
 
@@ -76,6 +79,18 @@ def set_enabled(on: bool) -> None:
     """Turn Aether's spans on or off (on needs ``opentelemetry-api``; off makes every hook free)."""
     global TRACER
     TRACER = _trace.get_tracer("aether") if on and _trace is not None else None
+    if TRACER is not None:
+        _trace.get_tracer_provider()  # loads a provider named by OTEL_PYTHON_TRACER_PROVIDER, if any
+
+
+def _off() -> bool:
+    """Whether hooks take the plain path: tracing disabled, or no tracer provider was set.
+
+    Until the application sets a tracer provider (configures the SDK), the API hands out
+    non-recording no-op spans: Aether then skips its spans altogether (they would cost several
+    µs each and record nothing), so "installed but not configured" costs as little as "absent".
+    """
+    return TRACER is None or _trace._TRACER_PROVIDER is None
 
 
 def _span(name: str, kind: Any, attributes: Mapping[str, Any], parent: Any = None) -> Any:
@@ -89,7 +104,7 @@ def _kind(name: str) -> Any:
 
 def headers() -> dict[str, str] | None:
     """Message headers carrying the current trace context (``traceparent``…); ``None`` when disabled."""
-    if TRACER is None:
+    if _off():
         return None
     carrier: dict[str, str] = {}
     _propagate.inject(carrier)
@@ -98,7 +113,7 @@ def headers() -> dict[str, str] | None:
 
 def inject(carrier: dict[str, str]) -> None:
     """Add the current trace context to message headers (nothing when disabled)."""
-    if TRACER is not None:
+    if not _off():
         _propagate.inject(carrier)
 
 
@@ -109,10 +124,12 @@ def _extract(carrier: Mapping[str, str] | None) -> Any:
 # ---- cluster ----------------------------------------------------------------------------------------
 def traced_request(function: F) -> F:
     """``aether.request`` around ``request(self, actor_id, payload, ...)`` of a node or a client."""
+    if _trace is None:
+        return function
 
     @functools.wraps(function)
     async def wrapper(self: Any, actor_id: str, *args: Any, **kwargs: Any) -> Any:
-        if TRACER is None:
+        if _off():
             return await function(self, actor_id, *args, **kwargs)
         attributes = {"messaging.system": _SYSTEM, "messaging.operation.type": "send",
                       "messaging.operation.name": "request", "aether.actor.id": actor_id,
@@ -125,10 +142,12 @@ def traced_request(function: F) -> F:
 
 def traced_hop(function: F) -> F:
     """``aether.route`` around ``Router._remote(self, owner, req, sent_map, deadline)``."""
+    if _trace is None:
+        return function
 
     @functools.wraps(function)
     async def wrapper(self: Any, owner: str, req: Any, *args: Any) -> Any:
-        if TRACER is None:
+        if _off():
             return await function(self, owner, req, *args)
         attributes = {"messaging.system": _SYSTEM, "messaging.operation.type": "send",
                       "messaging.destination.name": self._subject(owner), "messaging.message.id": req.request_id,
@@ -144,10 +163,12 @@ def traced_hop(function: F) -> F:
 
 def traced_serve(function: F) -> F:
     """Run ``_serve(self, msg)`` in the trace context carried by the request's headers."""
+    if _trace is None:
+        return function
 
     @functools.wraps(function)
     async def wrapper(self: Any, msg: Any) -> Any:
-        if TRACER is None or not msg.headers:
+        if _off() or not msg.headers:
             return await function(self, msg)
         token = _context.attach(_propagate.extract(msg.headers))
         try:
@@ -160,10 +181,12 @@ def traced_serve(function: F) -> F:
 
 def traced_handler(function: F) -> F:
     """``aether.handle`` around ``ClusterManager._dispatch(self, req)``."""
+    if _trace is None:
+        return function
 
     @functools.wraps(function)
     async def wrapper(self: Any, req: Any) -> Any:
-        if TRACER is None:
+        if _off():
             return await function(self, req)
         attributes = {"messaging.system": _SYSTEM, "messaging.operation.type": "process",
                       "messaging.message.id": req.request_id, "aether.actor.id": req.actor_id,
@@ -187,10 +210,12 @@ def _store_attributes(store: Any, operation: str) -> dict[str, Any]:
 
 def traced_append(function: F) -> F:
     """``aether.store.append`` around ``save_event(self, event)`` / ``save_events(self, events)``."""
+    if _trace is None:
+        return function
 
     @functools.wraps(function)
     async def wrapper(self: Any, events: Any) -> Any:
-        if TRACER is None:
+        if _off():
             return await function(self, events)
         batch: Sequence[Event] = events if isinstance(events, Sequence) else (events,)
         attributes = _store_attributes(self, "send")
@@ -207,10 +232,12 @@ def traced_append(function: F) -> F:
 
 def traced_read(function: F) -> F:
     """``aether.store.read`` around ``get_events(self, actor_id, ...)`` / ``get_latest_version``."""
+    if _trace is None:
+        return function
 
     @functools.wraps(function)
     async def wrapper(self: Any, actor_id: str, *args: Any, **kwargs: Any) -> Any:
-        if TRACER is None:
+        if _off():
             return await function(self, actor_id, *args, **kwargs)
         attributes = _store_attributes(self, "receive")
         attributes.update({"aether.actor.id": actor_id, "aether.read": function.__name__})
@@ -226,7 +253,7 @@ def traced_read(function: F) -> F:
 # ---- bus --------------------------------------------------------------------------------------------
 def bus_publish(namespace: str, subject: str, event: Event) -> dict[str, str] | None:
     """Record ``aether.bus.publish`` and return the headers carrying its context (``None`` when disabled)."""
-    if TRACER is None:
+    if _off():
         return None
     attributes = {"messaging.system": _SYSTEM, "messaging.operation.type": "send",
                   "messaging.destination.name": subject, "messaging.message.id": event.id,
@@ -240,7 +267,7 @@ def bus_publish(namespace: str, subject: str, event: Event) -> dict[str, str] | 
 
 def bus_deliver(carrier: Mapping[str, str] | None, subject: str, event: Event, subscriptions: int) -> None:
     """Record ``aether.bus.deliver`` for a message received from another node."""
-    if TRACER is None:
+    if _off():
         return
     attributes = {"messaging.system": _SYSTEM, "messaging.operation.type": "receive",
                   "messaging.destination.name": subject, "messaging.message.id": event.id,
@@ -254,7 +281,7 @@ def bus_deliver(carrier: Mapping[str, str] | None, subject: str, event: Event, s
 async def projection_handle(handler: Callable[[Event, int], Awaitable[None]], event: Event, seq: int,
                             carrier: Mapping[str, str] | None, projection: str, stream: str) -> None:
     """Run a projection handler inside ``aether.projection.handle`` (child of the event's append)."""
-    if TRACER is None:
+    if _off():
         await handler(event, seq)
         return
     attributes = {"messaging.system": _SYSTEM, "messaging.operation.type": "process",
