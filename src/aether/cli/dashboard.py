@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 
 import click
@@ -13,39 +12,7 @@ from aether.cli._common import connection_options, fail, run
 from aether.cli._store import connected
 from aether.connect import ConnectOptions
 
-__all__ = ["dashboard", "dashboard_url"]
-
-
-def dashboard_url(host: str, port: int) -> str:
-    """The URL a browser on this machine opens for a dashboard listening on ``host:port``."""
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}/"
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: a free one).
-
-    Raises:
-        click.UsageError: the address cannot be bound.
-    """
-    sock: socket.socket | None = None
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        if sock is not None:
-            sock.close()
-        raise click.UsageError(f"cannot listen on {host}:{port}: {exc}") from None
-    return sock
+__all__ = ["dashboard"]
 
 
 @click.command()
@@ -73,32 +40,31 @@ def dashboard(cluster_name: str, host: str, port: int, interval: float, checkpoi
     except ImportError:
         fail("the dashboard needs starlette and uvicorn: pip install 'aether-nats[dashboard]'")
     from aether.cluster._kv import validate_cluster_name
+    from aether.dashboard.server import bind
 
     validate_cluster_name(cluster_name)
-    sock = bind(host, port)
-    try:
-        run(_serve(cluster_name, sock, interval, checkpoint_bucket, not no_scrape, connect))
-    finally:
-        sock.close()
+    bind(host, port).close()  # a clear usage error before connecting
+    run(_serve(cluster_name, host, port, interval, checkpoint_bucket, not no_scrape, connect))
 
 
-async def _serve(cluster_name: str, sock: socket.socket, interval: float, checkpoint_bucket: str, scrape: bool,
+async def _serve(cluster_name: str, host: str, port: int, interval: float, checkpoint_bucket: str, scrape: bool,
                  connect: ConnectOptions) -> None:
-    from aether.dashboard import Collector, create_app
-    from aether.dashboard.app import serve
+    from aether.dashboard import DashboardServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with connected(connect) as nc:
-        collector = Collector(nc, cluster_name, interval=interval, checkpoint_bucket=checkpoint_bucket,
-                              scrape_metrics=scrape)
+        server = DashboardServer(nc, cluster_name, host=host, port=port, interval=interval,
+                                 checkpoint_bucket=checkpoint_bucket, scrape_metrics=scrape)
         try:
-            await collector.start()
-            address = sock.getsockname()
-            click.echo(f"aether dashboard of cluster {cluster_name}: {dashboard_url(address[0], address[1])}")
+            url = await server.start()
+            click.echo(f"aether dashboard of cluster {cluster_name}: {url}")
             sys.stdout.flush()
-            await serve(create_app(collector), sock, stop=stop)
+            waiters = {loop.create_task(stop.wait()), loop.create_task(server.wait())}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
         finally:
-            await collector.aclose()
+            await server.aclose()

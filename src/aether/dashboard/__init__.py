@@ -9,6 +9,7 @@ It only reads (see :class:`~aether.dashboard.collector.Collector`); the NATS per
 needs are :func:`aether.permissions.dashboard_permissions`. ``docs/observability.md`` shows it.
 
 * :class:`Collector` — reads the cluster and keeps the newest snapshot (no web stack needed);
+* :class:`DashboardServer` — the collector and the app served by uvicorn in this event loop;
 * :func:`create_app` — the Starlette app (imports ``starlette``).
 """
 
@@ -17,11 +18,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aether.dashboard.collector import ClusterEvent, Collector, diff_events
+from aether.dashboard.server import DashboardServer, dashboard_url
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-__all__ = ["ClusterEvent", "Collector", "create_app", "diff_events"]
+__all__ = ["ClusterEvent", "Collector", "DashboardServer", "create_app", "dashboard_url", "diff_events"]
 
 
 def create_app(collector: Collector) -> Starlette:

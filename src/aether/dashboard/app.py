@@ -14,9 +14,7 @@ no input that changes anything.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
@@ -81,25 +79,3 @@ def create_app(collector: Collector) -> Starlette:
     ]
     return Starlette(routes=routes)
 
-
-async def serve(app: Starlette, sock: Any, *, stop: asyncio.Event) -> None:
-    """Serve ``app`` on the bound socket ``sock`` with uvicorn until ``stop`` is set."""
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:  # the command handles SIGINT/SIGTERM itself
-            yield
-
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
-                            access_log=False)
-    server = _Server(config)
-    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-    try:
-        stopper = asyncio.get_running_loop().create_task(stop.wait())
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, 5)
