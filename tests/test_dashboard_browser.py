@@ -23,6 +23,9 @@ from _dashboard_procs import AetherProc, start_dashboard, start_node
 from aether.cluster import ClusterClient
 from aether.demo.bank import BankCommand, encode_command
 from aether.errors import AetherError
+from aether.event import Event
+from aether.projection import Projection, ProjectionOptions, ProjectionRunner
+from aether.store import JetStreamEventStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
@@ -81,6 +84,16 @@ async def test_dashboard_shows_failover_in_a_browser(nats_url: str, unique_name:
 
     stop = asyncio.Event()
     traffic = asyncio.get_running_loop().create_task(_traffic(nats_url, cluster, stop))
+    nc = await nats.connect(nats_url)
+    seen: list[Event] = []
+
+    async def count(event: Event, position: int) -> None:
+        seen.append(event)
+
+    store = await JetStreamEventStore.create(nc, unique_name)
+    runner = ProjectionRunner(nc, Projection("activity", default=count), store, node_id="reporter",
+                              options=ProjectionOptions(checkpoint_interval=0.2))
+    await runner.start()
     try:
         async with Browser() as browser:
             await browser.navigate(url)
@@ -93,6 +106,10 @@ async def test_dashboard_shows_failover_in_a_browser(nats_url: str, unique_name:
             term = int(await browser.evaluate("document.querySelector('#term').textContent"))
             await browser.wait_for("document.querySelectorAll('#streams tbody tr').length > 0", timeout=30,
                                    what="the event stream is listed")
+            await browser.wait_for("(() => { const r = document.querySelector('#projections tbody tr');"
+                                   " return r && r.dataset.projection === 'activity'"
+                                   " && r.cells[5].textContent === 'reporter' })()", timeout=30,
+                                   what="the projection, its position and holder")
             await browser.screenshot(tmp_path / "dashboard-before.png")
 
             nodes[leader].kill()
@@ -118,7 +135,9 @@ async def test_dashboard_shows_failover_in_a_browser(nats_url: str, unique_name:
     finally:
         stop.set()
         sent = await traffic
-    assert sent > 0
+        await runner.stop()
+        await nc.close()
+    assert sent > 0 and seen
     target = os.environ.get("AETHER_SCREENSHOT_DIR")
     if target:
         shutil.copy(tmp_path / "dashboard.png", Path(target) / "dashboard.png")
