@@ -65,9 +65,13 @@ def spans() -> Iterator[InMemorySpanExporter]:
         trace.set_tracer_provider(provider)
     _EXPORTER.clear()
     _SWITCH.on = True
+    tracing.set_enabled(True)
     try:
         yield _EXPORTER
     finally:
+        # the provider stays set for the rest of the session: turn Aether's hooks off again so that
+        # later tests run as they would without a provider (no spans, no trace headers)
+        tracing.set_enabled(False)
         _SWITCH.on = False
         _EXPORTER.clear()
 
