@@ -104,6 +104,16 @@ async def test_api_state_agrees_with_cluster_status(nats_url: str, unique_name: 
     assert 'id="shard-grid"' in page and "/static/dashboard.js" in page
     script = await asyncio.to_thread(lambda: urllib.request.urlopen(url + "static/dashboard.js", timeout=10).read())
     assert b"EventSource" in script
+
+    # a graceful stop is a leave, not a failure
+    assert await asyncio.to_thread(started[1].stop) == 0
+
+    def left() -> list[dict[str, Any]] | None:
+        events = [e for e in fetch_json(url + "api/state")["events"] if e["node"] == "n2"]
+        return events if any(e["kind"] == "leave" for e in events) else None
+
+    events = await asyncio.to_thread(wait_for_sync, left)
+    assert not any(e["kind"] == "failure" for e in events)
     assert await asyncio.to_thread(dashboard.stop) == 0
 
 
@@ -277,6 +287,12 @@ def test_events_explain_the_change() -> None:
     kinds = {(e.kind, e.node) for e in diff_events(second, third)}
     assert kinds == {("restart", "b"), ("leave", "c"), ("unreachable", "d"), ("leader", "b")}
     assert any(e.text == "no leader (was b)" for e in diff_events(second, third))
+    # the reason written with a tombstone wins over the last status seen
+    fourth = _state([_member("d", reachable=False)], None, 9, ["d", "d", "d", "d"], 5)
+    kinds = {(e.kind, e.node) for e in diff_events(third, fourth, {"b": "leave"})}
+    assert ("leave", "b") in kinds
+    kinds = {(e.kind, e.node) for e in diff_events(second, third, {"c": "failed"})}
+    assert ("failure", "c") in kinds and ("leave", "c") not in kinds
 
 
 def _info(name: str, subjects: list[str], metadata: dict[str, str] | None = None, messages: int = 3) -> dict[str, Any]:

@@ -31,8 +31,10 @@ from nats.aio.client import Client
 from aether._nats import JsApi
 from aether.cli._cluster_state import ClusterState, read_cluster_state
 from aether.cluster._kv import bucket_name, validate_cluster_name
+from aether.cluster.discovery import REASON_HEADER
 from aether.dashboard.streams import StreamView, list_streams, read_projections, read_streams
-from aether.errors import AetherError, InvalidInputError
+from aether.errors import AetherError, InvalidInputError, InvalidNameError
+from aether.names import decode_token
 
 __all__ = ["Collector", "ClusterEvent", "diff_events"]
 
@@ -59,8 +61,13 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def diff_events(before: ClusterState | None, after: ClusterState) -> list[ClusterEvent]:
-    """The cluster events that explain the change from ``before`` to ``after``."""
+def diff_events(before: ClusterState | None, after: ClusterState,
+                departures: dict[str, str] | None = None) -> list[ClusterEvent]:
+    """The cluster events that explain the change from ``before`` to ``after``.
+
+    ``departures`` maps node ids to the reason written with their heartbeat's tombstone
+    (``leave`` or ``failed``); without one, a member that was ``leaving`` left and any other failed.
+    """
     at = _now_iso()
     if before is None:
         leader = f"; leader {after.leader_id} (term {after.term})" if after.leader_id else "; no leader"
@@ -83,7 +90,8 @@ def diff_events(before: ClusterState | None, after: ClusterState) -> list[Cluste
                 events.append(ClusterEvent(at, "reachable", f"{node_id} answers again", node_id))
     for node_id, member in old.items():
         if node_id not in new:
-            if member.status == "leaving":
+            reason = (departures or {}).get(node_id)
+            if reason == "leave" or (reason is None and member.status == "leaving"):
                 events.append(ClusterEvent(at, "leave", f"{node_id} left", node_id))
             else:
                 events.append(ClusterEvent(at, "failure", f"{node_id} failed (its heartbeat expired)", node_id))
@@ -159,6 +167,7 @@ class Collector:
         self._counters: dict[str, tuple[float, float, float | None]] = {}
         self._seqs: dict[str, tuple[float, int]] = {}
         self._moved_at: dict[int, float] = {}
+        self._departures: dict[str, str] = {}
         self._snapshot: dict[str, Any] | None = None
         self._version = 0
         self._changed = asyncio.Condition()
@@ -191,6 +200,11 @@ class Collector:
         await self.wait_for_version(1, timeout=max(10.0, self.interval * 5))
 
     async def _on_hint(self, msg: Any) -> None:
+        headers = msg.headers or {}
+        if headers.get("KV-Operation") in ("DEL", "PURGE") and ".node." in msg.subject:
+            with contextlib.suppress(InvalidNameError):
+                node_id = decode_token(msg.subject.rsplit(".", 1)[1])
+                self._departures[node_id] = headers.get(REASON_HEADER, "")
         self._wake.set()
 
     async def wait_for_version(self, version: int, *, timeout: float) -> dict[str, Any] | None:
@@ -249,8 +263,10 @@ class Collector:
             problems.append(f"streams: {exc}")
         nodes: dict[str, Any] = {}
         if state is not None:
-            for event in diff_events(self._last, state):
+            for event in diff_events(self._last, state, self._departures):
                 self._events.append(event)
+            present = {m.id for m in state.members}
+            self._departures = {n: r for n, r in self._departures.items() if n in present}  # used: dropped
             for shard in _moved(self._last, state) if self._last is not None else []:
                 self._moved_at[shard] = now
             nodes = await self._node_rates(state, now)
