@@ -55,7 +55,7 @@ try:
 except ImportError:  # the ``otel`` extra is not installed
     _trace = None  # type: ignore[assignment]
 
-__all__ = ["TRACER", "available", "enabled", "set_enabled"]
+__all__ = ["TRACER", "available", "disabled", "enabled", "set_enabled"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -63,6 +63,9 @@ TRACER: Any = None
 """The ``aether`` tracer while tracing is enabled, else ``None`` (every hook checks this)."""
 
 _SYSTEM = "nats"
+# the API keeps the provider the application set in this module global (None until then); should a
+# future version move it, Aether records through the API's no-ops instead (correct, only slower)
+_WATCH_PROVIDER = _trace is not None and hasattr(_trace, "_TRACER_PROVIDER")
 
 
 def available() -> bool:
@@ -90,7 +93,7 @@ def _off() -> bool:
     non-recording no-op spans: Aether then skips its spans altogether (they would cost several
     µs each and record nothing), so "installed but not configured" costs as little as "absent".
     """
-    return TRACER is None or _trace._TRACER_PROVIDER is None
+    return TRACER is None or (_WATCH_PROVIDER and _trace._TRACER_PROVIDER is None)
 
 
 def _span(name: str, kind: Any, attributes: Mapping[str, Any], parent: Any = None) -> Any:
