@@ -27,6 +27,7 @@ function duration(seconds) {
 function cell(row, value, cls) {
   const td = row.insertCell();
   td.textContent = value;
+  td.title = String(value);
   if (cls) td.className = cls;
   return td;
 }
