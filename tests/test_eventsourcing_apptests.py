@@ -7,6 +7,7 @@ project turns warnings into errors, so this module restores the default action f
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -38,6 +39,7 @@ class TestApplication(es_application.ApplicationTestCase):
 
     def tearDown(self) -> None:
         super().tearDown()
+        gc.collect()  # the case leaves its applications open: closing them closes their connections
         if self._saved is None:
             del os.environ[InfrastructureFactory.PERSISTENCE_MODULE]
         else:

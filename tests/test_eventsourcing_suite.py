@@ -8,6 +8,7 @@ modules so that pytest does not collect the abstract bases themselves.)
 
 from __future__ import annotations
 
+import gc
 import os
 
 from eventsourcing.persistence import InfrastructureFactory
@@ -150,6 +151,7 @@ class TestExampleApplication(es_application.ExampleApplicationTestCase):
 
     def tearDown(self) -> None:
         super().tearDown()
+        gc.collect()  # the case leaves its applications open: closing them closes their connections
         if self._saved is None:
             del os.environ[InfrastructureFactory.PERSISTENCE_MODULE]
         else:
