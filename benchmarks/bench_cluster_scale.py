@@ -61,6 +61,23 @@ def _connz(monitor_port: int) -> dict[int, dict[str, Any]]:
     return {c["cid"]: c for c in data.get("connections", [])}
 
 
+_FLAPS = {"evicted": "rejoining as a new incarnation", "lapsed": "liveness lease lapsed",
+          "deposed": "stepped down as leader"}
+
+
+def _flaps(fleet: NodeFleet) -> str:
+    """Counts of flapping signs in the nodes' logs: a live node evicted, a liveness lease that
+    lapsed (the node paused serving), a leader that lost its lease while running."""
+    counts = dict.fromkeys(_FLAPS, 0)
+    for proc in fleet.nodes.values():
+        text = proc.log_file.read_text(errors="replace") if proc.log_file.exists() else ""
+        for line in text.splitlines():
+            for name, needle in _FLAPS.items():
+                if needle in line and "stopped" not in line:
+                    counts[name] += 1
+    return ", ".join(f"{name} {count}" for name, count in counts.items())
+
+
 def _placement_rows(report: Report) -> None:
     nodes = {f"node-{i}": 1 for i in range(64)}
     sm = ShardManager(4096)
@@ -107,7 +124,7 @@ async def _scale(report: Report, n: int, work: Path) -> None:
             formation = time.monotonic() - started
             report.add(GROUP, f"N={n}: formation (last process started -> every node owns its share)",
                        aether=formation, baseline=None, unit="s", max_value=10.0 if n <= 17 else None,
-                       notes=f"{SHARDS // n}-{-(-SHARDS // n)} shards per node")
+                       notes=f"{SHARDS // n}-{-(-SHARDS // n)} shards per node; flaps: {_flaps(fleet)}")
 
             await asyncio.sleep(3.0)  # let start-up work (imports, first handoffs) die down
             pids = {node: fleet.pid(node) for node in fleet.running()}
@@ -147,7 +164,8 @@ async def _scale(report: Report, n: int, work: Path) -> None:
                 fleet.kill(leader)
                 await fleet.wait_balanced(nc, timeout=60)
                 report.add(GROUP, f"N={n}: SIGKILL leader -> new leader, every shard served, balanced over N-2",
-                           aether=time.monotonic() - killed, baseline=None, unit="s")
+                           aether=time.monotonic() - killed, baseline=None, unit="s",
+                           notes=f"flaps over the whole run: {_flaps(fleet)}")
         finally:
             await asyncio.to_thread(fleet.stop_all, 20.0)
             await nc.close()
