@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aether.cli._cluster_state import ClusterState, MemberState
 from aether.cluster import NodeInfo, ShardManager, ShardMap
 from aether.errors import InvalidInputError
 
@@ -243,3 +244,27 @@ def test_a_single_failure_moves_only_what_balance_requires(nodes: int, shards: i
         assert final is not None
         # equal weights: the survivors keep every shard they had; only the victim's shards move
         assert all(new == old for old, new in zip(first.owners, final.owners, strict=True) if old != victim)
+
+
+# ---- what `aether cluster status` reports ------------------------------------------------------------------
+def _state(shards: list[int], *, weights: list[int] | None = None, handoffs: int = 0) -> ClusterState:
+    from datetime import UTC, datetime
+
+    state = ClusterState("c", shard_count=sum(shards), handoffs=handoffs)
+    for i, count in enumerate(shards):
+        state.members.append(MemberState(
+            id=f"n{i}", address="", status="up", started_at=datetime.now(UTC), incarnation="i",
+            weight=(weights or [1] * len(shards))[i], shards=count, in_flight=0, requests=0, event_loop_lag=0.0,
+            metadata={}, in_map=True))
+    return state
+
+
+def test_status_reports_spread_and_balance() -> None:
+    stuck = _state([0, 8, 8, 8, 8, 8, 8, 8, 8])  # the 9-node run: a live member at 0
+    assert stuck.shard_spread() == (0, 8) and not stuck.balanced and stuck.fair_range() == (7, 8)
+    good = _state([7, 7, 7, 7, 7, 7, 7, 7, 8])
+    assert good.shard_spread() == (7, 8) and good.balanced
+    assert good.to_json()["balance"] == {"min_shards": 7, "max_shards": 8, "balanced": True}
+    assert not _state([7, 7, 7, 7, 7, 7, 7, 7, 8], handoffs=1).balanced
+    assert _state([48, 16], weights=[3, 1]).balanced and not _state([32, 32], weights=[3, 1]).balanced
+    assert ClusterState("empty").shard_spread() == (0, 0) and not ClusterState("empty").balanced
