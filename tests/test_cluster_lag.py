@@ -3,6 +3,7 @@ lag, never shorter; the eviction clock starts no earlier than the heartbeat was 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -11,9 +12,10 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from aether.cluster import NodeDiscovery, NodeInfo, NodeLoad
+from aether.cluster import LeaderElection, NodeDiscovery, NodeInfo, NodeLoad
 from aether.cluster._kv import ClusterBucket
 from aether.cluster._lag import LagTracker, lag_tracker, suspicion_grace
+from aether.cluster.leader import LEADER_KEY, LeaseRecord
 from aether.connect import close
 from aether.names import encode_token
 from aether.testing import wait_for
@@ -78,3 +80,30 @@ async def test_a_silent_member_is_evicted_no_earlier_than_timeout_plus_its_repor
         assert failed[0][0] == "ghost" and observer.member("ghost") is None
         silent = failed[0][1] - sent_at
         assert silent >= timeout + reported_lag, f"evicted after {silent:.2f}s of silence"
+
+
+async def test_lease_takeover_waits_longer_while_the_loop_lags(connect: Callable[..., Awaitable[Client]],
+                                                               unique_name: str) -> None:
+    """A candidate whose loop lagged 0.8 s waits lease_ttl + 0.8 s on a silent leader's lease."""
+    cluster = unique_name.replace(".", "-")[:40]
+    lease_ttl = 1.0
+    bucket = ClusterBucket(await connect(), cluster)
+    await bucket.ensure()
+    record = msgspec.msgpack.encode(LeaseRecord(node_id="ghost", term=0, token="t"))
+    sent_at = time.monotonic()
+    await bucket.write(LEADER_KEY, record, last=0, ttl=30.0)  # a leader that never renews
+    candidate = LeaderElection(await connect(), cluster=cluster, node_id="candidate", lease_ttl=lease_ttl,
+                               renew_interval=0.3, step_down_margin=0.1, check_interval=0.05)
+    elected: list[float] = []
+    candidate.on_elected(lambda term: elected.append(time.monotonic()))
+    tracker = lag_tracker()
+    async with candidate:
+        await wait_for(lambda: candidate.leader_id == "ghost", timeout=10)
+        for _ in range(20):  # keep reporting lag while the lease goes stale
+            tracker.note(0.8)
+            if elected:
+                break
+            await asyncio.sleep(0.1)
+        await wait_for(lambda: bool(elected), timeout=20)
+        assert elected[0] - sent_at >= lease_ttl + 0.8, f"took over after {elected[0] - sent_at:.2f}s"
+        assert candidate.is_leader
