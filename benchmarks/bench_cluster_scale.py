@@ -17,8 +17,11 @@ Per N (default :class:`~aether.cluster.ClusterOptions`, 64 shards):
 * **leader failover** — SIGKILL of the leader; time until a new leader publishes a map in
   which the survivors serve every shard, balanced over N-2.
 
-Baseline: there is no plain-nats-py equivalent of a self-organising cluster, so the rows carry
-no ratio; the ``placement`` rows time :meth:`ShardManager.placement` against a plain ring lookup
+Baseline: the messages/s row compares with plain nats-py all-to-all heartbeats (N connections,
+each publishing every 0.5 s and subscribing to all: the least traffic any membership protocol
+with that failure detection needs), measured in the same run on the same server. Formation and
+failover have no plain-nats-py equivalent and carry no ratio; the ``placement`` rows time
+:meth:`ShardManager.placement` against a plain ring lookup
 of every shard (the cost a consistent-hash-only placement would have). The machine is a shared
 2-core box: with other work running the absolute times are pessimistic.
 """
@@ -26,6 +29,7 @@ of every shard (the cost a consistent-hash-only placement would have). The machi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -76,6 +80,42 @@ def _flaps(fleet: NodeFleet) -> str:
                 if needle in line and "stopped" not in line:
                     counts[name] += 1
     return ", ".join(f"{name} {count}" for name, count in counts.items())
+
+
+async def _raw_gossip(url: str, monitor_port: int, n: int, interval: float = 0.5) -> float:
+    """The baseline: the least all-to-all membership traffic — N plain nats-py connections, each
+    publishing a heartbeat every ``interval`` on its own subject and subscribing to everyone's.
+    Returns messages/s per connection (sent + received), measured with ``/connz`` like Aether."""
+    clients = [await nats.connect(url, name=f"gossip-{i}") for i in range(n)]
+    received = [0]
+
+    async def on_beat(msg: Any) -> None:
+        received[0] += 1
+
+    try:
+        for client in clients:
+            await client.subscribe("gossip.*", cb=on_beat)
+        stop = asyncio.Event()
+
+        async def beat(i: int) -> None:
+            while not stop.is_set():
+                await clients[i].publish(f"gossip.{i}", b"x" * 200)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+
+        tasks = [asyncio.ensure_future(beat(i)) for i in range(n)]
+        await asyncio.sleep(2.0)
+        before = _connz(monitor_port)
+        await asyncio.sleep(REST_WINDOW)
+        after = _connz(monitor_port)
+        stop.set()
+        await asyncio.gather(*tasks)
+        rates = [((c["in_msgs"] + c["out_msgs"]) - (before[cid]["in_msgs"] + before[cid]["out_msgs"])) / REST_WINDOW
+                 for cid, c in after.items() if str(c.get("name", "")).startswith("gossip-") and cid in before]
+        return sum(rates) / len(rates)
+    finally:
+        for client in clients:
+            await client.close()
 
 
 def _placement_rows(report: Report) -> None:
@@ -143,10 +183,12 @@ async def _scale(report: Report, n: int, work: Path) -> None:
             report.add(GROUP, f"N={n}: at rest, CPU per node (% of one core)", aether=cpu_mean, baseline=None,
                        unit="%", notes=f"max {max(cpu):.1f}%; per N {cpu_mean / n:.2f}")
             sent, got = sum(rates_in) / len(rates_in), sum(rates_out) / len(rates_out)
+            gossip = await _raw_gossip(server.url, monitor, n)
             report.add(GROUP, f"N={n}: at rest, NATS msgs/s per node (sent + received)", aether=sent + got,
-                       baseline=None, unit="msg/s",
+                       baseline=gossip, unit="msg/s",
                        notes=f"sent {sent:.0f}/s, received {got:.0f}/s; per N {(sent + got) / n:.1f}; "
-                             f"{len(rates_in)} connections")
+                             f"{len(rates_in)} connections; baseline: plain nats-py all-to-all heartbeats "
+                             f"every 0.5 s (the least membership traffic)")
 
             if n >= 2:
                 view = await fleet.wait_balanced(nc, timeout=60)
