@@ -112,7 +112,7 @@ async def _raw_gossip(url: str, monitor_port: int, n: int, interval: float = 0.5
         await asyncio.gather(*tasks)
         rates = [((c["in_msgs"] + c["out_msgs"]) - (before[cid]["in_msgs"] + before[cid]["out_msgs"])) / REST_WINDOW
                  for cid, c in after.items() if str(c.get("name", "")).startswith("gossip-") and cid in before]
-        return sum(rates) / len(rates)
+        return float(sum(rates) / len(rates))
     finally:
         for client in clients:
             await client.close()
