@@ -54,9 +54,9 @@ async def test_tenant_isolation_under_least_privilege(nats_server_factory: Calla
     # through aether.connect, as services do (it passes the inbox prefix and the error callback on)
     alice = await connect(server.url, user="alice", password="alice-pw", inbox_prefix="_INBOX_tenant_a",
                           error_cb=alice_violations.record)
-    bob = await nats.connect(server.url, user="bob", password="bob-pw", inbox_prefix="_INBOX_tenant_b",
-                             error_cb=bob_violations.record)
-    auditor = await nats.connect(server.url, user="auditor", password="auditor-pw", inbox_prefix="_INBOX_audit")
+    bob = await connect(server.url, user="bob", password="bob-pw", inbox_prefix="_INBOX_tenant_b",
+                        error_cb=bob_violations.record)
+    auditor = await connect(server.url, user="auditor", password="auditor-pw", inbox_prefix="_INBOX_audit")
     try:
         # the admin provisions tenant-b's stream; alice may create her own
         admin_b = await JetStreamEventStore.create(admin, "EV", namespace="tenant-b")

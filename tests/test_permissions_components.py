@@ -13,13 +13,13 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 
 from aether import Event
 from aether.bus import NATSEventBus, Subscription
 from aether.cluster import ActorRequest, ClusterClient, ClusterManager
+from aether.connect import connect as aether_connect
 from aether.errors import PermissionDeniedError
 from aether.permissions import (
     Permissions,
@@ -76,8 +76,10 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[tuple[Client, Viola
 
     async def factory(server: NatsServer, name: str, inbox_prefix: str = "_INBOX") -> tuple[Client, Violations]:
         violations = Violations()
-        client = await nats.connect(server.url, user=name, password=f"{name}-pw", inbox_prefix=inbox_prefix,
-                                    error_cb=violations.record, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+        # through aether.connect: it composes Aether's permission watch with error_cb (a client from
+        # plain nats.connect would see refusals only as timeouts)
+        client = await aether_connect(server.url, user=name, password=f"{name}-pw", inbox_prefix=inbox_prefix,
+                                      error_cb=violations.record, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
         clients.append(client)
         return client, violations
 

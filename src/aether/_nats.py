@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 import msgspec
 import nats.errors
@@ -27,8 +28,8 @@ from aether.errors import (
     StoreUnavailableError,
 )
 
-__all__ = ["ApiError", "DenialListener", "JsApi", "PubAck", "refused_or", "translate_nats_error",
-           "watch_permission_denials"]
+__all__ = ["ApiError", "DenialListener", "ErrorCallback", "JetStreamApiError", "JsApi", "PubAck",
+           "compose_error_callback", "inbox_root", "refused_or", "translate_nats_error", "watch_permission_denials"]
 
 T = TypeVar("T")
 
@@ -81,7 +82,9 @@ def translate_nats_error(exc: BaseException, what: str) -> AetherError:
     return StoreError(f"{what}: {type(exc).__name__}: {text}")
 
 
+_log = logging.getLogger("aether.nats")
 _PERMISSION_PREFIX = "permissions violation for "
+_unattached_logged: list[bool] = []  # the "not connected through aether.connect" note is logged once
 _SWEEP_INTERVAL = 0.05
 
 
@@ -95,8 +98,16 @@ class DenialListener(Protocol):
 
 def watch_permission_denials(nc: Client, listener: DenialListener) -> None:
     """Call ``listener._denied(kind, subject, text)`` for each permission violation on ``nc``
-    (the listener is held weakly; the client's own error callback still runs)."""
-    _PermissionWatch.install(nc).apis.add(listener)
+    (the listener is held weakly; the client's own error callback still runs).
+
+    The violations reach Aether through the error callback that :func:`aether.connect.connect`
+    composes at connect time (:func:`compose_error_callback`). nats-py offers no public way to
+    add an error callback to a client connected by other means, so on such a client nothing is
+    reported: a refused request then fails with :class:`~aether.errors.AetherTimeoutError` after
+    its timeout instead of :class:`PermissionDeniedError` at once, and a refused bus subscription
+    is not noticed. Connect with :func:`aether.connect.connect` to keep the immediate errors.
+    """
+    _PermissionWatch.of(nc).apis.add(listener)
 
 
 class _DenialGuard:
@@ -116,7 +127,7 @@ async def refused_or(nc: Client, call: Awaitable[T], match: Callable[[str], bool
     :class:`PermissionDeniedError` at once if meanwhile the server reports a permission violation
     on a subject for which ``match(lower-cased subject)`` is true."""
     guard = _DenialGuard(match)
-    watch = _PermissionWatch.install(nc)
+    watch = _PermissionWatch.of(nc)
     watch.apis.add(guard)
     task = asyncio.ensure_future(call)
     try:
@@ -139,34 +150,68 @@ async def refused_or(nc: Client, call: Awaitable[T], match: Callable[[str], bool
 
 
 class _PermissionWatch:
-    """Wraps a client's error callback to turn the server's asynchronous permission violations into
-    immediate :class:`PermissionDeniedError` for the Aether requests they concern."""
+    """Turns the server's asynchronous permission violations on one client into immediate
+    :class:`PermissionDeniedError` for the Aether requests they concern.
 
-    def __init__(self, nc: Client) -> None:
+    Fed by the error callback :func:`compose_error_callback` builds at connect time; never
+    installed by replacing a nats-py private attribute.
+    """
+
+    __slots__ = ("apis", "attached")
+
+    _by_client: ClassVar[weakref.WeakKeyDictionary[Client, _PermissionWatch]] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
         self.apis: weakref.WeakSet[DenialListener] = weakref.WeakSet()
-        self._original = nc._error_cb
+        self.attached = False
 
     @classmethod
-    def install(cls, nc: Client) -> _PermissionWatch:
-        watch = getattr(nc, "_aether_permission_watch", None)
+    def of(cls, nc: Client) -> _PermissionWatch:
+        """The watch of ``nc`` (created, unattached, if ``nc`` was not connected through Aether)."""
+        watch = cls._by_client.get(nc)
         if watch is None:
-            watch = cls(nc)
-            nc._error_cb = watch
-            nc._aether_permission_watch = watch  # type: ignore[attr-defined]
-        return cast(_PermissionWatch, watch)
+            watch = cls._by_client[nc] = cls()
+        if not watch.attached and not _unattached_logged:
+            _unattached_logged.append(True)
+            _log.info("a NATS client not connected with aether.connect: permission violations are not "
+                      "reported at once (refused requests time out instead)")
+        return watch
 
-    async def __call__(self, err: Exception) -> None:
+    def dispatch(self, err: Exception) -> None:
         text = str(err)
         lowered = text.lower()
         at = lowered.find(_PERMISSION_PREFIX)
-        if at >= 0:
-            rest = text[at + len(_PERMISSION_PREFIX):]
-            kind, _, subject = rest.partition(" to ")
-            subject = subject.strip().strip('"')
-            for api in list(self.apis):
-                api._denied(kind.strip().lower(), subject, text)
-        if self._original is not None:
-            await self._original(err)
+        if at < 0:
+            return
+        rest = text[at + len(_PERMISSION_PREFIX):]
+        kind, _, subject = rest.partition(" to ")
+        subject = subject.strip().strip('"')
+        for api in list(self.apis):
+            api._denied(kind.strip().lower(), subject, text)
+
+
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+def compose_error_callback(nc: Client, user_cb: ErrorCallback) -> ErrorCallback:
+    """The error callback to give nats-py when connecting ``nc``: Aether's permission watch
+    first (:func:`watch_permission_denials`), then ``user_cb``. Used by :func:`aether.connect.connect`."""
+    watch = _PermissionWatch._by_client.get(nc)
+    if watch is None:
+        watch = _PermissionWatch._by_client[nc] = _PermissionWatch()
+    watch.attached = True
+
+    async def on_error(err: Exception) -> None:
+        watch.dispatch(err)
+        await user_cb(err)
+
+    return on_error
+
+
+def inbox_root(nc: Client) -> str:
+    """The client's reply-subject prefix (``_INBOX`` unless connected with ``inbox_prefix=``),
+    derived from the public ``new_inbox()`` (``<prefix>.<unique token>``)."""
+    return nc.new_inbox().rpartition(".")[0]
 
 
 class _Collector:
@@ -201,7 +246,16 @@ class JsApi:
         self._deadlines: dict[str, tuple[float, str]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._counter = 0
+        self._detached: set[str] = set()
         self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Subscribe the reply inbox now (otherwise done by the first request).
+
+        Raises:
+            StoreUnavailableError / StoreError / PermissionDeniedError: the subscription failed.
+        """
+        await self._ensure_sub()
 
     async def _ensure_sub(self) -> None:
         if self._sub is not None:
@@ -209,8 +263,8 @@ class JsApi:
         async with self._lock:
             if self._sub is not None:
                 return
-            prefix = f"{self.nc._inbox_prefix.decode()}.{secrets.token_hex(8)}."
-            _PermissionWatch.install(self.nc).apis.add(self)
+            prefix = f"{inbox_root(self.nc)}.{secrets.token_hex(8)}."
+            _PermissionWatch.of(self.nc).apis.add(self)
             try:
                 # replies answer our own requests (a history page can be ~64 MiB, and the next
                 # page is prefetched): never let nats-py drop one as a "slow consumer"
@@ -318,6 +372,44 @@ class JsApi:
         await self._exchange(subject, payload, None, timeout, what, collector, collector.done)
         return collector.msgs
 
+    async def send(self, subject: str, payload: bytes, *, headers: dict[str, str] | None = None,
+                   what: str = "request") -> tuple[str, asyncio.Future[Msg]]:
+        """Publish a request and return at once its token and the future of its (first) reply.
+
+        For callers that wait on the reply alongside other events and may abandon it: they own
+        the deadline and must call :meth:`forget` with the token when done. The future fails
+        with :class:`PermissionDeniedError` if the server refuses the request's subject, and is
+        cancelled by :meth:`aclose`.
+
+        Raises:
+            PermissionDeniedError: the server refused the reply subscription.
+            StoreUnavailableError / StoreError: the publish failed.
+        """
+        if self._sub is None:
+            await self._ensure_sub()
+        if self._refused is not None:
+            raise PermissionDeniedError(f"{what}: the NATS server refused the reply subscription: {self._refused}")
+        self._counter += 1
+        token = f"{self._counter:x}"
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        self._subjects[token] = subject
+        self._detached.add(token)
+        try:
+            await self.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        except Exception as exc:
+            self.forget(token)
+            raise translate_nats_error(exc, what) from exc
+        return token, future
+
+    def forget(self, token: str) -> None:
+        """Stop waiting for the reply of a request made with :meth:`send`."""
+        waiter = self._waiting.pop(token, None)
+        self._subjects.pop(token, None)
+        self._detached.discard(token)
+        if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
+            waiter.exception()  # retrieved: no "exception was never retrieved" log
+
     async def _exchange(self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float | None,
                         what: str, waiter: asyncio.Future[Msg] | _Collector, done: asyncio.Future[Any]) -> None:
         """Publish with this inbox's reply token for ``waiter`` and wait until ``done`` (or the deadline)."""
@@ -379,10 +471,15 @@ class JsApi:
         return reply
 
     async def aclose(self) -> None:
-        """Unsubscribe the reply inbox (the connection itself is left open)."""
+        """Unsubscribe the reply inbox and cancel the futures of :meth:`send` (the connection
+        itself is left open)."""
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
             sweeper.cancel()
+        for token in list(self._detached):
+            waiter = self._waiting.get(token)
+            if isinstance(waiter, asyncio.Future):
+                waiter.cancel()
         sub, self._sub = self._sub, None
         if sub is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):

@@ -31,6 +31,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client
 
+from aether._nats import compose_error_callback
 from aether.errors import InvalidInputError, NatsConnectionError, PermissionDeniedError
 
 __all__ = ["DEFAULT_URL", "ENV_URL", "ConnectOptions", "close", "connect", "resolve_servers"]
@@ -121,6 +122,9 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
         reconnect_time_wait: seconds between reconnect attempts to one server.
         error_cb, disconnected_cb, reconnected_cb, closed_cb: nats-py callbacks. Without
             ``error_cb``, connection errors are logged at DEBUG level on ``aether.connect``.
+            Aether's own error handling (permission violations reported at once to the stores,
+            the bus and the cluster) runs before ``error_cb``; a client connected with plain
+            ``nats.connect`` lacks it (see :func:`aether._nats.watch_permission_denials`).
 
     Returns:
         a connected ``nats.aio.client.Client`` (the caller closes it).
@@ -157,9 +161,12 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
         else:
             log.debug("NATS connection error: %s", _describe(exc))
 
+    nc = Client()
     kwargs: dict[str, Any] = {
         "servers": servers,
-        "error_cb": on_error,
+        # Aether's permission watch runs first, then the caller's error_cb (composed here: nats-py
+        # has no public way to add an error callback later)
+        "error_cb": compose_error_callback(nc, on_error),
         "connect_timeout": min(connect_timeout, 2.0),
         "max_reconnect_attempts": max_reconnect_attempts,
         "reconnect_time_wait": reconnect_time_wait,
@@ -171,7 +178,6 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
                 "closed_cb": closed_cb}
     kwargs.update({k: v for k, v in optional.items() if v is not None})
 
-    nc = Client()
     task = asyncio.ensure_future(nc.connect(**kwargs))
     waiter = asyncio.ensure_future(auth_failed.wait())
     try:

@@ -1,5 +1,6 @@
-"""Request routing: the wire envelopes, a multiplexed requester, the shard-map watcher and the
-retry loop that takes a request to the node owning its actor.
+"""Request routing: the wire envelopes, the shard-map watcher and the retry loop that takes a
+request to the node owning its actor. Requests travel over the multiplexed reply inbox of
+:class:`aether._nats.JsApi` (the cluster bucket's, so one inbox per component).
 
 A request is a core-NATS request to the owner's subject
 ``<prefix>.cluster.<cluster>.node.<encoded node id>.rpc``. The owner answers ``OK``,
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
 from aether._ids import new_id
-from aether._nats import translate_nats_error
+from aether._nats import JsApi, translate_nats_error
 from aether.cluster._kv import ClusterBucket
 from aether.cluster._notify import logger
 from aether.cluster.shard import ShardManager
@@ -32,7 +32,7 @@ from aether.cluster.types import ShardMap
 from aether.errors import AetherError, AetherTimeoutError, ClusterError, PermissionDeniedError, RequestFailedError
 from aether.names import encode_token
 
-__all__ = ["MapWatcher", "Reply", "Request", "Requester", "Router", "node_subject"]
+__all__ = ["MapWatcher", "Reply", "Request", "Router", "node_subject"]
 
 OK, NOT_OWNER, ERROR, NO_HANDLER = 0, 1, 2, 3
 MAP_KEY = "map"
@@ -64,64 +64,6 @@ decode_map = msgspec.msgpack.Decoder(ShardMap).decode
 def node_subject(prefix: str, cluster: str, node_id: str, kind: str) -> str:
     """The subject where ``node_id`` serves ``kind`` (``rpc`` or ``status``)."""
     return f"{prefix}.cluster.{cluster}.node.{encode_token(node_id)}.{kind}"
-
-
-class Requester:
-    """Core-NATS requests over one wildcard inbox; replies are futures the caller may abandon."""
-
-    def __init__(self, nc: Client) -> None:
-        self._nc = nc
-        self._sub: Any = None
-        self._prefix = ""
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
-        self._counter = 0
-
-    async def start(self) -> None:
-        if self._sub is not None:
-            return
-        prefix = f"{self._nc._inbox_prefix.decode()}.{secrets.token_hex(8)}."
-        try:
-            self._sub = await self._nc.subscribe(prefix + "*", cb=self._on_reply)
-        except Exception as exc:
-            raise translate_nats_error(exc, "subscribing to the request inbox") from exc
-        self._prefix = prefix
-
-    async def _on_reply(self, msg: Msg) -> None:
-        future = self._waiting.pop(msg.subject[len(self._prefix):], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
-
-    async def send(self, subject: str, payload: bytes) -> tuple[str, asyncio.Future[Msg]]:
-        """Publish a request; returns its token and the future of its reply.
-
-        Raises:
-            NatsConnectionError-family / ClusterError: the publish failed.
-        """
-        if self._sub is None:
-            raise ClusterError("requester not started")
-        self._counter += 1
-        token = f"{self._counter:x}"
-        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = future
-        try:
-            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=_tracing.headers())
-        except Exception as exc:
-            self._waiting.pop(token, None)
-            raise translate_nats_error(exc, f"sending a request to {subject!r}") from exc
-        return token, future
-
-    def forget(self, token: str) -> None:
-        """Stop waiting for the reply of ``token``."""
-        self._waiting.pop(token, None)
-
-    async def aclose(self) -> None:
-        sub, self._sub = self._sub, None
-        for future in self._waiting.values():
-            future.cancel()
-        self._waiting.clear()
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
 
 class MapWatcher:
@@ -249,9 +191,9 @@ LocalDispatch = Callable[[Request], Awaitable[Reply]]
 class Router:
     """The request retry loop (see the module docstring)."""
 
-    def __init__(self, requester: Requester, watcher: MapWatcher, *, prefix: str, cluster: str, origin: str = "",
+    def __init__(self, api: JsApi, watcher: MapWatcher, *, prefix: str, cluster: str, origin: str = "",
                  local_node: str | None = None, local: LocalDispatch | None = None) -> None:
-        self._requester = requester
+        self._api = api
         self._watcher = watcher
         self._prefix = prefix
         self._cluster = cluster
@@ -334,7 +276,9 @@ class Router:
         """One attempt; ``None`` when there was no usable answer (no responders, owner gone, timeout)."""
         loop = asyncio.get_running_loop()
         try:
-            token, future = await self._requester.send(self._subject(owner), encode(req))
+            subject = self._subject(owner)
+            token, future = await self._api.send(subject, encode(req), headers=_tracing.headers(),
+                                                 what=f"sending a request to {subject!r}")
         except AetherError as exc:
             logger.debug("request to %s failed to send: %s", owner, exc)
             await self._pause(min(0.05, max(0.0, deadline - loop.time())))
@@ -366,4 +310,4 @@ class Router:
                 if now_map is not None and now_map.members.get(owner) != incarnation:
                     return None  # the owner failed or restarted: stop waiting, go to the new owner
         finally:
-            self._requester.forget(token)
+            self._api.forget(token)

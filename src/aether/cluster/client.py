@@ -14,7 +14,7 @@ from nats.aio.client import Client
 
 from aether import tracing as _tracing
 from aether.cluster._kv import ClusterBucket, validate_cluster_name
-from aether.cluster._routing import MapWatcher, Requester, Router
+from aether.cluster._routing import MapWatcher, Router
 from aether.cluster.types import ShardMap
 from aether.errors import AetherError, AetherTimeoutError, ClusterError, InvalidInputError
 from aether.names import validate_actor_id, validate_subject_prefix
@@ -48,7 +48,6 @@ class ClusterClient:
         self.subject_prefix = subject_prefix
         self._nc = nc
         self._bucket = ClusterBucket(nc, cluster)
-        self._requester: Requester | None = None
         self._watcher: MapWatcher | None = None
         self._router: Router | None = None
 
@@ -72,11 +71,10 @@ class ClusterClient:
         """
         if self._router is not None:
             return
-        self._requester = Requester(self._nc)
-        await self._requester.start()
+        await self._bucket.api.start()  # the reply inbox the router's requests share
         self._watcher = MapWatcher(self._nc, self._bucket, poll_interval=self.check_interval)
         await self._watcher.start(strict=False)  # a missing cluster is polled for until it exists
-        self._router = Router(self._requester, self._watcher, prefix=self.subject_prefix, cluster=self.cluster)
+        self._router = Router(self._bucket.api, self._watcher, prefix=self.subject_prefix, cluster=self.cluster)
 
     async def wait_ready(self, timeout: float = 10.0) -> ShardMap:
         """Wait until a shard map is known and return it.
@@ -115,8 +113,6 @@ class ClusterClient:
         self._router = None
         if self._watcher is not None:
             await self._watcher.aclose()
-        if self._requester is not None:
-            await self._requester.aclose()
         with contextlib.suppress(AetherError):
             await self._bucket.aclose()
 

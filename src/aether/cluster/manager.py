@@ -48,7 +48,6 @@ from aether.cluster._routing import (
     MapWatcher,
     Reply,
     Request,
-    Requester,
     Router,
     decode_map,
     decode_request,
@@ -135,7 +134,6 @@ class ClusterManager:
         self._bucket = ClusterBucket(nc, cluster, replicas=o.replicas, storage=o.storage,
                                      timeout=max(1.0, o.lease_ttl))
         self._watcher: MapWatcher | None = None
-        self._requester: Requester | None = None
         self._router: Router | None = None
         self._subs: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -307,12 +305,11 @@ class ClusterManager:
                          self._discovery.on_update):
             register(self._on_member_event)
         self._election.on_elected(self._on_elected)
-        self._requester = Requester(self._nc)
-        await self._requester.start()
+        await self._bucket.api.start()  # the reply inbox the router's requests share
         self._watcher = MapWatcher(self._nc, self._bucket, poll_interval=o.check_interval, on_map=self._on_map)
         self._watcher.bind(self._shards)
         await self._watcher.start()
-        self._router = Router(self._requester, self._watcher, prefix=o.subject_prefix, cluster=self.cluster,
+        self._router = Router(self._bucket.api, self._watcher, prefix=o.subject_prefix, cluster=self.cluster,
                               origin=self.node_id, local_node=self.node_id, local=self._dispatch)
         try:
             self._subs.append(await self._nc.subscribe(
@@ -384,8 +381,6 @@ class ClusterManager:
             serving.cancel()
         if self._watcher is not None:
             await self._watcher.aclose()
-        if self._requester is not None:
-            await self._requester.aclose()
         await self._bucket.aclose()
 
     # ---- requests ------------------------------------------------------------------------------------
