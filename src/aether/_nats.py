@@ -136,8 +136,9 @@ async def refused_or(nc: Client, call: Awaitable[T], match: Callable[[str], bool
         if task.done():
             return task.result()
         task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        await asyncio.wait({task})  # its own CancelledError stays in it; ours propagates
+        if not task.cancelled():
+            task.exception()  # retrieved
         raise cast(BaseException, guard.future.exception())
     finally:
         watch.apis.discard(guard)

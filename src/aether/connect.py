@@ -197,8 +197,9 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
         failure = task.exception()
     else:
         task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        await asyncio.wait({task})  # its own CancelledError stays in it; the caller's propagates
+        if not task.cancelled():
+            task.exception()  # retrieved
     with contextlib.suppress(Exception):
         await close(nc)
     if failure is None and last_error:

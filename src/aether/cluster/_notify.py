@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
-__all__ = ["Listener", "Listeners", "logger", "spawn"]
+__all__ = ["Listener", "Listeners", "logger"]
 
 logger = logging.getLogger("aether.cluster")
-
-_background: set[asyncio.Task[Any]] = set()
-
-
-def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    """Run ``coro`` in the background, keeping a reference until it is done."""
-    task = asyncio.get_running_loop().create_task(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return task
 
 T = TypeVar("T")
 

@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from aether import tracing as _tracing
 from aether._ids import new_id
 from aether._nats import JsApi, translate_nats_error
+from aether._tasks import TaskOwner
 from aether.cluster._kv import ClusterBucket
 from aether.cluster._notify import logger
 from aether.cluster.shard import ShardManager
@@ -82,7 +83,7 @@ class MapWatcher:
         self._on_map = on_map
         self._want = 0
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("shard map watcher")
         self._sub: Any = None
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -113,7 +114,7 @@ class MapWatcher:
         except AetherError as exc:
             if strict or isinstance(exc, PermissionDeniedError):  # waiting would never help
                 raise
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="aether-map-watcher")
+        self._tasks.spawn(self._run(), name="aether-map-watcher")
 
     async def _on_hint(self, msg: Msg) -> None:
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
@@ -174,11 +175,7 @@ class MapWatcher:
         return True
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._tasks.aclose()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

@@ -39,9 +39,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from aether._nats import translate_nats_error
+from aether._tasks import TaskOwner
 from aether.cluster._kv import ClusterBucket, KvConflict, KvEntry
 from aether.cluster._lag import lag_tracker, suspicion_grace
-from aether.cluster._notify import Listener, Listeners, logger, spawn
+from aether.cluster._notify import Listener, Listeners, logger
 from aether.cluster.observer import ClusterObserver
 from aether.cluster.types import NodeInfo, NodeLoad
 from aether.errors import AetherError, ClusterError, InvalidInputError
@@ -143,7 +144,7 @@ class NodeDiscovery:
         self._lag = 0.0
         self._beat_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskOwner(f"discovery {self._info.id}")
         self._hint_sub: Any = None
         self._started = False
         self._closing = False
@@ -240,9 +241,8 @@ class NodeDiscovery:
         except BaseException:
             await self.stop()
             raise
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._heartbeat_loop(), name=f"aether-heartbeat-{self.node_id}"),
-                       loop.create_task(self._watch_loop(), name=f"aether-discovery-{self.node_id}")]
+        self._tasks.spawn(self._heartbeat_loop(), name=f"aether-heartbeat-{self.node_id}")
+        self._tasks.spawn(self._watch_loop(), name=f"aether-discovery-{self.node_id}")
         with contextlib.suppress(AetherError):
             await self._refresh()
 
@@ -254,12 +254,7 @@ class NodeDiscovery:
         if self._closing:
             return
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+        await self._tasks.aclose()  # the loops, a rejoin, liveness notifications in flight
         if self._alive_handle is not None:
             self._alive_handle.cancel()
         was_alive = self.is_alive
@@ -322,7 +317,7 @@ class NodeDiscovery:
         if not self._alive and time.monotonic() < until:
             self._alive = True
             self._report_members()
-            spawn(self._liveness_listeners.emit(True))
+            self._tasks.spawn(self._liveness_listeners.emit(True))
 
     def _report_members(self) -> None:
         if self._observer is not None:
@@ -333,7 +328,7 @@ class NodeDiscovery:
             self._alive = False
             self._report_members()
             logger.warning("node %s: liveness lease lapsed (no heartbeat acknowledged in time)", self.node_id)
-            spawn(self._liveness_listeners.emit(False))
+            self._tasks.spawn(self._liveness_listeners.emit(False))
 
     async def _beat(self) -> None:
         async with self._beat_lock:
@@ -374,7 +369,8 @@ class NodeDiscovery:
             await self._liveness_listeners.emit(False)
         if not self._rejoining:
             self._rejoining = True
-            spawn(self._rejoin())
+            if self._tasks.spawn(self._rejoin(), name=f"aether-rejoin-{self.node_id}") is None:
+                self._rejoining = False
 
     async def _rejoin(self) -> None:
         try:

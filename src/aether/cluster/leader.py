@@ -43,9 +43,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from aether._nats import translate_nats_error
+from aether._tasks import TaskOwner
 from aether.cluster._kv import ClusterBucket, KvConflict
 from aether.cluster._lag import lag_tracker, suspicion_grace
-from aether.cluster._notify import Listener, Listeners, logger, spawn
+from aether.cluster._notify import Listener, Listeners, logger
 from aether.cluster.observer import ClusterObserver
 from aether.errors import AetherError, AetherTimeoutError, FencedError, InvalidInputError
 from aether.event import utc_now
@@ -141,6 +142,7 @@ class LeaderElection:
         self._read_leader = False
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._owner = TaskOwner(f"leader election {node_id}")
         self._task: asyncio.Task[None] | None = None
         self._hint_sub: Any = None
         self._closing = False
@@ -219,7 +221,7 @@ class LeaderElection:
             self._hint_sub = await self._nc.subscribe(self._bucket.subject(LEADER_KEY), cb=self._on_hint)
         except Exception as exc:
             raise translate_nats_error(exc, "subscribing to the leader lease") from exc
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"aether-leader-{self.node_id}")
+        self._task = self._owner.spawn(self._run(), name=f"aether-leader-{self.node_id}")
 
     async def stop(self) -> None:
         """Stop campaigning; a leader releases its lease at once (others can take over now).
@@ -229,10 +231,7 @@ class LeaderElection:
         if self._closing:
             return
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await self._owner.cancel(self._task)
         async with self._lock:
             if self._leading and self._rev:
                 with contextlib.suppress(AetherError):
@@ -240,6 +239,7 @@ class LeaderElection:
                                              ttl=max(1.0, self.lease_ttl), timeout=1.0)
             self._step_down("stopped")
         await self._flush()
+        await self._owner.aclose()  # a notification flush spawned by the deadline timer
         if self._hint_sub is not None:
             with contextlib.suppress(Exception):
                 await self._hint_sub.unsubscribe()
@@ -420,7 +420,7 @@ class LeaderElection:
     def _deadline_reached(self) -> None:
         if self._leading and time.monotonic() >= self._deadline:
             self._step_down("lease deadline passed")
-            spawn(self._flush())
+            self._owner.spawn(self._flush(), name=f"aether-leader-flush-{self.node_id}")
 
     def _step_down(self, why: str) -> None:
         """Stop leading now (synchronous: no await between the decision and the state change)."""

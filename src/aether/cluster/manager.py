@@ -37,6 +37,7 @@ from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
 from aether._nats import translate_nats_error
+from aether._tasks import TaskOwner
 from aether.cluster._kv import ClusterBucket, KvConflict, validate_cluster_name
 from aether.cluster._notify import Listener, Listeners, logger
 from aether.cluster._routing import (
@@ -136,8 +137,8 @@ class ClusterManager:
         self._watcher: MapWatcher | None = None
         self._router: Router | None = None
         self._subs: list[Any] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._serving: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner(f"cluster node {node_id}")
+        self._serving = TaskOwner(f"cluster node {node_id} requests")
         self._semaphore = asyncio.Semaphore(o.max_concurrency)
         self._owned: set[int] = set()
         self._in_flight: dict[int, int] = {}
@@ -318,9 +319,8 @@ class ClusterManager:
                 node_subject(o.subject_prefix, self.cluster, self.node_id, "status"), cb=self._on_status))
         except Exception as exc:
             raise translate_nats_error(exc, "subscribing to the node's subjects") from exc
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._reconcile_loop(), name=f"aether-shards-{self.node_id}"),
-                       loop.create_task(self._leader_loop(), name=f"aether-placement-{self.node_id}")]
+        self._tasks.spawn(self._reconcile_loop(), name=f"aether-shards-{self.node_id}")
+        self._tasks.spawn(self._leader_loop(), name=f"aether-placement-{self.node_id}")
         await self._election.start()
         self._reconcile_wake.set()
 
@@ -359,12 +359,8 @@ class ClusterManager:
             with contextlib.suppress(AetherError):
                 await self._discovery.announce(status="leaving")
         async with self._reconcile_lock:  # a release in progress finishes first (bounded by handoff_timeout)
-            for task in self._tasks:
-                task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+            self._tasks.cancel_all()
+        await self._tasks.aclose()
         if self._owned:
             lost, self._owned = set(self._owned), set()
             await self._release(lost, drain=graceful)
@@ -377,8 +373,7 @@ class ClusterManager:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs = []
-        for serving in list(self._serving):
-            serving.cancel()
+        await self._serving.aclose()
         if self._watcher is not None:
             await self._watcher.aclose()
         await self._bucket.aclose()
@@ -465,9 +460,7 @@ class ClusterManager:
     async def _on_rpc(self, msg: Msg) -> None:
         if not msg.reply:
             return
-        task = asyncio.get_running_loop().create_task(self._serve(msg))
-        self._serving.add(task)
-        task.add_done_callback(self._serving.discard)
+        self._serving.spawn(self._serve(msg))
 
     @_tracing.traced_serve
     async def _serve(self, msg: Msg) -> None:
