@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
+
+from aether._observers import call_listener
+from aether.errors import InvalidInputError
 
 __all__ = ["Listener", "Listeners", "logger"]
 
@@ -29,7 +31,7 @@ class Listeners(Generic[T]):
     def add(self, callback: Listener[T]) -> Callable[[], None]:
         """Register ``callback``; call the returned function to unregister it."""
         if not callable(callback):
-            raise TypeError(f"{self._what} listener must be callable, got {callback!r}")
+            raise InvalidInputError(f"{self._what} listener must be callable, got {callback!r}")
         self._callbacks.append(callback)
 
         def remove() -> None:
@@ -42,11 +44,7 @@ class Listeners(Generic[T]):
         return bool(self._callbacks)
 
     async def emit(self, value: T) -> None:
-        """Call every callback in order, awaiting coroutines; exceptions are logged, not raised."""
+        """Call every callback in order, awaiting coroutines; exceptions are logged and counted
+        (:func:`aether._observers.call_listener`), never raised."""
         for callback in list(self._callbacks):
-            try:
-                result = callback(value)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("%s listener %r failed", self._what, callback)
+            await call_listener(callback, value)

@@ -39,6 +39,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from aether._nats import translate_nats_error
+from aether._observers import call_observer
 from aether._tasks import TaskOwner
 from aether.cluster._kv import ClusterBucket, KvConflict, KvEntry
 from aether.cluster._lag import lag_tracker, suspicion_grace
@@ -321,7 +322,8 @@ class NodeDiscovery:
 
     def _report_members(self) -> None:
         if self._observer is not None:
-            self._observer.on_members(self.cluster, self.node_id, len(self._members) + (1 if self.is_alive else 0))
+            count = len(self._members) + (1 if self.is_alive else 0)
+            call_observer(self._observer.on_members, self.cluster, self.node_id, count)
 
     def _check_alive(self) -> None:
         if self._alive and time.monotonic() >= self._live_until:

@@ -43,6 +43,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from aether._nats import translate_nats_error
+from aether._observers import call_observer
 from aether._tasks import TaskOwner
 from aether.cluster._kv import ClusterBucket, KvConflict
 from aether.cluster._lag import lag_tracker, suspicion_grace
@@ -353,7 +354,7 @@ class LeaderElection:
             self._set_deadline(sent_at + self.lease_ttl - self.step_down_margin)
             logger.info("node %s: elected leader of %r with term %d", self.node_id, self.cluster, rev)
             if self._observer is not None:
-                self._observer.on_leadership(self.cluster, self.node_id, True, rev)
+                call_observer(self._observer.on_leadership, self.cluster, self.node_id, True, rev)
             self._pending.append(("elected", rev))
 
     async def _renew(self) -> None:
@@ -391,7 +392,7 @@ class LeaderElection:
 
     def _renewed(self, sent_at: float, *, ok: bool) -> None:
         if self._observer is not None:
-            self._observer.on_lease_renewal(self.cluster, self.node_id, time.monotonic() - sent_at, ok)
+            call_observer(self._observer.on_lease_renewal, self.cluster, self.node_id, time.monotonic() - sent_at, ok)
 
     async def _still_ours(self) -> bool:
         """After a failed compare-and-set: was it our own earlier write (lost ack)? Adopt it then."""
@@ -436,7 +437,7 @@ class LeaderElection:
         level = logging.INFO if why == "stopped" else logging.WARNING
         logger.log(level, "node %s: stepped down as leader of %r (term %d): %s", self.node_id, self.cluster, term, why)
         if self._observer is not None:
-            self._observer.on_leadership(self.cluster, self.node_id, False, term)
+            call_observer(self._observer.on_leadership, self.cluster, self.node_id, False, term)
         self._pending.append(("deposed", term))
         self._wake.set()
 

@@ -37,6 +37,7 @@ from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
 from aether._nats import translate_nats_error
+from aether._observers import call_observer
 from aether._tasks import TaskOwner
 from aether.cluster._kv import ClusterBucket, KvConflict, validate_cluster_name
 from aether.cluster._notify import Listener, Listeners, logger
@@ -549,7 +550,7 @@ class ClusterManager:
                 await self._acquired.emit(frozenset(gained))
                 self._owned |= gained  # if the map moved on meanwhile, the next pass releases them
                 if self._observer is not None:
-                    self._observer.on_shards_owned(self.cluster, self.node_id, len(self._owned))
+                    call_observer(self._observer.on_shards_owned, self.cluster, self.node_id, len(self._owned))
                 if self._shards.version != version:
                     continue
             if version and self._discovery.is_alive:
@@ -583,8 +584,9 @@ class ClusterManager:
         except TimeoutError:
             logger.warning("node %s: shard release listeners exceeded the handoff bound", self.node_id)
         if self._observer is not None:
-            self._observer.on_handoff(self.cluster, self.node_id, len(shards), time.monotonic() - started)
-            self._observer.on_shards_owned(self.cluster, self.node_id, len(self._owned))
+            call_observer(self._observer.on_handoff, self.cluster, self.node_id, len(shards),
+                          time.monotonic() - started)
+            call_observer(self._observer.on_shards_owned, self.cluster, self.node_id, len(self._owned))
 
     # ---- leader duties -------------------------------------------------------------------------------
     async def _leader_loop(self) -> None:
@@ -634,5 +636,5 @@ class ClusterManager:
             logger.debug("node %s: published shard map %d (term %d, %d moves)", self.node_id, nxt.version,
                          nxt.term, moves)
         if moves and self._observer is not None:
-            self._observer.on_shard_moves(self.cluster, self.node_id, moves)
+            call_observer(self._observer.on_shard_moves, self.cluster, self.node_id, moves)
         await watcher.offer(nxt)
