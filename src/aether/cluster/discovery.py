@@ -45,6 +45,7 @@ from aether.cluster._kv import ClusterBucket, KvConflict, KvEntry
 from aether.cluster._lag import lag_tracker, suspicion_grace
 from aether.cluster._notify import Listener, Listeners, logger
 from aether.cluster.observer import ClusterObserver
+from aether.cluster.options import check_heartbeat_timings
 from aether.cluster.types import NodeInfo, NodeLoad
 from aether.errors import AetherError, ClusterError, InvalidInputError
 from aether.names import decode_token, encode_token
@@ -117,13 +118,7 @@ class NodeDiscovery:
                  observer: ClusterObserver | None = None) -> None:
         if not isinstance(node_info, NodeInfo) or not node_info.id:
             raise InvalidInputError("node_info must be a NodeInfo with a non-empty id")
-        if heartbeat_interval <= 0 or liveness_margin < 0:
-            raise InvalidInputError("heartbeat_interval must be > 0 and liveness_margin >= 0")
-        if failure_timeout <= heartbeat_interval + liveness_margin:
-            raise InvalidInputError(
-                f"failure_timeout ({failure_timeout}) must exceed heartbeat_interval + liveness_margin "
-                f"({heartbeat_interval} + {liveness_margin})"
-            )
+        check_heartbeat_timings(heartbeat_interval, failure_timeout, liveness_margin)
         self._bucket = ClusterBucket(nc, cluster, replicas=replicas, storage=storage,
                                      timeout=max(1.0, failure_timeout))
         self.cluster = cluster

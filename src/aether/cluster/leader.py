@@ -49,6 +49,7 @@ from aether.cluster._kv import ClusterBucket, KvConflict
 from aether.cluster._lag import lag_tracker, suspicion_grace
 from aether.cluster._notify import Listener, Listeners, logger
 from aether.cluster.observer import ClusterObserver
+from aether.cluster.options import check_lease_timings
 from aether.errors import AetherError, AetherTimeoutError, FencedError, InvalidInputError
 from aether.event import utc_now
 
@@ -115,13 +116,7 @@ class LeaderElection:
                  replicas: int = 1, storage: str = "file", observer: ClusterObserver | None = None) -> None:
         if not isinstance(node_id, str) or not node_id:
             raise InvalidInputError("node_id must be a non-empty str")
-        if renew_interval <= 0 or check_interval <= 0 or step_down_margin < 0:
-            raise InvalidInputError("renew_interval and check_interval must be > 0, step_down_margin >= 0")
-        if renew_interval + step_down_margin >= lease_ttl:
-            raise InvalidInputError(
-                f"lease_ttl ({lease_ttl}) must exceed renew_interval + step_down_margin "
-                f"({renew_interval} + {step_down_margin})"
-            )
+        check_lease_timings(lease_ttl, renew_interval, step_down_margin, check_interval)
         self._bucket = ClusterBucket(nc, cluster, replicas=replicas, storage=storage, timeout=lease_ttl)
         self._nc = nc
         self.cluster = cluster

@@ -29,7 +29,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import msgspec
 from nats.aio.client import Client
@@ -59,7 +59,7 @@ from aether.cluster._routing import (
 from aether.cluster.discovery import NodeDiscovery
 from aether.cluster.leader import LeaderChange, LeaderElection
 from aether.cluster.observer import ClusterObserver
-from aether.cluster.options import ClusterOptions
+from aether.cluster.options import ClusterOptionFields, ClusterOptions
 from aether.cluster.shard import ShardManager
 from aether.cluster.types import ActorRequest, NodeInfo, NodeLoad, ShardMap
 from aether.errors import (
@@ -95,7 +95,8 @@ class ClusterManager:
         metadata: string key/value pairs published with the heartbeats.
         weight: relative capacity (shards are placed in proportion).
         handler: serves requests for local actors (see :meth:`set_handler`).
-        options: a :class:`ClusterOptions`; or pass its fields as keyword arguments.
+        options: a :class:`ClusterOptions`; or pass its fields as keyword arguments
+            (typed by :class:`~aether.cluster.options.ClusterOptionFields`).
         observer: receives cluster metrics (see :class:`aether.metrics.cluster.ClusterMetrics`).
 
     Raises:
@@ -106,10 +107,13 @@ class ClusterManager:
     def __init__(self, nc: Client, *, node_id: str, cluster: str = "default", address: str | None = None,
                  metadata: Mapping[str, str] | None = None, weight: int = 1, handler: RequestHandler | None = None,
                  options: ClusterOptions | None = None, observer: ClusterObserver | None = None,
-                 **option_fields: Any) -> None:
+                 **option_fields: Unpack[ClusterOptionFields]) -> None:
         if option_fields:
             if options is not None:
-                raise TypeError("pass either options= or option keyword arguments, not both")
+                raise InvalidInputError("pass either options= or option keyword arguments, not both")
+            unknown = sorted(set(option_fields) - set(ClusterOptionFields.__annotations__))
+            if unknown:
+                raise InvalidInputError(f"unknown cluster option(s): {', '.join(unknown)}")
             options = ClusterOptions(**option_fields)
         self.options = o = options or ClusterOptions()
         validate_cluster_name(cluster)

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 from aether.errors import InvalidInputError
 
-__all__ = ["ClusterOptions"]
+__all__ = ["ClusterOptionFields", "ClusterOptions", "check_heartbeat_timings", "check_lease_timings"]
+
+
+def check_heartbeat_timings(heartbeat_interval: float, failure_timeout: float, liveness_margin: float) -> None:
+    """The membership timing rules (used by :class:`ClusterOptions` and :class:`~aether.cluster.NodeDiscovery`).
+
+    Raises:
+        InvalidInputError: ``heartbeat_interval <= 0``, ``liveness_margin < 0``, or
+            ``failure_timeout <= heartbeat_interval + liveness_margin``.
+    """
+    if heartbeat_interval <= 0 or liveness_margin < 0:
+        raise InvalidInputError("heartbeat_interval must be > 0 and liveness_margin >= 0")
+    if failure_timeout <= heartbeat_interval + liveness_margin:
+        raise InvalidInputError(f"failure_timeout ({failure_timeout}) must exceed heartbeat_interval + "
+                                f"liveness_margin ({heartbeat_interval} + {liveness_margin})")
+
+
+def check_lease_timings(lease_ttl: float, renew_interval: float, step_down_margin: float,
+                        check_interval: float) -> None:
+    """The leader-lease timing rules (used by :class:`ClusterOptions` and :class:`~aether.cluster.LeaderElection`).
+
+    Raises:
+        InvalidInputError: a non-positive interval, ``step_down_margin < 0``, or
+            ``lease_ttl <= renew_interval + step_down_margin``.
+    """
+    if renew_interval <= 0 or check_interval <= 0 or step_down_margin < 0:
+        raise InvalidInputError("renew_interval and check_interval must be > 0, step_down_margin >= 0")
+    if lease_ttl <= renew_interval + step_down_margin:
+        raise InvalidInputError(f"lease_ttl ({lease_ttl}) must exceed renew_interval + step_down_margin "
+                                f"({renew_interval} + {step_down_margin})")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,16 +86,11 @@ class ClusterOptions:
 
         if not 1 <= self.shard_count <= 65536:
             raise InvalidInputError(f"shard_count must be 1..65536, got {self.shard_count}")
-        for name in ("heartbeat_interval", "failure_timeout", "check_interval", "lease_ttl", "renew_interval",
-                     "handoff_timeout", "request_timeout"):
+        for name in ("handoff_timeout", "request_timeout"):
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"{name} must be > 0")
-        if self.liveness_margin < 0 or self.step_down_margin < 0:
-            raise InvalidInputError("liveness_margin and step_down_margin must be >= 0")
-        if self.failure_timeout <= self.heartbeat_interval + self.liveness_margin:
-            raise InvalidInputError("failure_timeout must exceed heartbeat_interval + liveness_margin")
-        if self.lease_ttl <= self.renew_interval + self.step_down_margin:
-            raise InvalidInputError("lease_ttl must exceed renew_interval + step_down_margin")
+        check_heartbeat_timings(self.heartbeat_interval, self.failure_timeout, self.liveness_margin)
+        check_lease_timings(self.lease_ttl, self.renew_interval, self.step_down_margin, self.check_interval)
         if self.max_moves_per_round < 1 or self.max_concurrency < 1:
             raise InvalidInputError("max_moves_per_round and max_concurrency must be >= 1")
         if self.replicas not in (1, 2, 3, 4, 5):
@@ -74,3 +98,25 @@ class ClusterOptions:
         if self.storage not in ("file", "memory"):
             raise InvalidInputError(f"storage must be 'file' or 'memory', got {self.storage!r}")
         validate_subject_prefix(self.subject_prefix)
+
+
+class ClusterOptionFields(TypedDict, total=False):
+    """The fields of :class:`ClusterOptions`, accepted as keyword arguments by
+    :class:`~aether.cluster.ClusterManager` (typed: mypy reports a misspelt one)."""
+
+    shard_count: int
+    heartbeat_interval: float
+    failure_timeout: float
+    liveness_margin: float
+    check_interval: float
+    lease_ttl: float
+    renew_interval: float
+    step_down_margin: float
+    handoff_timeout: float
+    max_moves_per_round: int
+    virtual_nodes: int
+    request_timeout: float
+    max_concurrency: int
+    replicas: int
+    storage: Literal["file", "memory"]
+    subject_prefix: str
