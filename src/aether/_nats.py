@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from aether.errors import (
     AetherError,
     AetherTimeoutError,
+    JetStreamApiError,
     PermissionDeniedError,
     StoreError,
     StoreUnavailableError,
@@ -485,21 +486,6 @@ class JsApi:
         if sub is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-
-
-class JetStreamApiError(StoreError):
-    """The JetStream API replied with an error.
-
-    Attributes:
-        code: the HTTP-like status code. err_code: the JetStream error code. description: text.
-    """
-
-    def __init__(self, call: str, code: int, err_code: int, description: str) -> None:
-        self.call = call
-        self.code = code
-        self.err_code = err_code
-        self.description = description
-        super().__init__(f"JetStream {call} failed: {description} (code {code}, err_code {err_code})")
 
 
 def api_error(err: ApiError, what: str) -> AetherError:

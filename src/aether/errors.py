@@ -6,7 +6,11 @@ translated at the boundary (the original is kept as ``__cause__``)::
     AetherError
     ├── VersionConflictError        append with a version that is not latest+1
     │   └── ConflictRetriesExhaustedError  (aether.aggregate) a command kept conflicting
-    ├── AggregateError              (aether.aggregate) UnknownEventError, EventSchemaError
+    ├── AggregateError              (aether.aggregate) the aggregate cannot be rebuilt
+    │   ├── UnknownEventError       (aether.aggregate) no handler for a stored event type
+    │   └── EventSchemaError        (aether.aggregate) a stored event does not fit its schema
+    ├── ProjectionError             (aether.projection) a projection could not run
+    │   └── ProjectionNotActiveError  (aether.projection, +ClusterError) not running on this node
     ├── InvalidInputError (+ValueError)
     │   ├── InvalidNameError        an actor id, namespace or stream name breaks a rule
     │   ├── InvalidVersionError     version < 1, or non-consecutive versions in a batch
@@ -14,6 +18,7 @@ translated at the boundary (the original is kept as ``__cause__``)::
     │   └── EventTooLargeError      encoded event exceeds the size limit
     ├── CorruptEventError           a stored message is not a valid Aether event
     ├── StoreError                  the event store failed (server error, missing stream, …)
+    │   └── JetStreamApiError       the JetStream API replied with an error (``err_code`` kept)
     ├── NatsConnectionError         the NATS server cannot be reached / connection closed
     │   └── StoreUnavailableError
     ├── AetherTimeoutError (+TimeoutError)  an operation did not finish in time
@@ -41,6 +46,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidNameError",
     "InvalidVersionError",
+    "JetStreamApiError",
     "MetricsUnavailableError",
     "NatsConnectionError",
     "NatsServerError",
@@ -132,6 +138,22 @@ class CorruptEventError(AetherError):
 
 class StoreError(AetherError):
     """The event store failed for a reason other than a conflict or bad input."""
+
+
+class JetStreamApiError(StoreError):
+    """The JetStream API replied with an error (also raised as is by the stores and the cluster's
+    KV; ``err_code`` tells the cause, e.g. 10071 / 10164 wrong last sequence, 10059 stream not found).
+
+    Attributes:
+        code: the HTTP-like status code. err_code: the JetStream error code. description: text.
+    """
+
+    def __init__(self, call: str, code: int, err_code: int, description: str) -> None:
+        self.call = call
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+        super().__init__(f"JetStream {call} failed: {description} (code {code}, err_code {err_code})")
 
 
 class NatsConnectionError(AetherError):

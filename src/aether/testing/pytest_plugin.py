@@ -28,6 +28,9 @@ from aether.connect import close
 from aether.errors import NatsServerError
 from aether.testing.server import NatsCluster, NatsServer, find_nats_server
 
+__all__ = ["anyio_backend", "nats_cluster_factory", "nats_server", "nats_server_factory", "nats_url", "nc",
+           "unique_name"]
+
 _names = itertools.count(1)
 
 
