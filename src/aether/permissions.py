@@ -37,7 +37,7 @@ from typing import Any, TypedDict
 
 from aether.bus.wire import DEFAULT_SUBJECT_PREFIX as BUS_SUBJECT_PREFIX
 from aether.bus.wire import check_bus_prefix, pattern_subject
-from aether.cluster._kv import bucket_name, validate_cluster_name
+from aether.cluster.naming import bucket_name, validate_cluster_name
 from aether.errors import InvalidInputError, InvalidNameError
 from aether.names import (
     encode_token,

@@ -15,41 +15,31 @@ from __future__ import annotations
 
 import base64
 import math
-import re
 from typing import Any, Literal
 
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from aether._nats import ERR_STREAM_NAME_IN_USE, ERR_STREAM_NOT_FOUND, ERR_WRONG_LAST_SEQUENCE, JetStreamApiError, JsApi
-from aether.errors import ClusterError, InvalidNameError, StoreError
+from aether._nats import (
+    ERR_STREAM_NAME_IN_USE,
+    ERR_STREAM_NOT_FOUND,
+    ERR_WRONG_LAST_SEQUENCE,
+    ERR_WRONG_LAST_SEQUENCE_CLUSTERED,
+    JetStreamApiError,
+    JsApi,
+)
+from aether.cluster.naming import bucket_name, validate_cluster_name
+from aether.errors import ClusterError, StoreError
 
 __all__ = ["ClusterBucket", "KvConflict", "KvEntry", "bucket_name", "validate_cluster_name"]
 
-_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NS = 1_000_000_000
 ERR_NO_MESSAGE = 10037
 _encode_json = msgspec.json.encode
 _decode_json = msgspec.json.decode
 
 Op = Literal["PUT", "DEL", "PURGE"]
-
-
-def validate_cluster_name(cluster: object) -> str:
-    """Check a cluster name (``A-Z a-z 0-9 _ -``, 1..64 characters) and return it.
-
-    Raises:
-        InvalidNameError: any other value.
-    """
-    if not isinstance(cluster, str) or not _CLUSTER_NAME.fullmatch(cluster):
-        raise InvalidNameError(f"cluster name must be 1..64 characters of A-Z a-z 0-9 _ -, got {cluster!r}")
-    return cluster
-
-
-def bucket_name(cluster: str) -> str:
-    """The KV bucket of ``cluster``."""
-    return f"aether-cluster-{validate_cluster_name(cluster)}"
 
 
 class KvConflict(ClusterError):
@@ -244,7 +234,8 @@ class ClusterBucket:
         ack = await self.api.publish_acked(self.prefix + key, value, hdrs, timeout=timeout,
                                            what=f"writing {key!r} of cluster {self.cluster!r}")
         if ack.error is not None:
-            if ack.error.err_code == ERR_WRONG_LAST_SEQUENCE:
+            # a replicated stream reports a lost compare-and-set race as 10164, not 10071
+            if ack.error.err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CLUSTERED):
                 raise KvConflict(f"{key!r}: {ack.error.description}")
             raise JetStreamApiError(f"write {key!r}", ack.error.code, ack.error.err_code, ack.error.description)
         return ack.seq

@@ -13,8 +13,9 @@ import contextlib
 from nats.aio.client import Client
 
 from aether import tracing as _tracing
-from aether.cluster._kv import ClusterBucket, validate_cluster_name
+from aether.cluster._kv import ClusterBucket
 from aether.cluster._routing import MapWatcher, Router
+from aether.cluster.naming import validate_cluster_name
 from aether.cluster.types import ShardMap
 from aether.errors import AetherError, AetherTimeoutError, ClusterError, InvalidInputError
 from aether.names import validate_actor_id, validate_subject_prefix

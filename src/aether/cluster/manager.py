@@ -39,7 +39,7 @@ from aether import tracing as _tracing
 from aether._nats import translate_nats_error
 from aether._observers import call_observer
 from aether._tasks import TaskOwner
-from aether.cluster._kv import ClusterBucket, KvConflict, validate_cluster_name
+from aether.cluster._kv import ClusterBucket, KvConflict
 from aether.cluster._notify import Listener, Listeners, logger
 from aether.cluster._routing import (
     ERROR,
@@ -58,6 +58,7 @@ from aether.cluster._routing import (
 )
 from aether.cluster.discovery import NodeDiscovery
 from aether.cluster.leader import LeaderChange, LeaderElection
+from aether.cluster.naming import validate_cluster_name
 from aether.cluster.observer import ClusterObserver
 from aether.cluster.options import ClusterOptionFields, ClusterOptions
 from aether.cluster.shard import ShardManager

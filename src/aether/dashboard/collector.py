@@ -30,8 +30,8 @@ from nats.aio.client import Client
 
 from aether._nats import JsApi
 from aether.cli._cluster_state import ClusterState, read_cluster_state
-from aether.cluster._kv import bucket_name, validate_cluster_name
 from aether.cluster.discovery import REASON_HEADER
+from aether.cluster.naming import bucket_name, validate_cluster_name
 from aether.dashboard.streams import StreamView, list_streams, read_projections, read_streams
 from aether.errors import AetherError, InvalidInputError, InvalidNameError
 from aether.names import decode_token
