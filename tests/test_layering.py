@@ -1,0 +1,168 @@
+"""One-way layering, checked on the source with ``ast`` (see docs/architecture.md)::
+
+    model (event, errors, names, codec, _ids)
+      → adapter (_nats, connect, _tasks, _observers)
+        → components (store, bus, cluster, projection, metrics, tracing, permissions)
+          → aggregate → applications (cli, demo, dashboard, integrations)
+    aether.testing may import anything; nothing in production imports it.
+
+Known violations that other branches are fixing are allow-listed below, each with its reason, so
+the test fails on any NEW one; remove an entry when its fix lands (the test then also fails if an
+allow-listed violation is gone, to keep the list honest).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from functools import cache
+from pathlib import Path
+
+import aether
+
+ROOT = Path(aether.__file__).parent
+
+MODEL = {"event", "errors", "names", "codec", "_ids", "__version__"}
+ADAPTER = {"_nats", "connect", "_tasks", "_observers"}
+COMPONENTS = {"store", "bus", "cluster", "projection", "metrics", "tracing", "permissions"}
+APPLICATIONS = {"cli", "demo", "dashboard", "integrations", "__main__"}
+
+# production modules importing aether.testing: the `aether server` command and the demo start
+# nats-server through aether.testing.server (branch `firstrun` moves the launcher into production)
+KNOWN_TESTING_IMPORTS = {"aether.cli.server", "aether.demo.runner"}
+# the bus importing the store: bus/_router.py uses store._validation (branch `busfast` fixes it)
+KNOWN_BUS_STORE_IMPORTS = {"aether.bus._router"}
+# modules outside a package importing one of its private modules
+KNOWN_PRIVATE_IMPORTS = {
+    ("aether.bus._router", "aether.store._validation"),  # branch `busfast`
+    # cli/demo area (branch `firstrun`): the names are public in aether.cluster.naming now
+    ("aether.cli.dashboard", "aether.cluster._kv"),
+    ("aether.cli._cluster_state", "aether.cluster._kv"),
+    # cli/_cluster_state.py decodes the shard map with the router's decoder
+    ("aether.cli._cluster_state", "aether.cluster._routing"),
+    # the applications share cli's private helpers (issue 11: demo <-> cli import each other)
+    ("aether.dashboard.collector", "aether.cli._cluster_state"),
+    ("aether.demo.runner", "aether.cli._cluster_state"),
+    ("aether.demo.runner", "aether.cli._common"),
+    ("aether.demo.view", "aether.cli._cluster_state"),
+}
+# nats-py private attributes: projection/_consumer.py feeds sub._pending_queue (projection area,
+# another helper's branch)
+KNOWN_NATS_PRIVATE = {"aether.projection._consumer"}
+# a private attribute of a client (``nc``), or one of the nats-py internals Aether once used; a generic
+# ``sub._x`` is not matched: Aether's own bus Subscription has private fields of that name
+NATS_PRIVATE = re.compile(r"\b(?:nc|self\._nc|self\.nc)\._[a-z]\w*|\._inbox_prefix\b|\._error_cb\b"
+                          r"|\._pending_queue\b|\._resp_sub_prefix\b|\._message_iterator\b|\._pending_size\b")
+NATS_ADAPTER = {"aether._nats", "aether.connect"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+@cache
+def _sources() -> dict[str, tuple[Path, str]]:
+    return {_module_name(path): (path, path.read_text()) for path in sorted(ROOT.rglob("*.py"))}
+
+
+@cache
+def _imports() -> dict[str, frozenset[str]]:
+    """Every ``aether...`` module each module imports (``from a import b`` counts ``a`` and ``a.b``)."""
+    graph: dict[str, frozenset[str]] = {}
+    for name, (path, text) in _sources().items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".")
+                    if path.name != "__init__.py":
+                        base.pop()
+                    base = base[:len(base) - (node.level - 1)]
+                    module = ".".join([*base, *([node.module] if node.module else [])])
+                else:
+                    module = node.module or ""
+                found.add(module)
+                found |= {f"{module}.{alias.name}" for alias in node.names}
+        graph[name] = frozenset(m for m in found if m == "aether" or m.startswith("aether."))
+    return graph
+
+
+def _area(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "aether"
+
+
+def _violations(source_areas: set[str], target_areas: set[str]) -> set[tuple[str, str]]:
+    return {(module, target) for module, targets in _imports().items() if _area(module) in source_areas
+            for target in targets if _area(target) in target_areas}
+
+
+def test_the_import_graph_is_read() -> None:  # the rules below would pass vacuously otherwise
+    graph = _imports()
+    assert "aether.errors" in graph["aether.cluster.manager"]
+    assert "aether.cluster._kv" in graph["aether.cluster.leader"]
+
+
+def test_the_model_imports_only_the_model() -> None:
+    others = {_area(m) for m in _sources()} - MODEL
+    assert _violations(MODEL, others) == set()
+
+
+def test_the_adapter_imports_only_the_model_and_itself() -> None:
+    others = {_area(m) for m in _sources()} - MODEL - ADAPTER
+    assert _violations(ADAPTER, others) == set()
+
+
+def test_components_and_aggregate_never_import_applications_or_testing() -> None:
+    assert _violations(COMPONENTS | {"aggregate"}, APPLICATIONS | {"testing"}) == set()
+
+
+def test_the_store_imports_no_other_component() -> None:
+    assert _violations({"store"}, COMPONENTS - {"store", "tracing"} | {"aggregate"}) == set()
+
+
+def test_nothing_in_production_imports_aether_testing() -> None:
+    found = {module for module, _ in _violations({_area(m) for m in _sources()} - {"testing"}, {"testing"})}
+    assert found == KNOWN_TESTING_IMPORTS, "a NEW import of aether.testing in production (or a known one fixed)"
+
+
+def test_the_bus_does_not_import_the_store() -> None:
+    found = {module for module, _ in _violations({"bus"}, {"store"})}
+    assert found == KNOWN_BUS_STORE_IMPORTS
+
+
+def test_private_modules_are_imported_only_inside_their_package() -> None:
+    found: set[tuple[str, str]] = set()
+    for module, targets in _imports().items():
+        if _area(module) == "testing":
+            continue
+        for target in targets & _sources().keys():  # modules, not names imported from them
+            parts = target.split(".")
+            private = next((i for i, part in enumerate(parts) if i >= 2 and part.startswith("_")), None)
+            if private is None:
+                continue
+            package = ".".join(parts[:private])
+            if not (module == package or module.startswith(package + ".")):
+                found.add((module, ".".join(parts[:private + 1])))
+    assert found == KNOWN_PRIVATE_IMPORTS
+
+
+def test_permissions_does_not_import_private_cluster_modules() -> None:
+    assert not {t for t in _imports()["aether.permissions"] if t.startswith("aether.cluster._")}
+
+
+def test_no_nats_py_private_attribute_outside_the_adapter() -> None:
+    found = {name for name, (_, text) in _sources().items() if name not in NATS_ADAPTER and NATS_PRIVATE.search(text)}
+    assert found == KNOWN_NATS_PRIVATE, "a nats-py private attribute used outside aether/_nats.py, aether/connect.py"
+
+
+def test_the_nats_private_pattern_catches_what_it_must() -> None:
+    for text in ("nc._inbox_prefix", "self._nc._error_cb = cb", "sub._pending_queue.put_nowait(None)",
+                 "nc._resp_sub_prefix"):
+        assert NATS_PRIVATE.search(text), text
+    assert not NATS_PRIVATE.search("self._nc.publish(subject)")
