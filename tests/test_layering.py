@@ -166,3 +166,27 @@ def test_the_nats_private_pattern_catches_what_it_must() -> None:
                  "nc._resp_sub_prefix"):
         assert NATS_PRIVATE.search(text), text
     assert not NATS_PRIVATE.search("self._nc.publish(subject)")
+
+
+def _runtime_nats_importers() -> set[str]:
+    """Modules importing nats-py outside ``if TYPE_CHECKING:`` blocks."""
+    found: set[str] = set()
+    for name, (path, text) in _sources().items():
+        tree = ast.parse(text, str(path))
+        typing_only = {id(sub) for node in ast.walk(tree)
+                       if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                       for sub in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "nats" for a in node.names):
+                found.add(name)
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "nats":
+                found.add(name)
+    return found
+
+
+def test_the_cluster_speaks_nats_only_through_the_adapter() -> None:
+    # node_process.py is a process launcher for tests and demos (issue 11: to move out of the package)
+    cluster = {m for m in _runtime_nats_importers() if _area(m) == "cluster"}
+    assert cluster == {"aether.cluster.node_process"}

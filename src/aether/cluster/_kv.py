@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from aether._nats import (
     ERR_STREAM_NAME_IN_USE,
@@ -31,6 +29,10 @@ from aether._nats import (
 )
 from aether.cluster.naming import bucket_name, validate_cluster_name
 from aether.errors import ClusterError, StoreError
+
+if TYPE_CHECKING:  # nats-py types in signatures only: the cluster speaks NATS through aether._nats
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 __all__ = ["ClusterBucket", "KvConflict", "KvEntry", "bucket_name", "validate_cluster_name"]
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
 from aether._ids import new_id
@@ -32,6 +30,10 @@ from aether.cluster.shard import ShardManager
 from aether.cluster.types import ShardMap
 from aether.errors import AetherError, AetherTimeoutError, ClusterError, PermissionDeniedError, RequestFailedError
 from aether.names import encode_token
+
+if TYPE_CHECKING:  # nats-py types in signatures only: the cluster speaks NATS through aether._nats
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 __all__ = ["MapWatcher", "Reply", "Request", "Router", "node_subject"]
 

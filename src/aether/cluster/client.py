@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-
-from nats.aio.client import Client
+from typing import TYPE_CHECKING
 
 from aether import tracing as _tracing
 from aether.cluster._kv import ClusterBucket
@@ -19,6 +18,9 @@ from aether.cluster.naming import validate_cluster_name
 from aether.cluster.types import ShardMap
 from aether.errors import AetherError, AetherTimeoutError, ClusterError, InvalidInputError
 from aether.names import validate_actor_id, validate_subject_prefix
+
+if TYPE_CHECKING:  # nats-py types in signatures only: the cluster speaks NATS through aether._nats
+    from nats.aio.client import Client
 
 __all__ = ["ClusterClient"]
 

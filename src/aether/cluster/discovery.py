@@ -32,11 +32,9 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from aether._nats import translate_nats_error
 from aether._observers import call_observer
@@ -49,6 +47,10 @@ from aether.cluster.options import check_heartbeat_timings
 from aether.cluster.types import NodeInfo, NodeLoad
 from aether.errors import AetherError, ClusterError, InvalidInputError
 from aether.names import decode_token, encode_token
+
+if TYPE_CHECKING:  # nats-py types in signatures only: the cluster speaks NATS through aether._nats
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 __all__ = ["NodeDiscovery"]
 

@@ -36,11 +36,9 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from aether._nats import translate_nats_error
 from aether._observers import call_observer
@@ -52,6 +50,10 @@ from aether.cluster.observer import ClusterObserver
 from aether.cluster.options import check_lease_timings
 from aether.errors import AetherError, AetherTimeoutError, FencedError, InvalidInputError
 from aether.event import utc_now
+
+if TYPE_CHECKING:  # nats-py types in signatures only: the cluster speaks NATS through aether._nats
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 __all__ = ["Fence", "LeaderChange", "LeaderElection", "LeaseRecord"]
 

@@ -29,11 +29,9 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import msgspec
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
 from aether._nats import translate_nats_error
@@ -72,6 +70,10 @@ from aether.errors import (
     NotOwnerError,
 )
 from aether.names import validate_actor_id
+
+if TYPE_CHECKING:  # nats-py types in signatures only: the cluster speaks NATS through aether._nats
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 __all__ = ["ClusterManager", "RequestHandler"]
 
