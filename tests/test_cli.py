@@ -169,6 +169,16 @@ def test_unreachable_server_is_one_line() -> None:
     assert_one_line_error(result, 1, "cannot connect to NATS")
 
 
+def test_tls_against_a_plaintext_server_is_one_line(nats_server: NatsServer, tmp_path: Path) -> None:
+    from aether.testing.security import make_tls_files
+
+    ca = str(make_tls_files(tmp_path).ca)
+    tls_url = f"tls://127.0.0.1:{nats_server.port}"
+    for args in (["--nats-url", tls_url], ["--nats-url", nats_server.url, "--tls-ca", ca]):
+        result = run_cli("events", "stats", *args, "--connect-timeout", "20")
+        assert_one_line_error(result, 1, "does not offer TLS", "refusing a plaintext connection")
+
+
 # ---- events -----------------------------------------------------------------------------------
 async def test_events_show(nats_url: str, unique_name: str) -> None:
     events = await seed_events(nats_url, unique_name, "shop.eu", "user@example.com", 5)
