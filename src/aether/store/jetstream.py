@@ -34,17 +34,27 @@ from aether._nats import (
     PubAck,
     api_error,
 )
-from aether.codec import decode_event, decode_snapshot, encode_event, encode_snapshot
+from aether.codec import decode_event, decode_snapshot, encode_snapshot
 from aether.errors import (
     AetherTimeoutError,
     CorruptEventError,
+    DuplicateEventIdError,
     EventTooLargeError,
+    InvalidInputError,
+    NatsConnectionError,
     StoreError,
     VersionConflictError,
 )
 from aether.event import ActorSnapshot, Event
 from aether.names import decode_token, encode_token, stream_name, validate_actor_id
-from aether.store._validation import check_batch, check_event, check_from_version
+from aether.store._validation import (
+    check_actor_id,
+    check_batch,
+    check_event,
+    check_from_version,
+    check_snapshot,
+    encode_within,
+)
 from aether.store.observer import StoreObserver
 from aether.store.options import JetStreamOptions
 
@@ -116,15 +126,26 @@ class JetStreamEventStore:
             observer: receives metrics (see :mod:`aether.metrics`).
 
         Raises:
+            InvalidInputError: ``nc`` is not a nats-py client, bad options (unknown or ill-typed).
             InvalidNameError: bad stream name or namespace.
-            InvalidInputError: bad options.
+            NatsConnectionError: ``nc`` is closed.
             StoreError: the stream cannot be created or is configured incompatibly.
             StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
         """
+        if not isinstance(nc, Client):
+            raise InvalidInputError(f"nc must be a connected nats-py client (nats.aio.client.Client), got "
+                                    f"{type(nc).__name__}")
+        if nc.is_closed:
+            raise NatsConnectionError("the nats-py client given to JetStreamEventStore.create is closed")
         if option_fields:
             if options is not None:
-                raise TypeError("pass either options= or option keyword arguments, not both")
-            options = JetStreamOptions(**option_fields)
+                raise InvalidInputError("pass either options= or option keyword arguments, not both")
+            try:
+                options = JetStreamOptions(**option_fields)
+            except TypeError as exc:
+                raise InvalidInputError(f"bad JetStreamEventStore option: {exc}") from None
+        elif options is not None and not isinstance(options, JetStreamOptions):
+            raise InvalidInputError(f"options must be a JetStreamOptions, got {type(options).__name__}")
         store = cls(nc, stream_name, namespace=namespace, options=options, observer=observer)
         await store._ensure_stream()
         payload_limit = nc.max_payload - _HEADER_ALLOWANCE if nc.max_payload else store._max_event_size
@@ -250,6 +271,7 @@ class JetStreamEventStore:
         another event, and poison the cache.
         """
         found = await self._msg_get({"seq": seq}, f"checking a de-duplicated append of {event.actor_id!r}")
+        stored: Event | None = None
         if found is not None:
             stored = decode_event(found[1], stream=self.stream, sequence=seq, actor_id=event.actor_id)
             if stored.id == event.id and stored.version == event.version and stored.actor_id == event.actor_id:
@@ -257,7 +279,10 @@ class JetStreamEventStore:
         latest = await self._fetch_latest(event.actor_id, subject)
         if self._observer is not None:
             self._observer.on_conflict(self._ns_label)
-        raise VersionConflictError(event.actor_id, event.version, latest.version)
+        # the server de-duplicated the id: it is used by another event (another version or actor)
+        raise DuplicateEventIdError(event.actor_id, event.version, latest.version, event.id,
+                                    stored.actor_id if stored is not None else "",
+                                    stored.version if stored is not None else 0)
 
     async def _already_stored(self, actor_id: str, subject: str, first: Event, last: Event,
                               expected_seq: int | None, latest: _Latest) -> bool:
@@ -298,6 +323,7 @@ class JetStreamEventStore:
         """
         started = time.perf_counter()
         check_event(event)
+        payload = encode_within(event, self._max_event_size)  # bad input fails before any I/O
         actor_id = event.actor_id
         version = event.version
         entry = self._cache.get(actor_id)
@@ -324,9 +350,6 @@ class JetStreamEventStore:
                 if version != latest.version + 1:
                     await self._resolve_mismatch(event, event, subject, None, latest)
                     return
-        payload = encode_event(event)
-        if len(payload) > self._max_event_size:
-            raise EventTooLargeError(actor_id, len(payload), self._max_event_size)
         ack = await self._publish(
             subject, payload,
             {"Nats-Msg-Id": event.id, "Nats-Expected-Last-Subject-Sequence": str(expected_seq)},
@@ -359,6 +382,10 @@ class JetStreamEventStore:
             if code != ERR_BATCH_DUPLICATE_MSG_ID or latest.version + 1 != first.version:
                 await self._resolve_mismatch(first, last, subject, expected_seq, latest)
                 return
+            # the actor is where the batch expects it, yet an id was de-duplicated: a reused id
+            if self._observer is not None:
+                self._observer.on_conflict(self._ns_label)
+            raise DuplicateEventIdError(first.actor_id, first.version, latest.version)
         if ack.error.err_code == ERR_MESSAGE_TOO_LARGE:
             raise EventTooLargeError(first.actor_id, -1, self._max_event_size)
         raise api_error(ack.error, f"appending to {first.actor_id!r}")
@@ -376,6 +403,8 @@ class JetStreamEventStore:
         if len(events) == 1:
             await self.save_event(events[0])
             return
+        limit = self._max_event_size
+        payloads = [encode_within(e, limit) for e in events]  # bad input fails before any I/O
         started = time.perf_counter()
         first, last = events[0], events[-1]
         actor_id = first.actor_id
@@ -392,9 +421,6 @@ class JetStreamEventStore:
             if first.version != latest.version + 1:
                 await self._resolve_mismatch(first, last, subject, None, latest)
                 return
-        payloads = [encode_event(e) for e in events]
-        for event, payload in zip(events, payloads, strict=True):
-            self._check_size(event.actor_id, payload)
         what = f"appending versions {first.version}..{last.version} of {actor_id!r}"
         ack: PubAck | None = None
         for attempt in range(self.options.publish_retries + 1):
@@ -443,6 +469,7 @@ class JetStreamEventStore:
             InvalidVersionError / InvalidNameError: bad arguments.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        check_actor_id(actor_id)
         check_from_version(from_version)
         async for page in self._pages(actor_id, from_version):
             for event in page:
@@ -539,6 +566,7 @@ class JetStreamEventStore:
         Raises:
             as :meth:`iter_events`.
         """
+        check_actor_id(actor_id)
         check_from_version(from_version)
         started = time.perf_counter()
         events: list[Event] = []
@@ -556,6 +584,7 @@ class JetStreamEventStore:
             InvalidNameError: bad actor id.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        check_actor_id(actor_id)
         latest = await self._fetch_latest(actor_id, self._subject(actor_id))
         return latest.version
 
@@ -567,7 +596,7 @@ class JetStreamEventStore:
             InvalidVersionError / InvalidNameError / EventTooLargeError: bad input.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
-        check_event(snapshot)
+        check_snapshot(snapshot)
         actor_id = snapshot.actor_id
         subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
         entry = self._cache.get(actor_id)
@@ -608,6 +637,7 @@ class JetStreamEventStore:
             CorruptEventError: the stored snapshot cannot be decoded.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        check_actor_id(actor_id)
         subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
         msg = await self._api.request(self._direct_get, _encode_json({"last_by_subj": subject}),
                                       what=f"reading the snapshot of {actor_id!r}")

@@ -46,6 +46,19 @@ class JetStreamOptions:
         from aether.errors import InvalidInputError
         from aether.names import validate_subject_prefix
 
+        for name in ("replicas", "max_bytes", "max_msgs", "cache_size", "max_event_size", "page_size",
+                     "publish_retries"):
+            value = getattr(self, name)
+            if type(value) is not int:
+                raise InvalidInputError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        for name in ("max_age", "duplicate_window", "timeout"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or value != value:
+                raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
+        if type(self.create_stream) is not bool:
+            raise InvalidInputError(f"create_stream must be a bool, got {self.create_stream!r}")
+        if self.max_age < 0 or self.duplicate_window < 0:
+            raise InvalidInputError("max_age and duplicate_window must be >= 0")
         if self.replicas not in (1, 2, 3, 4, 5):
             raise InvalidInputError(f"replicas must be 1..5, got {self.replicas}")
         if self.storage not in ("file", "memory"):
