@@ -35,7 +35,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether.cluster._kv import ClusterBucket, KvConflict, validate_cluster_name
 from aether.cluster._notify import Listener, Listeners, logger
 from aether.cluster._routing import (
@@ -105,6 +105,7 @@ class ClusterManager:
                  metadata: Mapping[str, str] | None = None, weight: int = 1, handler: RequestHandler | None = None,
                  options: ClusterOptions | None = None, observer: ClusterObserver | None = None,
                  **option_fields: Any) -> None:
+        check_client(nc, "ClusterManager")
         if option_fields:
             if options is not None:
                 raise TypeError("pass either options= or option keyword arguments, not both")

@@ -26,7 +26,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether.errors import AetherError, InvalidInputError, StoreError
 from aether.projection._kv import guarded, open_bucket
 
@@ -48,6 +48,7 @@ class ProjectionLease:
     """
 
     def __init__(self, nc: Client, *, bucket: str, key: str, node_id: str, ttl: int, replicas: int = 1) -> None:
+        check_client(nc, "ProjectionLease")
         if not node_id:
             raise InvalidInputError("node_id must not be empty")
         self._nc = nc

@@ -35,7 +35,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
+from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi, check_client
 from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, InvalidInputError, StoreError
 from aether.event import Event
 from aether.names import encode_token
@@ -125,6 +125,7 @@ class ProjectionRunner:
     def __init__(self, nc: Client, projection: Projection, source: EventSource | JetStreamEventStore, *,
                  options: ProjectionOptions | None = None, observer: ProjectionObserver | None = None,
                  node_id: str | None = None) -> None:
+        check_client(nc, "ProjectionRunner")
         if node_id is not None and (not isinstance(node_id, str) or not node_id):
             raise InvalidInputError("node_id must be a non-empty str or None")
         self.projection = projection

@@ -33,6 +33,7 @@ from aether._nats import (
     JsApi,
     PubAck,
     api_error,
+    check_client,
 )
 from aether.codec import decode_event, decode_snapshot, encode_snapshot
 from aether.errors import (
@@ -96,6 +97,7 @@ class JetStreamEventStore:
 
     def __init__(self, nc: Client, stream: str, *, namespace: str | None = None,
                  options: JetStreamOptions | None = None, observer: StoreObserver | None = None) -> None:
+        check_client(nc, "JetStreamEventStore")
         self.options = options or JetStreamOptions()
         self.namespace = namespace
         self.stream = stream_name(stream, namespace)
@@ -132,9 +134,7 @@ class JetStreamEventStore:
             StoreError: the stream cannot be created or is configured incompatibly.
             StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
         """
-        if not isinstance(nc, Client):
-            raise InvalidInputError(f"nc must be a connected nats-py client (nats.aio.client.Client), got "
-                                    f"{type(nc).__name__}")
+        check_client(nc, "JetStreamEventStore.create")
         if nc.is_closed:
             raise NatsConnectionError("the nats-py client given to JetStreamEventStore.create is closed")
         if option_fields:
