@@ -12,6 +12,7 @@ from aether.codec import encode_event
 from aether.errors import EventTooLargeError, InvalidBatchError, InvalidInputError, InvalidVersionError
 from aether.event import ActorSnapshot, Event
 from aether.names import MAX_ACTOR_ID_LENGTH, validate_actor_id
+from aether.store.options import DEFAULT_MAX_EVENT_SIZE
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
@@ -25,11 +26,6 @@ __all__ = [
 ]
 
 MAX_BATCH_SIZE = 1000
-
-DEFAULT_MAX_EVENT_SIZE = 1024 * 1024 - 512
-"""The largest encoded event a store accepts by default: what a default nats-server (1 MiB
-``max_payload``) leaves after the headers Aether adds. ``JetStreamEventStore`` uses the smaller of
-its ``max_event_size`` option and its server's limit; ``InMemoryEventStore`` uses this value."""
 
 
 def _what(value: object) -> str:

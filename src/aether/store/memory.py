@@ -25,7 +25,7 @@ class InMemoryEventStore:
 
     Same semantics as :class:`~aether.store.JetStreamEventStore`, bad input and limits included:
     every event is encoded as JetStream would store it, refused when larger than
-    ``max_event_size`` (default :data:`~aether.store._validation.DEFAULT_MAX_EVENT_SIZE`, what a
+    ``max_event_size`` (default :data:`~aether.store.options.DEFAULT_MAX_EVENT_SIZE`, what a
     default nats-server accepts), and kept as it decodes (so what is read back is what a JetStream
     store would return, unaffected by later changes to the caller's dicts). An event id can be
     stored once (JetStream de-duplicates ids; here they are remembered for the store's lifetime).

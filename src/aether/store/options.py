@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["JetStreamOptions"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "JetStreamOptions"]
+
+DEFAULT_MAX_EVENT_SIZE = 1024 * 1024 - 512
+"""The largest encoded event a store accepts by default: what a default nats-server (1 MiB
+``max_payload``) leaves after the headers Aether adds. Both stores use it, so they accept and
+refuse the same events; a JetStream store also stays below its server's ``max_payload``."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -20,7 +25,8 @@ class JetStreamOptions:
         max_msgs: message limit of the stream (-1 = unlimited).
         duplicate_window: seconds the server remembers event ids for de-duplication.
         cache_size: number of actors whose latest version and sequence are cached.
-        max_event_size: largest encoded event accepted (capped by the server's max payload).
+        max_event_size: largest encoded event accepted (capped by the server's max payload;
+            default 1 MiB - 512 B, the same as InMemoryEventStore).
         page_size: events fetched per request when reading a history.
         timeout: seconds to wait for any single server reply.
         publish_retries: how often a publish that got no ack is re-sent (idempotently).
@@ -35,7 +41,7 @@ class JetStreamOptions:
     max_msgs: int = -1
     duplicate_window: float = 120.0
     cache_size: int = 100_000
-    max_event_size: int = 1024 * 1024
+    max_event_size: int = DEFAULT_MAX_EVENT_SIZE
     page_size: int = 1000
     timeout: float = 5.0
     publish_retries: int = 2
