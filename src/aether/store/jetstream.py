@@ -316,7 +316,8 @@ class JetStreamEventStore:
 
         Raises:
             VersionConflictError: ``event.version`` is not the latest version + 1.
-            InvalidVersionError / InvalidNameError: bad version or actor id.
+            DuplicateEventIdError: the event's id is already used by another stored event.
+            InvalidInputError: not an Event; InvalidVersionError / InvalidNameError: bad version or actor id.
             EventTooLargeError: the encoded event exceeds the size limit.
             CorruptEventError: the actor's last stored message is not an Aether event.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
@@ -395,7 +396,9 @@ class JetStreamEventStore:
 
         Raises:
             VersionConflictError: the first version is not latest + 1; nothing is stored.
-            InvalidBatchError: empty, mixed actors, or more than 1000 events.
+            DuplicateEventIdError: an event id is already used by another stored event; nothing is stored.
+            InvalidBatchError: not a sequence of Events, empty, mixed actors, an id twice, or more than
+                1000 events.
             InvalidVersionError / InvalidNameError / EventTooLargeError: bad input; nothing is stored.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
