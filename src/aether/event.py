@@ -140,6 +140,10 @@ def _list_ok(items: list[Any], depth: int) -> bool:
             return False
         if value is None or kind is bool:
             continue
+        if kind is dict:
+            if _dict_ok(value, depth + 1):
+                continue
+            return False
         if not _other_ok(value, depth):
             return False
     return True
