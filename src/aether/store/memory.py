@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from aether.codec import decode_event, decode_snapshot, encode_snapshot
+from aether.codec import decode_snapshot, encode_snapshot
 from aether.errors import DuplicateEventIdError, EventTooLargeError, InvalidInputError, VersionConflictError
 from aether.event import ActorSnapshot, Event
 from aether.store._validation import (
@@ -24,11 +24,11 @@ class InMemoryEventStore:
     """An event and snapshot store held in process memory.
 
     Same semantics as :class:`~aether.store.JetStreamEventStore`, bad input and limits included:
-    every event is encoded as JetStream would store it, refused when larger than
+    every event is encoded as JetStream would store it and refused when larger than
     ``max_event_size`` (default :data:`~aether.store.options.DEFAULT_MAX_EVENT_SIZE`, what a
-    default nats-server accepts), and kept as it decodes (so what is read back is what a JetStream
-    store would return, unaffected by later changes to the caller's dicts). An event id can be
-    stored once (JetStream de-duplicates ids; here they are remembered for the store's lifetime).
+    default nats-server accepts). The ``Event`` objects themselves are kept (events are immutable;
+    do not change their ``data`` dicts after saving). An event id can be stored once (JetStream
+    de-duplicates ids; here they are remembered for the store's lifetime).
 
     Every operation completes without yielding to the event loop between its check and its write,
     so it is safe under any number of concurrent asyncio tasks. Data lives only as long as the object.
@@ -44,9 +44,6 @@ class InMemoryEventStore:
         self._events: dict[str, list[Event]] = {}
         self._ids: dict[str, tuple[str, int]] = {}
         self._snapshots: dict[str, ActorSnapshot] = {}
-
-    def _stored_copy(self, event: Event) -> Event:
-        return decode_event(encode_within(event, self.max_event_size))
 
     def _check_ids(self, events: Sequence[Event], current: int) -> None:
         ids = self._ids
@@ -65,19 +62,23 @@ class InMemoryEventStore:
             EventTooLargeError: the encoded event exceeds ``max_event_size``.
         """
         check_event(event)
-        stored = self._stored_copy(event)
-        history = self._events.get(event.actor_id)
+        encode_within(event, self.max_event_size)  # the size JetStream would see; unencodable values
+        actor_id = event.actor_id
+        version = event.version
+        history = self._events.get(actor_id)
         current = len(history) if history else 0
-        if event.version != current + 1:
-            if history and event.version <= current and history[event.version - 1].id == event.id:
+        if version != current + 1:
+            if history and version <= current and history[version - 1].id == event.id:
                 return  # idempotent retry of an event already stored
-            raise VersionConflictError(event.actor_id, event.version, current)
-        self._check_ids((event,), current)
+            raise VersionConflictError(actor_id, version, current)
+        where = self._ids.get(event.id)
+        if where is not None:
+            raise DuplicateEventIdError(actor_id, version, current, event.id, *where)
         if history is None:
-            self._events[event.actor_id] = [stored]
+            self._events[actor_id] = [event]
         else:
-            history.append(stored)
-        self._ids[event.id] = (event.actor_id, event.version)
+            history.append(event)
+        self._ids[event.id] = (actor_id, version)
 
     async def save_events(self, events: Sequence[Event]) -> None:
         """Append consecutive events of one actor atomically.
@@ -90,7 +91,9 @@ class InMemoryEventStore:
             EventTooLargeError: an encoded event exceeds ``max_event_size`` (nothing stored).
         """
         check_batch(events)
-        stored = [self._stored_copy(e) for e in events]
+        limit = self.max_event_size
+        for event in events:
+            encode_within(event, limit)
         first = events[0]
         history = self._events.get(first.actor_id)
         current = len(history) if history else 0
@@ -101,9 +104,9 @@ class InMemoryEventStore:
             raise VersionConflictError(first.actor_id, first.version, current)
         self._check_ids(events, current)
         if history is None:
-            self._events[first.actor_id] = stored
+            self._events[first.actor_id] = list(events)
         else:
-            history.extend(stored)
+            history.extend(events)
         for event in events:
             self._ids[event.id] = (event.actor_id, event.version)
 
