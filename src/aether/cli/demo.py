@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from aether.cli._common import DEFAULT_STREAM, connection_options, out_console, run
+from aether.cli._common import DEFAULT_STREAM, connection_options, fail, out_console, run
 from aether.connect import ConnectOptions
 
 __all__ = ["demo"]
@@ -23,9 +23,13 @@ __all__ = ["demo"]
 @click.option("--seed", type=int, default=None, help="Seed of the random workload.")
 @click.option("--stream", default=DEFAULT_STREAM, show_default=True, help="Stream base name.")
 @click.option("--live/--plain", default=None, help="Live view or plain lines [default: live on a terminal].")
+@click.option("--dashboard", is_flag=True, help="Serve the web dashboard of the demo's cluster while it runs "
+                                                "(prints its URL; needs the 'dashboard' extra).")
+@click.option("--dashboard-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port of the dashboard (0: a free one).")
 @connection_options
 def demo(accounts: int, duration: float, nodes: int, concurrency: int, kill: str, seed: int | None, stream: str,
-         live: bool | None, connect: ConnectOptions) -> None:
+         live: bool | None, dashboard: bool, dashboard_port: int, connect: ConnectOptions) -> None:
     """Run bank accounts on a 3-node cluster, kill and restart a node, verify every history.
 
     Without --nats-url (or AETHER_NATS_URL) an embedded NATS server runs in a temporary folder.
@@ -33,9 +37,17 @@ def demo(accounts: int, duration: float, nodes: int, concurrency: int, kill: str
     """
     from aether.demo.runner import DemoConfig, run_demo
 
+    if dashboard:
+        try:
+            import starlette  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError:
+            fail("--dashboard needs starlette and uvicorn: pip install 'aether-nats[dashboard]'")
+
     config = DemoConfig(accounts=accounts, duration=duration, nodes=nodes, concurrency=concurrency,
                         kill=kill,  # type: ignore[arg-type]
-                        connect=connect, stream=stream, seed=seed, live=live)
+                        connect=connect, stream=stream, seed=seed, live=live, dashboard=dashboard,
+                        dashboard_port=dashboard_port)
     result = run(run_demo(config, out_console()))
     if not result.ok:
         click.get_current_context().exit(1)

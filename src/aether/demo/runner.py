@@ -55,6 +55,8 @@ class DemoConfig:
         stream: stream base name; each run uses its own namespace and cluster name.
         seed: workload seed.
         live: a live-updating view (``None``: when the console is a terminal).
+        dashboard: serve the web dashboard (:mod:`aether.dashboard`) of the demo's cluster while
+            it runs, on ``127.0.0.1:dashboard_port`` (0: a free port); its URL is printed.
     """
 
     accounts: int = 200
@@ -68,6 +70,8 @@ class DemoConfig:
     stream: str = DEFAULT_STREAM
     seed: int | None = None
     live: bool | None = None
+    dashboard: bool = False
+    dashboard_port: int = 0
 
 
 @dataclass
@@ -83,6 +87,7 @@ class DemoResult:
     elapsed: float = 0.0
     namespace: str = ""
     cluster: str = ""
+    dashboard_url: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -165,6 +170,19 @@ class _Demo:
         self.view.log(time.monotonic() - self.started, text)
 
     async def run(self) -> DemoResult:
+        if not self.config.dashboard:
+            return await self._run()
+        from aether.dashboard import DashboardServer
+
+        server = DashboardServer(self.nc, self.cluster, port=self.config.dashboard_port, interval=0.5)
+        url = self.result.dashboard_url = await server.start()
+        self.console.print(f"dashboard of cluster {self.cluster}: [bold]{url}[/] (open it in a browser)")
+        try:
+            return await self._run()
+        finally:
+            await server.aclose()
+
+    async def _run(self) -> DemoResult:
         config = self.config
         args = ["--cluster", self.cluster, "--stream", config.stream, "--namespace", self.namespace,
                 "--metrics-port", "0", "--json", *self.connect.as_args()]
