@@ -370,6 +370,24 @@ async def test_node_says_when_the_connection_is_lost_and_back(
     assert "Traceback" not in "".join(err.lines)
 
 
+async def test_dashboard_says_when_the_connection_is_lost_and_back(
+        nats_server_factory: Callable[..., NatsServer], procs: list[Proc]) -> None:
+    server = nats_server_factory()
+    dash = Proc(["dashboard", "--port", "0", "--no-scrape", "--nats-url", server.url],
+                env={"AETHER_RECONNECT_REMINDER": "1"})
+    procs.append(dash)
+    out, err = Lines(dash.proc.stdout), Lines(dash.proc.stderr)
+    wait_for(lambda: any("aether dashboard of cluster" in line for line in out.lines), timeout=90)
+    server.kill_sync()
+    wait_for(lambda: err.count("dashboard: connection to NATS lost"), timeout=60)
+    wait_for(lambda: err.count("dashboard: still reconnecting to NATS"), timeout=60)
+    assert dash.proc.poll() is None
+    server.start_sync()
+    wait_for(lambda: err.count("dashboard: connection to NATS is back"), timeout=60)
+    assert dash.stop() == 0  # SIGTERM
+    assert err.count("connection to NATS lost") == 1 and err.count("connection to NATS is back") == 1
+
+
 def test_credentials_are_used_and_refusals_are_one_line(nats_server_factory: Callable[..., NatsServer]) -> None:
     server = nats_server_factory(extra_config="authorization { user: alice, password: s3cret }")
     wrong = run_cli("events", "stats", "--nats-url", server.url, "--user", "alice", "--password", "nope")
