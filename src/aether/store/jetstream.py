@@ -5,6 +5,10 @@ See DESIGN.md section 2: the server enforces optimistic concurrency with
 avoids a lookup per append and is refreshed from the server on any mismatch; every append
 carries ``Nats-Msg-Id`` so retries are idempotent; ``save_events`` is a JetStream atomic
 batch; histories are read with batched direct gets (no consumer is ever created).
+
+A partitioned namespace (``partitions=P > 1``, see :mod:`aether.store.partitioning`) is P
+streams: the store then holds one single-stream store per partition (each exactly the logic
+above, on its own stream and subjects) and routes every call to the actor's partition.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from aether.errors import (
     AetherTimeoutError,
     CorruptEventError,
     EventTooLargeError,
+    InvalidInputError,
     StoreError,
     VersionConflictError,
 )
@@ -47,6 +52,12 @@ from aether.names import decode_token, encode_token, stream_name, validate_actor
 from aether.store._validation import check_batch, check_event, check_from_version
 from aether.store.observer import StoreObserver
 from aether.store.options import JetStreamOptions
+from aether.store.partitioning import (
+    PARTITION_METADATA_KEY,
+    PARTITIONS_METADATA_KEY,
+    partition_for,
+    partition_stream_name,
+)
 
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 
@@ -78,17 +89,27 @@ class _Latest(msgspec.Struct):
 
 
 class JetStreamEventStore:
-    """Event and snapshot store on a JetStream stream (one stream per namespace).
+    """Event and snapshot store on JetStream: one stream per namespace, or ``partitions``
+    streams (see :attr:`streams`, :meth:`partition_of`).
 
     Create it with :meth:`create`; the constructor does no I/O. The store never closes the
     nats-py client it was given.
     """
 
     def __init__(self, nc: Client, stream: str, *, namespace: str | None = None,
-                 options: JetStreamOptions | None = None, observer: StoreObserver | None = None) -> None:
+                 options: JetStreamOptions | None = None, observer: StoreObserver | None = None,
+                 _partition: tuple[int, int] | None = None) -> None:
         self.options = options or JetStreamOptions()
         self.namespace = namespace
         self.stream = stream_name(stream, namespace)
+        # a partitioned namespace: the per-partition stores (empty with one stream); a
+        # partition store itself knows its (index, count) and works on its own stream
+        self.partitions = 1
+        self._units: tuple[JetStreamEventStore, ...] = ()
+        self._base = stream
+        self._partition = _partition
+        if _partition is not None:
+            self.stream = partition_stream_name(self.stream, _partition[0])
         self._nc = nc
         self._api = JsApi(nc, timeout=self.options.timeout)
         prefix = self.options.subject_prefix
@@ -126,9 +147,10 @@ class JetStreamEventStore:
                 raise TypeError("pass either options= or option keyword arguments, not both")
             options = JetStreamOptions(**option_fields)
         store = cls(nc, stream_name, namespace=namespace, options=options, observer=observer)
-        await store._ensure_stream()
+        await store._open()
         payload_limit = nc.max_payload - _HEADER_ALLOWANCE if nc.max_payload else store._max_event_size
-        store._max_event_size = min(store._max_event_size, payload_limit)
+        for each in (store, *store._units):
+            each._max_event_size = min(each._max_event_size, payload_limit)
         return store
 
     def _stream_config(self) -> dict[str, Any]:
@@ -146,6 +168,7 @@ class JetStreamEventStore:
             "discard": "old",
             "allow_direct": True,
             "allow_atomic": True,
+            **self._partition_metadata(),
         }
 
     async def _ensure_stream(self) -> None:
@@ -165,6 +188,7 @@ class JetStreamEventStore:
                     raise
                 info = await self._api.api(f"STREAM.INFO.{self.stream}")
         existing = info["config"]
+        self._check_recorded_count(existing)
         if config["subjects"][0] not in existing.get("subjects", []):
             raise StoreError(
                 f"stream {self.stream!r} exists but does not hold subjects {config['subjects'][0]!r}"
@@ -172,6 +196,89 @@ class JetStreamEventStore:
         if not existing.get("allow_direct") or not existing.get("allow_atomic"):
             existing.update(allow_direct=True, allow_atomic=True)
             await self._api.api(f"STREAM.UPDATE.{self.stream}", existing)
+
+    # ---- partitions -----------------------------------------------------------------------
+    def _partition_metadata(self) -> dict[str, Any]:
+        if self._partition is None:
+            return {}
+        index, count = self._partition
+        return {"metadata": {PARTITIONS_METADATA_KEY: str(count), PARTITION_METADATA_KEY: str(index)}}
+
+    def _check_recorded_count(self, config: dict[str, Any]) -> None:
+        expected = str(self._partition[1]) if self._partition is not None else None
+        recorded = (config.get("metadata") or {}).get(PARTITIONS_METADATA_KEY)
+        if recorded != expected:
+            raise InvalidInputError(
+                f"stream {self.stream!r} belongs to a namespace with {recorded or 1} partition(s), not "
+                f"{expected or 1}: re-partitioning is not supported (see docs/scaling.md)")
+
+    async def _stream_info_or_none(self, name: str) -> dict[str, Any] | None:
+        try:
+            info: dict[str, Any] = await self._api.api(f"STREAM.INFO.{name}")
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            return None
+        return info
+
+    async def _recorded_partitions(self) -> int | None:
+        """The partition count the server records for this namespace (``None``: nothing exists)."""
+        single, first = await asyncio.gather(self._stream_info_or_none(self.stream),
+                                             self._stream_info_or_none(partition_stream_name(self.stream, 0)))
+        if single is not None and first is not None:
+            raise StoreError(f"namespace stream {self.stream!r} exists both unpartitioned and partitioned "
+                             f"({partition_stream_name(self.stream, 0)!r}); remove one of them")
+        if single is not None:
+            return 1
+        if first is None:
+            return None
+        text = (first.get("config", {}).get("metadata") or {}).get(PARTITIONS_METADATA_KEY, "")
+        if not (isinstance(text, str) and text.isascii() and text.isdigit() and int(text) > 1):
+            raise StoreError(f"stream {partition_stream_name(self.stream, 0)!r} does not record a partition "
+                             f"count ({PARTITIONS_METADATA_KEY} metadata is {text!r})")
+        return int(text)
+
+    async def _open(self) -> None:
+        """Adopt or check the recorded partition count, then create or check every stream."""
+        options = self.options
+        requested = options.partitions if options.partitions_explicit else None
+        recorded = await self._recorded_partitions()
+        if recorded is not None and requested is not None and requested != recorded:
+            raise InvalidInputError(
+                f"namespace stream {self.stream!r} has {recorded} partition(s); it cannot be opened with "
+                f"partitions={requested} (re-partitioning is not supported: move the events to a new "
+                "namespace with a projection, see docs/scaling.md)")
+        count = recorded or requested or 1
+        if count == 1:
+            await self._ensure_stream()
+        else:
+            self.partitions = count
+            self._units = tuple(
+                type(self)(self._nc, self._base, namespace=self.namespace, options=options,
+                           observer=self._observer, _partition=(i, count))
+                for i in range(count))
+            await self._units[0]._ensure_stream()  # partition 0 first: it records the count
+            await asyncio.gather(*(unit._ensure_stream() for unit in self._units[1:]))
+        if recorded is None and await self._recorded_partitions() != count:
+            # another process created the namespace at the same time with another count
+            raise InvalidInputError(f"namespace stream {self.stream!r} was created concurrently with a "
+                                    f"different partition count than {count}")
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The JetStream streams of the namespace, partition 0 first (one with ``partitions=1``)."""
+        return tuple(unit.stream for unit in self._units) or (self.stream,)
+
+    def partition_of(self, actor_id: str) -> int:
+        """The partition holding ``actor_id`` (see :func:`aether.store.partitioning.partition_for`).
+
+        Raises:
+            InvalidNameError: bad actor id.
+        """
+        return partition_for(actor_id, self.partitions)
+
+    def _unit(self, actor_id: str) -> JetStreamEventStore:
+        return self._units[partition_for(actor_id, self.partitions)]
 
     # ---- helpers ------------------------------------------------------------------------
     def _subject(self, actor_id: str) -> str:
@@ -296,6 +403,10 @@ class JetStreamEventStore:
             CorruptEventError: the actor's last stored message is not an Aether event.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        if self._units:
+            check_event(event)
+            await self._unit(event.actor_id).save_event(event)
+            return
         started = time.perf_counter()
         check_event(event)
         actor_id = event.actor_id
@@ -373,6 +484,9 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         check_batch(events)
+        if self._units:
+            await self._unit(events[0].actor_id).save_events(events)
+            return
         if len(events) == 1:
             await self.save_event(events[0])
             return
@@ -444,6 +558,10 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         check_from_version(from_version)
+        if self._units:
+            async for event in self._unit(actor_id).iter_events(actor_id, from_version):
+                yield event
+            return
         async for page in self._pages(actor_id, from_version):
             for event in page:
                 yield event
@@ -540,6 +658,8 @@ class JetStreamEventStore:
             as :meth:`iter_events`.
         """
         check_from_version(from_version)
+        if self._units:
+            return await self._unit(actor_id).get_events(actor_id, from_version)
         started = time.perf_counter()
         events: list[Event] = []
         async for page in self._pages(actor_id, from_version):
@@ -556,6 +676,8 @@ class JetStreamEventStore:
             InvalidNameError: bad actor id.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        if self._units:
+            return await self._unit(actor_id).get_latest_version(actor_id)
         latest = await self._fetch_latest(actor_id, self._subject(actor_id))
         return latest.version
 
@@ -568,6 +690,9 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         check_event(snapshot)
+        if self._units:
+            await self._unit(snapshot.actor_id).save_snapshot(snapshot)
+            return
         actor_id = snapshot.actor_id
         subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
         entry = self._cache.get(actor_id)
@@ -608,6 +733,8 @@ class JetStreamEventStore:
             CorruptEventError: the stored snapshot cannot be decoded.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        if self._units:
+            return await self._unit(actor_id).get_latest_snapshot(actor_id)
         subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
         msg = await self._api.request(self._direct_get, _encode_json({"last_by_subj": subject}),
                                       what=f"reading the snapshot of {actor_id!r}")
@@ -627,11 +754,14 @@ class JetStreamEventStore:
 
     # ---- inspection -----------------------------------------------------------------------
     async def actor_ids(self) -> list[str]:
-        """Every actor id with at least one event in this store's stream.
+        """Every actor id with at least one event in this store's stream(s).
 
         Raises:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        if self._units:
+            parts = await asyncio.gather(*(unit.actor_ids() for unit in self._units))
+            return [actor for part in parts for actor in part]
         prefix = self._event_prefix
         found: list[str] = []
         offset = 0
@@ -647,12 +777,39 @@ class JetStreamEventStore:
         return found
 
     async def stream_info(self) -> dict[str, Any]:
-        """The raw JetStream stream info (config and state) of this store's stream."""
+        """The raw JetStream stream info (config and state) of this store's stream.
+
+        With partitions: an aggregate ``{"stream", "partitions", "config", "state", "streams"}``
+        where ``config`` is partition 0's, ``state`` sums ``messages``, ``bytes``,
+        ``num_subjects`` and ``consumer_count`` over the partitions and ``streams`` holds the
+        raw info of every partition (as :meth:`partition_info`).
+
+        Raises:
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        if self._units:
+            infos = await self.partition_info()
+            state = {key: sum(int(info.get("state", {}).get(key, 0) or 0) for info in infos)
+                     for key in ("messages", "bytes", "num_subjects", "consumer_count")}
+            return {"stream": self.stream, "partitions": self.partitions, "config": infos[0].get("config", {}),
+                    "state": state, "streams": infos}
         info: dict[str, Any] = await self._api.api(f"STREAM.INFO.{self.stream}")
         return info
 
+    async def partition_info(self) -> list[dict[str, Any]]:
+        """The raw JetStream stream info of every partition stream, partition 0 first.
+
+        Raises:
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        if not self._units:
+            return [await self.stream_info()]
+        return list(await asyncio.gather(*(unit.stream_info() for unit in self._units)))
+
     async def aclose(self) -> None:
         """Release the store's reply subscription (the nats-py client stays open)."""
+        for unit in self._units:
+            await unit.aclose()
         await self._api.aclose()
 
     async def __aenter__(self) -> JetStreamEventStore:
