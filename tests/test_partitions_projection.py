@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import signal
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +27,7 @@ from aether.projection import (
 from aether.projection.checkpoint import checkpoint_key
 from aether.store import JetStreamEventStore
 from test_projection import Balances
+from test_projection_process import Worker, applied_total, read_model
 
 pytestmark = pytest.mark.anyio
 
@@ -280,3 +284,49 @@ async def test_metrics_on_partitions(nc: Any, unique_name: str) -> None:
     assert sample("aether_projection_lag_events") == 0
     assert sample("aether_projection_active") == 0
     metrics.unregister()
+
+
+async def test_sigkilled_runner_process_restarts_exact_over_partitions(nc: Any, nats_url: str, unique_name: str,
+                                                                     tmp_path: Path) -> None:
+    """A projection process over 3 partitions is SIGKILLed three times mid-run; the restarted one
+    ends with every event applied exactly once (per-actor idempotency by position)."""
+    store = await make_store(nc, unique_name)
+    await populate_accounts(store, accounts=60, per_account=50)  # 3,000 events
+    total = 3000
+    db = tmp_path / "balances.sqlite"
+    args = ["--url", nats_url, "--stream", unique_name, "--namespace", "p", "--partitions", "3", "--db", str(db),
+            "--name", "balances", "--until-caught-up", "--slow"]
+    rng = random.Random(7)
+    killed_mid_run = 0
+    workers: list[Worker] = []
+    try:
+        for round_no in range(3):
+            done_before = applied_total(db)
+            threshold = rng.randint(done_before + 100, done_before + 600)
+            worker = Worker(tmp_path, f"run{round_no}", args)
+            workers.append(worker)
+
+            async def passed_threshold(w: Worker = worker, limit: int = threshold) -> bool:
+                return not w.alive() or applied_total(db) >= limit
+
+            await eventually(passed_threshold, timeout=120, interval=0.005, what="the worker to make progress")
+            if worker.alive():
+                killed_mid_run += 1
+            worker.kill()
+            assert worker.proc.returncode in (0, -signal.SIGKILL), worker.err.read_text()
+        assert killed_mid_run >= 2 and applied_total(db) < total
+        checkpoints = CheckpointStore(nc)
+        await checkpoints.open()
+        saved = await checkpoints.load(checkpoint_key(store.stream, "balances"))
+        assert saved is not None and saved.positions is not None and len(saved.positions) == 3
+        final = Worker(tmp_path, "final", args)
+        workers.append(final)
+        final.proc.wait(240)
+        assert final.proc.returncode == 0, final.err.read_text()
+    finally:
+        for worker in workers:
+            worker.kill()
+    model = read_model(db)
+    expected = await balances_from_store(store)
+    assert {actor: (balance, applied) for actor, (balance, applied, _) in model.items()} == expected
+    assert sum(applied for _, applied, _ in model.values()) == total
