@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -40,6 +41,7 @@ from aether._nats import (
 )
 from aether.codec import decode_event, decode_snapshot, encode_event, encode_snapshot
 from aether.errors import (
+    AetherError,
     AetherTimeoutError,
     CorruptEventError,
     EventTooLargeError,
@@ -52,6 +54,7 @@ from aether.names import decode_token, encode_token, stream_name, validate_actor
 from aether.store._validation import check_batch, check_event, check_from_version
 from aether.store.observer import StoreObserver
 from aether.store.options import JetStreamOptions
+from aether.store.placement import PartitionPlacement, placement_of, rebalance
 from aether.store.partitioning import (
     PARTITION_METADATA_KEY,
     PARTITIONS_METADATA_KEY,
@@ -60,6 +63,8 @@ from aether.store.partitioning import (
 )
 
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
+
+_log = logging.getLogger("aether.store")
 
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
@@ -263,6 +268,34 @@ class JetStreamEventStore:
             # another process created the namespace at the same time with another count
             raise InvalidInputError(f"namespace stream {self.stream!r} was created concurrently with a "
                                     f"different partition count than {count}")
+        if recorded is None and count > 1 and options.replicas > 1:
+            # new partitions on a cluster: spread their leaders over the servers now, while idle
+            try:
+                await self.rebalance_leaders()
+            except AetherError as exc:
+                _log.warning("spreading the partition leaders of %s failed: %s", self.stream, exc)
+
+    async def placement(self) -> list[PartitionPlacement]:
+        """Per partition (partition 0 first): its stream, leading server and replicas.
+
+        Raises:
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        return [placement_of(info) for info in await self.partition_info()]
+
+    async def rebalance_leaders(self, *, timeout: float = 30.0) -> list[PartitionPlacement]:
+        """Move partition leaders so every server of the cluster leads an even share of the
+        partitions (leader step-down with a preferred server); returns the placement after.
+
+        Done automatically when a replicated partitioned namespace is created; call it again
+        after servers restart (leaders move to the survivors when a server dies and do not come
+        back on their own). Each move pauses that partition's writes briefly (an election).
+        Does nothing on a single server, with ``replicas=1`` or with one partition.
+
+        Raises:
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        return await rebalance(self._api, self.streams, timeout=timeout)
 
     @property
     def streams(self) -> tuple[str, ...]:
