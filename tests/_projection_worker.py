@@ -102,8 +102,9 @@ async def main() -> int:
                                 checkpoint_bucket=args.checkpoint_bucket,
                                 retry=RetryPolicy(max_attempts=3, initial_backoff=0.01))
     reporter = ActiveReporter()
-    runner = ProjectionRunner(nc, build_projection(args.name, db, args.slow), EventSource(args.stream, args.namespace, partitions=args.partitions),
-                              options=options, observer=reporter, node_id=args.node_id)
+    source = EventSource(args.stream, args.namespace, partitions=args.partitions)
+    runner = ProjectionRunner(nc, build_projection(args.name, db, args.slow), source, options=options,
+                              observer=reporter, node_id=args.node_id)
     reporter.runner = runner
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

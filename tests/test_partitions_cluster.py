@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -154,7 +155,7 @@ async def test_server_kill_stalls_only_its_partitions_and_loses_nothing(
 
         def longest_pause(actor: str) -> float:
             times = [t0] + [t for _, _, t in acked[actor] if t > t0]
-            return max(b - a for a, b in zip(times, times[1:], strict=False))
+            return max(b - a for a, b in itertools.pairwise(times))
 
         victim_pause = max(longest_pause(a) for a in victim_actors)
         other_pause = max(longest_pause(a) for a in other_actors)

@@ -54,13 +54,13 @@ from aether.names import decode_token, encode_token, stream_name, validate_actor
 from aether.store._validation import check_batch, check_event, check_from_version
 from aether.store.observer import StoreObserver
 from aether.store.options import JetStreamOptions
-from aether.store.placement import PartitionPlacement, placement_of, rebalance
 from aether.store.partitioning import (
     PARTITION_METADATA_KEY,
     PARTITIONS_METADATA_KEY,
     partition_for,
     partition_stream_name,
 )
+from aether.store.placement import PartitionPlacement, placement_of, rebalance
 
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 
