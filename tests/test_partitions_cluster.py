@@ -187,8 +187,22 @@ async def test_server_kill_stalls_only_its_partitions_and_loses_nothing(
         async def tick(event: Event, position: int) -> None:
             handled[(event.actor_id, event.version)] += 1
 
-        async with ProjectionRunner(nc, projection, store, options=ProjectionOptions(heartbeat=0.5)) as runner:
+        # its checkpoint bucket is created now, with one server down: the meta leader may be
+        # re-electing, and R1 is all two servers can place for sure
+        options = ProjectionOptions(heartbeat=0.5, replicas=1, checkpoint_bucket="partition-kill-test")
+        for _ in range(60):
+            handled.clear()
+            runner = ProjectionRunner(nc, projection, store, options=options)
+            try:
+                await runner.start()
+                break
+            except AetherError:
+                await runner.stop()
+                await asyncio.sleep(0.5)
+        try:
             await runner.catch_up(timeout=120)
+        finally:
+            await runner.stop()
         assert len(handled) == total and max(handled.values()) == 1
     finally:
         await nc.close()

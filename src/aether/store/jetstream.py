@@ -60,7 +60,7 @@ from aether.store.partitioning import (
     partition_for,
     partition_stream_name,
 )
-from aether.store.placement import PartitionPlacement, placement_of, rebalance
+from aether.store.placement import PartitionPlacement, current_placement, rebalance
 
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 
@@ -276,12 +276,13 @@ class JetStreamEventStore:
                 _log.warning("spreading the partition leaders of %s failed: %s", self.stream, exc)
 
     async def placement(self) -> list[PartitionPlacement]:
-        """Per partition (partition 0 first): its stream, leading server and replicas.
+        """Per partition (partition 0 first): its stream, leading server and replicas. A
+        partition electing a leader right now (it does not answer) shows no leader.
 
         Raises:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
-        return [placement_of(info) for info in await self.partition_info()]
+        return await current_placement(self._api, self.streams)
 
     async def rebalance_leaders(self, *, timeout: float = 30.0) -> list[PartitionPlacement]:
         """Move partition leaders so every server of the cluster leads an even share of the

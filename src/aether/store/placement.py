@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aether._nats import JetStreamApiError, JsApi
-from aether.errors import AetherError
+from aether.errors import AetherError, AetherTimeoutError
 
-__all__ = ["PartitionPlacement", "plan_moves", "placement_of", "rebalance"]
+__all__ = ["PartitionPlacement", "current_placement", "placement_of", "plan_moves", "rebalance"]
 
 log = logging.getLogger("aether.store")
 
@@ -88,8 +88,27 @@ def plan_moves(placements: Sequence[PartitionPlacement]) -> list[tuple[str, str]
     return [(stream, target) for stream, target in moves.items() if original.get(stream) != target]
 
 
-async def _infos(api: JsApi, streams: Sequence[str]) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(api.api(f"STREAM.INFO.{name}") for name in streams)))
+async def current_placement(api: JsApi, streams: Sequence[str]) -> list[PartitionPlacement]:
+    """The placement of every stream; one that does not answer now (electing a leader: its info
+    request times out) has no leader. Raises only when no stream answers.
+
+    Raises:
+        AetherTimeoutError / StoreUnavailableError / StoreError: no stream answered.
+    """
+    async def one(name: str) -> PartitionPlacement | AetherError:
+        try:
+            return placement_of(await api.api(f"STREAM.INFO.{name}"))
+        except AetherTimeoutError as exc:
+            return exc
+
+    results = await asyncio.gather(*(one(name) for name in streams))
+    placements = [r if isinstance(r, PartitionPlacement) else PartitionPlacement(name, None)
+                  for name, r in zip(streams, results, strict=True)]
+    if results and all(isinstance(r, AetherError) for r in results):
+        failed = results[0]
+        assert isinstance(failed, AetherError)
+        raise failed
+    return placements
 
 
 async def _wait_leader(api: JsApi, stream: str, previous: str, deadline: float) -> str | None:
@@ -117,7 +136,7 @@ async def rebalance(api: JsApi, streams: Sequence[str], *, timeout: float = 30.0
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    placements = [placement_of(info) for info in await _infos(api, streams)]
+    placements = await current_placement(api, streams)
     for _ in range(rounds):
         moves = plan_moves(placements)
         if not moves:
@@ -133,5 +152,5 @@ async def rebalance(api: JsApi, streams: Sequence[str], *, timeout: float = 30.0
                 continue
             now = await _wait_leader(api, stream, current[stream] or "", deadline)
             log.info("stream %s: leader %s -> %s (asked for %s)", stream, current[stream], now, target)
-        placements = [placement_of(info) for info in await _infos(api, streams)]
+        placements = await current_placement(api, streams)
     return placements
