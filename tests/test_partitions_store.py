@@ -225,7 +225,7 @@ async def test_missing_partitioned_namespace_without_create(nc: Any, unique_name
     await store.aclose()
 
 
-async def test_both_layouts_present_is_an_error(nc: Any, unique_name: str) -> None:
+async def test_an_unpartitioned_stream_wins_over_a_stray_partition_stream(nc: Any, unique_name: str) -> None:
     single = await JetStreamEventStore.create(nc, unique_name, storage="memory")
     api = JsApi(nc)
     try:
@@ -235,8 +235,13 @@ async def test_both_layouts_present_is_an_error(nc: Any, unique_name: str) -> No
         await api.api(f"STREAM.CREATE.{config['name']}", config)
     finally:
         await api.aclose()
-    with pytest.raises(StoreError, match="both unpartitioned and partitioned"):
-        await JetStreamEventStore.create(nc, unique_name)
+    # the unpartitioned stream is the namespace (as before partitions existed); asking for
+    # partitions is refused rather than silently using the stray partition stream
+    again = await JetStreamEventStore.create(nc, unique_name)
+    assert again.streams == (single.stream,)
+    with pytest.raises(InvalidInputError, match="re-partitioning"):
+        await JetStreamEventStore.create(nc, unique_name, partitions=3)
+    await again.aclose()
     await single.aclose()
 
 

@@ -227,14 +227,14 @@ class JetStreamEventStore:
         return info
 
     async def _recorded_partitions(self) -> int | None:
-        """The partition count the server records for this namespace (``None``: nothing exists)."""
-        single, first = await asyncio.gather(self._stream_info_or_none(self.stream),
-                                             self._stream_info_or_none(partition_stream_name(self.stream, 0)))
-        if single is not None and first is not None:
-            raise StoreError(f"namespace stream {self.stream!r} exists both unpartitioned and partitioned "
-                             f"({partition_stream_name(self.stream, 0)!r}); remove one of them")
-        if single is not None:
+        """The partition count the server records for this namespace (``None``: nothing exists).
+
+        An existing unpartitioned stream answers it in one request, as before partitions existed
+        (and with the same permissions); otherwise partition 0's metadata holds the count.
+        """
+        if await self._stream_info_or_none(self.stream) is not None:
             return 1
+        first = await self._stream_info_or_none(partition_stream_name(self.stream, 0))
         if first is None:
             return None
         text = (first.get("config", {}).get("metadata") or {}).get(PARTITIONS_METADATA_KEY, "")
