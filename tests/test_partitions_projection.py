@@ -330,3 +330,24 @@ async def test_sigkilled_runner_process_restarts_exact_over_partitions(nc: Any, 
     expected = await balances_from_store(store)
     assert {actor: (balance, applied) for actor, (balance, applied, _) in model.items()} == expected
     assert sum(applied for _, applied, _ in model.values()) == total
+
+
+async def test_moving_a_namespace_to_another_partition_count(nc: Any, unique_name: str) -> None:
+    """The documented way to re-partition (docs/scaling.md): a projection copies every event, id
+    and version unchanged, into a new namespace; copying again after a restart stores nothing twice."""
+    old = await JetStreamEventStore.create(nc, unique_name, namespace="v1", storage="memory")
+    await populate_accounts(old, accounts=20, per_account=15)
+    new = await JetStreamEventStore.create(nc, unique_name, namespace="v2", storage="memory", partitions=4)
+    copy = Projection("move-to-v2")
+
+    @copy.on_any
+    async def store_again(event: Event, position: int) -> None:
+        await new.save_event(event)  # same id and version: a repeat after a restart is a no-op
+
+    async with ProjectionRunner(nc, copy, old, options=FAST) as runner:
+        await runner.catch_up(timeout=60)
+        await runner.rebuild()  # as if the copier restarted from scratch: nothing is stored twice
+        await runner.catch_up(timeout=60)
+    assert await all_events(new) == await all_events(old)
+    with pytest.raises(InvalidInputError, match="re-partitioning"):
+        await JetStreamEventStore.create(nc, unique_name, namespace="v1", partitions=4)

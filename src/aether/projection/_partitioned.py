@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -273,6 +274,11 @@ class PartitionedRunner(ProjectionRunner):
         if children is None:
             return
         lag = sum(child.lag for child in children)
+        lease = self._lease
+        if graceful and lease is not None:  # never keep acting past the lease's local deadline
+            left = max(0.001, min(self.options.stop_timeout, lease.deadline - asyncio.get_running_loop().time()))
+            for child in children:
+                child.options = dataclasses.replace(child.options, stop_timeout=left)
         if not graceful:  # the lease is gone: stop at once, save nothing
             for child in children:
                 child._lease_lost = True
