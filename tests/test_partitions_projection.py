@@ -204,6 +204,10 @@ async def test_single_stream_checkpoint_cannot_drive_a_partitioned_source(nc: An
     with pytest.raises(StoreError, match="single-stream position"):
         await runner.start()
     await runner.stop()
+    wrong = ProjectionRunner(nc, Projection("wrong"), EventSource(unique_name, "p", partitions=2), options=FAST)
+    with pytest.raises(StoreError, match="records 3"):
+        await wrong.start()
+    await wrong.stop()
     await checkpoints.save(checkpoint_key(store.stream, "short"), Checkpoint(3, positions=(1, 2)))
     runner = ProjectionRunner(nc, Projection("short"), store, options=FAST)
     with pytest.raises(StoreError, match="holds 2 positions"):

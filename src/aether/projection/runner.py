@@ -49,6 +49,7 @@ from aether.projection.options import ProjectionOptions
 from aether.projection.projection import Handler, Projection
 from aether.projection.source import EventSource
 from aether.store.jetstream import JetStreamEventStore
+from aether.store.partitioning import PARTITIONS_METADATA_KEY
 
 __all__ = ["ProjectionRunner", "ProjectionStats"]
 
@@ -237,6 +238,10 @@ class ProjectionRunner:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
                 raise StoreError(f"stream {self.source.streams[0]!r} does not exist") from exc
             raise
+        recorded = (info.get("config", {}).get("metadata") or {}).get(PARTITIONS_METADATA_KEY, "1")
+        if self.source.partitions > 1 and recorded != str(self.source.partitions):
+            raise StoreError(f"the source has {self.source.partitions} partitions but stream "
+                             f"{self.source.streams[0]!r} records {recorded}: use EventSource.of(store)")
         replicas = opts.replicas or int(info.get("config", {}).get("num_replicas", 1) or 1)
         checkpoints = CheckpointStore(self._nc, opts.checkpoint_bucket, replicas=replicas)
         await checkpoints.open()
