@@ -252,14 +252,13 @@ class PartitionedRunner(ProjectionRunner):
         self._saved_positions = tuple(positions)
         self._failure = None
         children = [PartitionRunner(self, i, start) for i, start in enumerate(positions)]
-        started: list[PartitionRunner] = []
-        try:
-            for child in children:
-                await child.start()
-                started.append(child)
-        except BaseException:
-            await asyncio.gather(*(child.stop() for child in started), return_exceptions=True)
-            raise
+        # all consumers are created at once: once partitions deliver, the loop is busy handling
+        # their events and a late creation request would wait for its reply behind them
+        results = await asyncio.gather(*(child.start() for child in children), return_exceptions=True)
+        failed = [result for result in results if isinstance(result, BaseException)]
+        if failed:
+            await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
+            raise failed[0]
         self._children = children
         if self._part_waiters:
             for child in children:
