@@ -45,6 +45,7 @@ __all__ = ["PartitionRunner", "PartitionedRunner"]
 log = logging.getLogger("aether.projection")
 
 _Target = int | tuple[int, ...]
+_NEVER = 1 << 62
 
 
 class _PartitionObserver:
@@ -149,8 +150,7 @@ class PartitionedRunner(ProjectionRunner):
         waiter = asyncio.get_running_loop().create_future()
         entry = (target, waiter)
         self._part_waiters.append(entry)
-        for child in self._children or []:
-            child._wait_min = 0  # report every step while someone waits
+        self._arm_children()
         try:
             async with asyncio.timeout(timeout):
                 await waiter
@@ -167,8 +167,24 @@ class PartitionedRunner(ProjectionRunner):
             return sum(positions) >= target
         return all(have >= want for have, want in zip(positions, target, strict=True))
 
-    def _on_partition_progress(self) -> bool:
-        """Release the waiters reached; whether some still wait."""
+    def _threshold(self, index: int) -> int:
+        """The position of partition ``index`` at which its runner must report progress: the
+        lowest per-partition target still ahead of it (0: every step, for a waiter on a sum)."""
+        low = _NEVER
+        position = self._children[index]._current_position() if self._children else self._positions[index]
+        for target, _ in self._part_waiters:
+            if isinstance(target, int):
+                return 0
+            if target[index] > position:
+                low = min(low, target[index])
+        return low
+
+    def _arm_children(self) -> None:
+        for i, child in enumerate(self._children or []):
+            child._wait_min = min(child._wait_min, self._threshold(i))
+
+    def _on_partition_progress(self) -> None:
+        """Release the waiters reached (a partition runner reached its threshold)."""
         keep = []
         for target, waiter in self._part_waiters:
             if self._reached(target):
@@ -177,7 +193,6 @@ class PartitionedRunner(ProjectionRunner):
             else:
                 keep.append((target, waiter))
         self._part_waiters[:] = keep
-        return bool(keep)
 
     def _fail_waiters(self, exc: BaseException) -> None:
         super()._fail_waiters(exc)
@@ -260,9 +275,7 @@ class PartitionedRunner(ProjectionRunner):
             await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
             raise failed[0]
         self._children = children
-        if self._part_waiters:
-            for child in children:
-                child._wait_min = 0
+        self._arm_children()
         self._active = True
         log.info("projection %s active on %s from positions %s", self.name, self._node, positions)
         self._notify_active(True)
@@ -350,8 +363,9 @@ class PartitionRunner(ProjectionRunner):
 
     def _release_waiters(self, position: int) -> None:
         super()._release_waiters(position)
-        if self._parent._on_partition_progress():
-            self._wait_min = 0
+        parent = self._parent
+        parent._on_partition_progress()
+        self._wait_min = min(self._wait_min, parent._threshold(self._index))
 
     async def _guard(self, body: Coroutine[Any, Any, None]) -> None:
         try:
