@@ -355,3 +355,48 @@ async def test_moving_a_namespace_to_another_partition_count(nc: Any, unique_nam
     assert await all_events(new) == await all_events(old)
     with pytest.raises(InvalidInputError, match="re-partitioning"):
         await JetStreamEventStore.create(nc, unique_name, namespace="v1", partitions=4)
+
+
+async def test_lease_holder_killed_survivor_resumes_every_partition(nc: Any, nats_url: str, unique_name: str,
+                                                                    tmp_path: Path) -> None:
+    """Two worker processes compete for one lease over a 3-partition namespace; the holder is
+    SIGKILLed, the other takes over from the checkpoint (per partition) and the model is exact."""
+    store = await make_store(nc, unique_name)
+    await populate_accounts(store, accounts=20, per_account=50)
+    db = tmp_path / "balances.sqlite"
+    lease_bucket = f"leases-{unique_name}"[:60]
+    base = ["--url", nats_url, "--stream", unique_name, "--namespace", "p", "--partitions", "3", "--db", str(db),
+            "--name", "balances", "--lease-ttl", "2", "--lease-bucket", lease_bucket]
+    workers: list[Worker] = []
+    try:
+        node_a = Worker(tmp_path, "a", [*base, "--node-id", "node-a"])
+        workers.append(node_a)
+
+        async def a_caught_up() -> bool:
+            saved = await checkpoints.load(key)
+            return applied_total(db) == 1000 and saved is not None and saved.positions == heads
+
+        checkpoints = CheckpointStore(nc)
+        await checkpoints.open()
+        key = checkpoint_key(store.stream, "balances")
+        heads = tuple(int(info["state"]["last_seq"]) for info in await store.partition_info())
+        await eventually(a_caught_up, timeout=120, what="node a to catch up and checkpoint every partition")
+        node_b = Worker(tmp_path, "b", [*base, "--node-id", "node-b"])
+        workers.append(node_b)
+        node_a.kill()
+        await populate_accounts(store, accounts=20, per_account=25, first_version=51, seed=99)
+
+        async def b_took_over() -> bool:
+            return applied_total(db) == 1500
+
+        await eventually(b_took_over, timeout=120, what="node b to take over and apply the new events")
+        active = [line for line in node_b.lines() if line.startswith("ACTIVE")]
+        assert len(active) == 1 and int(active[0].split()[1]) >= sum(heads)  # resumed, not from 0
+        node_b.stop()
+        assert node_b.proc.returncode == 0, node_b.err.read_text()
+    finally:
+        for worker in workers:
+            worker.kill()
+    model = read_model(db)
+    expected = await balances_from_store(store)
+    assert {actor: (balance, applied) for actor, (balance, applied, _) in model.items()} == expected
