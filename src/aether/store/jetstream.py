@@ -132,7 +132,12 @@ class JetStreamEventStore:
     async def create(cls, nc: Client, stream_name: str, *, namespace: str | None = None,
                      options: JetStreamOptions | None = None, observer: StoreObserver | None = None,
                      **option_fields: Any) -> JetStreamEventStore:
-        """Connect a store to its stream, creating or upgrading the stream when needed.
+        """Connect a store to its stream(s), creating or upgrading them when needed.
+
+        With ``partitions`` unset, an existing namespace is opened with the partition count
+        recorded on the server (1 for a new one); see :attr:`streams` and :meth:`partition_of`.
+        Creating a replicated partitioned namespace also spreads its partition leaders over the
+        servers (:meth:`rebalance_leaders`).
 
         Args:
             nc: a connected nats-py client.
@@ -143,7 +148,8 @@ class JetStreamEventStore:
 
         Raises:
             InvalidNameError: bad stream name or namespace.
-            InvalidInputError: bad options.
+            InvalidInputError: bad options, or ``partitions`` differs from the count recorded
+                for the namespace (re-partitioning is not supported).
             StoreError: the stream cannot be created or is configured incompatibly.
             StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
         """
