@@ -18,8 +18,9 @@ from aether.cli.cluster import render_placement, stream_placement
 from aether.errors import AetherError
 from aether.event import Event
 from aether.store import JetStreamEventStore
-from aether.testing import NatsCluster, wait_for
+from aether.testing import NatsCluster
 from test_cli import Proc, invoke, procs  # noqa: F401  (procs is a fixture)
+from test_partitions_cluster import bunch_leaders
 
 pytestmark = pytest.mark.anyio
 
@@ -102,14 +103,8 @@ async def test_rebalance_command_and_cluster_placement(nats_cluster_factory: Cal
             except AetherError:
                 await asyncio.sleep(0.2)
         target = cluster.servers[1].server_name
-        for p in await store.placement():
-            if p.leader != target:
-                await api.api(f"STREAM.LEADER.STEPDOWN.{p.stream}", {"placement": {"preferred": target}})
-
-        async def bunched() -> bool:
-            return Counter(p.leader for p in await store.placement())[target] >= 5
-
-        await wait_for(bunched, timeout=60, message="leaders on one server")
+        assert target is not None
+        await bunch_leaders(store, api, target)
         env = {"AETHER_NATS_URL": ",".join(cluster.urls), "AETHER_STREAM": "cli"}
         result = await asyncio.to_thread(invoke, "events", "rebalance", "--all", "--json", "--timeout", "60",
                                          env=env)

@@ -113,6 +113,7 @@ class JetStreamEventStore:
         self._units: tuple[JetStreamEventStore, ...] = ()
         self._base = stream
         self._partition = _partition
+        self._single_info: dict[str, Any] | None = None
         if _partition is not None:
             self.stream = partition_stream_name(self.stream, _partition[0])
         self._nc = nc
@@ -182,10 +183,10 @@ class JetStreamEventStore:
             **self._partition_metadata(),
         }
 
-    async def _ensure_stream(self) -> None:
+    async def _ensure_stream(self, known: dict[str, Any] | None = None) -> None:
         config = self._stream_config()
         try:
-            info = await self._api.api(f"STREAM.INFO.{self.stream}")
+            info = known or await self._api.api(f"STREAM.INFO.{self.stream}")
         except JetStreamApiError as exc:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
@@ -238,7 +239,8 @@ class JetStreamEventStore:
         An existing unpartitioned stream answers it in one request, as before partitions existed
         (and with the same permissions); otherwise partition 0's metadata holds the count.
         """
-        if await self._stream_info_or_none(self.stream) is not None:
+        self._single_info = await self._stream_info_or_none(self.stream)
+        if self._single_info is not None:
             return 1
         first = await self._stream_info_or_none(partition_stream_name(self.stream, 0))
         if first is None:
@@ -261,7 +263,8 @@ class JetStreamEventStore:
                 "namespace with a projection, see docs/scaling.md)")
         count = recorded or requested or 1
         if count == 1:
-            await self._ensure_stream()
+            known, self._single_info = self._single_info, None
+            await self._ensure_stream(known)  # one STREAM.INFO when the stream exists, as before partitions
         else:
             self.partitions = count
             self._units = tuple(
