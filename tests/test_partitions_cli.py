@@ -125,3 +125,31 @@ async def test_rebalance_command_and_cluster_placement(nats_cluster_factory: Cal
     finally:
         await api.aclose()
         await nc.close()
+
+
+async def test_dashboard_groups_partitions_and_sums_projection_lag(nats_url: str, unique_name: str) -> None:
+    from aether.dashboard.streams import list_streams as all_streams
+    from aether.dashboard.streams import read_projections, read_streams
+    from aether.projection import Projection, ProjectionRunner
+
+    await seed(nats_url, unique_name, "dash", {f"acct-{i}": 3 for i in range(9)})
+    nc = await nats.connect(nats_url)
+    api = JsApi(nc)
+    try:
+        store = await JetStreamEventStore.create(nc, unique_name, namespace="dash")
+        projection = Projection("dash-view", {"Deposited": _noop})
+        async with ProjectionRunner(nc, projection, store) as runner:
+            await runner.catch_up(timeout=60)
+        await store.save_events([Event("Deposited", "acct-0", v, {"amount": v}) for v in (4, 5)])
+        infos = await all_streams(api)
+        mine = [v for v in read_streams(infos) if v.base == unique_name and v.namespace == "dash"]
+        assert sorted((v.name, v.partition) for v in mine) == [(name, i) for i, name in enumerate(store.streams)]
+        views = [p for p in await read_projections(api, infos, mine) if p.name == "dash-view"]
+        assert len(views) == 1 and views[0].stream == store.stream and views[0].lag == 2
+    finally:
+        await api.aclose()
+        await nc.close()
+
+
+async def _noop(event: Event, position: int) -> None:
+    return None
