@@ -18,8 +18,8 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import msgspec
 from nats.aio.client import Client
@@ -66,6 +66,13 @@ from aether.store.placement import PartitionPlacement, current_placement, rebala
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 
 _log = logging.getLogger("aether.store")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _untraced(method: _F) -> _F:
+    """``method`` without its tracing wrapper: a partitioned store's call is one span (its own),
+    not a second one around the partition store's call."""
+    return cast(_F, getattr(method, "__wrapped__", method))
 
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
@@ -450,7 +457,7 @@ class JetStreamEventStore:
         """
         if self._units:
             check_event(event)
-            await self._unit(event.actor_id).save_event(event)
+            await _untraced(JetStreamEventStore.save_event)(self._unit(event.actor_id), event)
             return
         started = time.perf_counter()
         check_event(event)
@@ -530,7 +537,7 @@ class JetStreamEventStore:
         """
         check_batch(events)
         if self._units:
-            await self._unit(events[0].actor_id).save_events(events)
+            await _untraced(JetStreamEventStore.save_events)(self._unit(events[0].actor_id), events)
             return
         if len(events) == 1:
             await self.save_event(events[0])
@@ -707,7 +714,7 @@ class JetStreamEventStore:
         """
         check_from_version(from_version)
         if self._units:
-            return await self._unit(actor_id).get_events(actor_id, from_version)
+            return await _untraced(JetStreamEventStore.get_events)(self._unit(actor_id), actor_id, from_version)
         started = time.perf_counter()
         events: list[Event] = []
         async for page in self._pages(actor_id, from_version):
@@ -726,7 +733,7 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         if self._units:
-            return await self._unit(actor_id).get_latest_version(actor_id)
+            return await _untraced(JetStreamEventStore.get_latest_version)(self._unit(actor_id), actor_id)
         latest = await self._fetch_latest(actor_id, self._subject(actor_id))
         return latest.version
 
