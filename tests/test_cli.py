@@ -274,7 +274,12 @@ class Lines:
 
     def __init__(self, stream: Any) -> None:
         self.lines: list[str] = []
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait until the pipe is closed (the process ended) and every line is read."""
+        self._thread.join(30)
 
     def _read(self, stream: Any) -> None:
         for line in stream:
@@ -284,8 +289,8 @@ class Lines:
         return sum(needle in line for line in self.lines)
 
 
-async def _append_when_ready(url: str, stream: str, events: list[Event]) -> None:
-    """Append once the (restarted) server's JetStream answers."""
+async def _append_when_ready(url: str, stream: str, events: list[Event], **store_args: Any) -> None:
+    """Append (each actor's events as one batch) once the (restarted) server's JetStream answers."""
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -296,8 +301,9 @@ async def _append_when_ready(url: str, stream: str, events: list[Event]) -> None
             await asyncio.sleep(0.2)
             continue
         try:
-            store = await JetStreamEventStore.create(nc, stream)
-            await store.save_events(events)
+            store = await JetStreamEventStore.create(nc, stream, **store_args)
+            for actor in dict.fromkeys(e.actor_id for e in events):
+                await store.save_events([e for e in events if e.actor_id == actor])
             return
         except AetherError:
             if time.monotonic() > deadline:
@@ -307,31 +313,37 @@ async def _append_when_ready(url: str, stream: str, events: list[Event]) -> None
             await nc.close()
 
 
+@pytest.mark.parametrize("partitions", [1, 3])
 async def test_events_tail_says_when_the_connection_is_lost_and_back(
-        nats_server_factory: Callable[..., NatsServer], unique_name: str, procs: list[Proc]) -> None:
+        nats_server_factory: Callable[..., NatsServer], unique_name: str, procs: list[Proc], partitions: int) -> None:
     """The server dies under a running `events tail` (no --timeout): one line says the connection
     is lost, reminders follow while it stays lost, one line says it is back once a server runs on
-    the same port again, and the events stored after that flow, each once."""
+    the same port again, and the events stored after that flow, each once (every partition stream
+    of a partitioned namespace is resumed)."""
     server = nats_server_factory()
-    await _append_when_ready(server.url, unique_name, [Event("E", "acc", 1, {"n": 1})])
-    tail = Proc(["events", "tail", "--json", "--stream", unique_name, "--nats-url", server.url],
+    store_args: dict[str, Any] = {"namespace": "t", "partitions": partitions}
+    actors = [f"acc-{i}" for i in range(6)]
+    await _append_when_ready(server.url, unique_name, [Event("E", a, 1, {"n": 1}) for a in actors], **store_args)
+    tail = Proc(["events", "tail", "--json", "--stream", unique_name, "--namespace", "t", "--nats-url", server.url],
                 env={"AETHER_RECONNECT_REMINDER": "1"})
     procs.append(tail)
     out, err = Lines(tail.proc.stdout), Lines(tail.proc.stderr)
     wait_for(lambda: err.count("following"), timeout=60)
-    await _append_when_ready(server.url, unique_name, [Event("E", "acc", 2, {"n": 2})])
-    wait_for(lambda: len(out.lines) == 1, timeout=60)
+    await _append_when_ready(server.url, unique_name, [Event("E", a, 2, {"n": 2}) for a in actors], **store_args)
+    wait_for(lambda: len(out.lines) == len(actors), timeout=60)
     server.kill_sync()
     wait_for(lambda: err.count("connection to NATS lost"), timeout=60)
     wait_for(lambda: err.count("still reconnecting to NATS"), timeout=60)
     assert tail.proc.poll() is None  # no --timeout: it keeps trying
     server.start_sync()  # the same port and store
     wait_for(lambda: err.count("connection to NATS is back"), timeout=60)
-    await _append_when_ready(server.url, unique_name, [Event("E", "acc", v, {"n": v}) for v in (3, 4)])
-    wait_for(lambda: len(out.lines) >= 3, timeout=60)
+    await _append_when_ready(server.url, unique_name,
+                             [Event("E", a, v, {"n": v}) for a in actors for v in (3, 4)], **store_args)
+    wait_for(lambda: len(out.lines) >= 3 * len(actors), timeout=60)
     assert tail.stop() == 0  # SIGTERM
-    got = [json.loads(line)["version"] for line in out.lines]
-    assert got == [2, 3, 4]
+    out.join()
+    got = sorted((json.loads(line)["actor_id"], json.loads(line)["version"]) for line in out.lines)
+    assert got == sorted((a, v) for a in actors for v in (2, 3, 4))  # each once, none skipped
     assert err.count("connection to NATS lost") == 1 and err.count("connection to NATS is back") == 1
     assert "Traceback" not in "".join(err.lines)
 
