@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import fnmatch
 import signal
+from collections import Counter
 from typing import Any
 
 import click
 import msgspec
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
 from rich.table import Table
 
 from aether.cli._common import connection_options, emit_json, fail, out_console, run, store_options
+from aether.cli._status import ConnectionStatus
 from aether.cli._store import StreamRef, connected, list_streams, matches_namespace, open_store, subject_counts
 from aether.codec import decode_event
 from aether.connect import ConnectOptions
@@ -107,28 +109,40 @@ def stats(all_namespaces: bool, as_json: bool, stream: str, namespace: str | Non
 async def _stream_stats(nc: Any, ref: StreamRef) -> dict[str, Any]:
     store = await open_store(nc, ref.stream.split("__", 1)[0], ref.namespace)
     try:
-        info = await store.stream_info()
+        infos = await store.partition_info()
+        placements = await store.placement()
     finally:
         await store.aclose()
-    events_per_actor = await subject_counts(nc, ref.stream, f"{_PREFIX}.{ref.stream}.e.*")
-    snapshots = await subject_counts(nc, ref.stream, f"{_PREFIX}.{ref.stream}.s.*")
-    state = info.get("state", {})
-    config = info.get("config", {})
-    return {
+    events_per_actor: dict[str, int] = {}
+    snapshots: dict[str, int] = {}
+    for name in store.streams:
+        events_per_actor.update(await subject_counts(nc, name, f"{_PREFIX}.{name}.e.*"))
+        snapshots.update(await subject_counts(nc, name, f"{_PREFIX}.{name}.s.*"))
+    states = [info.get("state", {}) for info in infos]
+    config = infos[0].get("config", {})
+    row: dict[str, Any] = {
         "stream": ref.stream,
         "namespace": ref.namespace,
+        "partitions": store.partitions,
         "actors": len(events_per_actor),
         "events": sum(events_per_actor.values()),
         "snapshots": sum(snapshots.values()),
         "max_events_per_actor": max(events_per_actor.values(), default=0),
-        "messages": int(state.get("messages", 0)),
-        "bytes": int(state.get("bytes", 0)),
-        "first_seq": int(state.get("first_seq", 0)),
-        "last_seq": int(state.get("last_seq", 0)),
-        "replicas": int(config.get("num_replicas", 1)),
-        "storage": config.get("storage", ""),
-        "created": info.get("created"),
+        "messages": sum(int(state.get("messages", 0)) for state in states),
+        "bytes": sum(int(state.get("bytes", 0)) for state in states),
     }
+    if store.partitions == 1:
+        row["first_seq"] = int(states[0].get("first_seq", 0))
+        row["last_seq"] = int(states[0].get("last_seq", 0))
+    row.update({"replicas": int(config.get("num_replicas", 1)), "storage": config.get("storage", ""),
+                "created": infos[0].get("created")})
+    leaders = Counter(p.leader for p in placements if p.leader)
+    row["leaders"] = ", ".join(f"{server}: {n}" for server, n in sorted(leaders.items())) or None
+    row["placement"] = [{"partition": i, "stream": p.stream, "leader": p.leader,
+                         "messages": int(state.get("messages", 0)),
+                         "replicas": [name for name, _ in p.replicas]}
+                        for i, (p, state) in enumerate(zip(placements, states, strict=True))]
+    return row
 
 
 async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: str | None,
@@ -149,14 +163,16 @@ async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: st
     console = out_console()
     if all_namespaces:
         table = Table(title=f"streams of {stream!r}", title_justify="left")
-        for column in ("namespace", "stream", "actors", "events", "snapshots", "bytes", "replicas"):
-            if column in ("namespace", "stream"):
+        for column in ("namespace", "stream", "partitions", "actors", "events", "snapshots", "bytes", "replicas",
+                       "leaders"):
+            if column in ("namespace", "stream", "leaders"):
                 table.add_column(column, overflow="fold")
             else:
                 table.add_column(column, justify="right", no_wrap=True)
         for row in rows:
-            table.add_row(row["namespace"] or "(none)", row["stream"], f"{row['actors']:,}", f"{row['events']:,}",
-                          f"{row['snapshots']:,}", f"{row['bytes']:,}", str(row["replicas"]))
+            table.add_row(row["namespace"] or "(none)", row["stream"], str(row["partitions"]), f"{row['actors']:,}",
+                          f"{row['events']:,}", f"{row['snapshots']:,}", f"{row['bytes']:,}", str(row["replicas"]),
+                          row["leaders"] or "")
         console.print(table)
         return
     row = rows[0]
@@ -164,8 +180,74 @@ async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: st
     table.add_column("key", style="bold")
     table.add_column("value")
     for key, value in row.items():
+        if key == "placement":
+            continue
         table.add_row(key, "" if value is None else f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
+    _print_placement(console, row["placement"])
+
+
+def _print_placement(console: Console, placement: list[dict[str, Any]]) -> None:
+    """One row per partition: its stream, leader, replicas and messages."""
+    if len(placement) < 2 and not any(p["leader"] for p in placement):
+        return
+    table = Table(title="placement", title_justify="left")
+    for column in ("partition", "stream", "leader", "replicas", "messages"):
+        table.add_column(column, justify="right" if column in ("partition", "messages") else "left")
+    for p in placement:
+        table.add_row(str(p["partition"]), p["stream"], p["leader"] or "[red]none[/]", ", ".join(p["replicas"]),
+                      f"{p['messages']:,}")
+    console.print(table)
+
+
+# ---- rebalance ----------------------------------------------------------------------------
+@events.command()
+@click.option("--all", "all_namespaces", is_flag=True, help="Every namespace of the stream.")
+@click.option("--timeout", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+              help="Seconds to spend moving leaders (per namespace).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_options
+@connection_options
+def rebalance(all_namespaces: bool, timeout: float, as_json: bool, stream: str, namespace: str | None,
+              connect: ConnectOptions) -> None:
+    """Spread the partition leaders of a namespace evenly over the NATS servers."""
+    run(_rebalance(all_namespaces, timeout, as_json, stream, namespace, connect))
+
+
+async def _rebalance(all_namespaces: bool, timeout: float, as_json: bool, stream: str, namespace: str | None,
+                     connect: ConnectOptions) -> None:
+    async with connected(connect) as nc:
+        if all_namespaces:
+            if namespace is not None:
+                fail("--all and --namespace exclude each other", code=2)
+            refs = await list_streams(nc, stream)
+            if not refs:
+                fail(f"no stream of base name {stream!r} exists")
+        else:
+            refs = [StreamRef(stream_name(stream, namespace), namespace)]
+        results: list[dict[str, Any]] = []
+        for ref in refs:
+            store = await open_store(nc, stream, ref.namespace)
+            try:
+                before = await store.placement()
+                after = await store.rebalance_leaders(timeout=timeout)
+            finally:
+                await store.aclose()
+            moved = sum(1 for a, b in zip(before, after, strict=True) if a.leader != b.leader)
+            results.append({"stream": ref.stream, "namespace": ref.namespace, "partitions": store.partitions,
+                            "moved": moved,
+                            "placement": [{"partition": i, "stream": p.stream, "leader": p.leader,
+                                           "replicas": [name for name, _ in p.replicas], "messages": 0}
+                                          for i, p in enumerate(after)]})
+    if as_json:
+        emit_json(results if all_namespaces else results[0])
+        return
+    console = out_console()
+    for result in results:
+        leaders = Counter(p["leader"] for p in result["placement"] if p["leader"])
+        spread = ", ".join(f"{server}: {n}" for server, n in sorted(leaders.items())) or "no leaders (not clustered)"
+        console.print(f"stream {result['stream']}: {result['partitions']} partition(s), {result['moved']} leader(s) "
+                      f"moved; leaders per server: {spread}")
 
 
 # ---- tail ---------------------------------------------------------------------------------
@@ -200,11 +282,12 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
     wildcard = namespace is not None and any(t in ("*", ">") for t in namespace.split("."))
     exact_actor = pattern if not (_GLOB & set(pattern)) else None
     loop = asyncio.get_running_loop()
+    status = ConnectionStatus(console, "events tail")
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, done.set)
     try:
-        async with connected(connect) as nc:
+        async with connected(connect, status) as nc:
             if wildcard:
                 assert namespace is not None
                 refs = [r for r in await list_streams(nc, stream) if matches_namespace(namespace, r.namespace)]
@@ -214,22 +297,9 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
                 ns = validate_namespace(namespace) if namespace is not None else None
                 store = await open_store(nc, stream, ns)  # fails clearly when the stream is missing
                 await store.aclose()
-                refs = [StreamRef(store.stream, ns)]
-            js = nc.jetstream()
-            subs = []
-            for ref in refs:
-                token = encode_token(exact_actor) if exact_actor is not None else "*"
-
-                async def deliver(msg: Any, ref: StreamRef = ref) -> None:
-                    with contextlib.suppress(asyncio.QueueFull):
-                        queue.put_nowait((ref, msg))
-
-                try:
-                    subs.append(await js.subscribe(
-                        f"{_PREFIX}.{ref.stream}.e.{token}", stream=ref.stream, cb=deliver, ordered_consumer=True,
-                        deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.NEW))
-                except Exception as exc:
-                    raise StoreError(f"cannot follow stream {ref.stream!r}: {exc}") from exc
+                refs = [StreamRef(store.stream, ns, store.streams if store.partitions > 1 else ())]
+            follower = _Follower(nc, refs, exact_actor, queue)
+            await follower.start(from_start)
             names = ", ".join(r.stream for r in refs)
             console.print(f"following {names} (actors: {pattern!r}); Ctrl-C to stop", style="dim")
             deadline = None if timeout is None else loop.time() + timeout
@@ -238,11 +308,17 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
                     remaining = None if deadline is None else deadline - loop.time()
                     if remaining is not None and remaining <= 0:
                         break
+                    if status.back.is_set():  # reconnected: consumers may be gone (server restart)
+                        status.back.clear()
+                        if not await follower.resume(console, done):
+                            continue
                     getter = asyncio.ensure_future(queue.get())
                     stopper = asyncio.ensure_future(done.wait())
-                    finished, _ = await asyncio.wait({getter, stopper}, timeout=remaining,
+                    reconnected = asyncio.ensure_future(status.back.wait())
+                    finished, _ = await asyncio.wait({getter, stopper, reconnected}, timeout=remaining,
                                                      return_when=asyncio.FIRST_COMPLETED)
                     stopper.cancel()
+                    reconnected.cancel()
                     if getter not in finished:
                         getter.cancel()
                         continue
@@ -255,14 +331,88 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
                     if count is not None and seen >= count:
                         break
             finally:
-                for sub in subs:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                await follower.stop()
+            lost = status.lost
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
     console.print(f"{seen} events", style="dim")
+    if lost and not done.is_set():
+        fail(f"--timeout ended while the connection to NATS was lost ({seen} events shown)")
+
+
+class _Follower:
+    """Ordered consumers on the followed streams (every partition of a partitioned namespace),
+    resumed right after the last event received when the connection comes back (the server may
+    have restarted and forgotten them)."""
+
+    def __init__(self, nc: Any, refs: list[StreamRef], exact_actor: str | None,
+                 queue: asyncio.Queue[tuple[StreamRef, Any]]) -> None:
+        self._js = nc.jetstream()
+        self._targets = [(ref, name) for ref in refs for name in ref.streams]
+        self._token = encode_token(exact_actor) if exact_actor is not None else "*"
+        self._queue = queue
+        self._next: dict[str, int] = {}  # per stream: the sequence to resume at (0: from the start)
+        self._subs: dict[str, Any] = {}
+
+    async def start(self, from_start: bool) -> None:
+        for ref, name in self._targets:
+            if from_start:
+                self._next[name] = 0
+            else:
+                try:
+                    info = await self._js.stream_info(name)
+                except Exception as exc:
+                    raise StoreError(f"cannot follow stream {name!r}: {exc}") from exc
+                self._next[name] = info.state.last_seq + 1
+            await self._subscribe(ref, name)
+
+    async def _subscribe(self, ref: StreamRef, name: str) -> None:
+        start = self._next[name]
+        policy: dict[str, Any] = ({"deliver_policy": DeliverPolicy.ALL} if not start else
+                                  {"config": ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                                            opt_start_seq=start)})
+
+        async def deliver(msg: Any) -> None:
+            try:
+                self._queue.put_nowait((ref, msg))
+            except asyncio.QueueFull:
+                return
+            with contextlib.suppress(Exception):
+                self._next[name] = msg.metadata.sequence.stream + 1
+
+        try:
+            self._subs[name] = await self._js.subscribe(
+                f"{_PREFIX}.{name}.e.{self._token}", stream=name, cb=deliver, ordered_consumer=True, **policy)
+        except Exception as exc:
+            raise StoreError(f"cannot follow stream {name!r}: {exc}") from exc
+
+    async def resume(self, console: Console, done: asyncio.Event) -> bool:
+        """Recreate the consumers after a reconnection; ``False`` when stopped meanwhile."""
+        await self.stop()
+        for ref, name in self._targets:
+            said = False
+            while not done.is_set():
+                try:
+                    await self._subscribe(ref, name)
+                    break
+                except StoreError as exc:  # e.g. JetStream not ready yet after a server restart
+                    if not said:
+                        console.print(f"aether: events tail: cannot resume following {name!r} yet "
+                                      f"({exc}); retrying", style="yellow", highlight=False, soft_wrap=True)
+                        said = True
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), 1.0)
+            if done.is_set():
+                return False
+        return True
+
+    async def stop(self) -> None:
+        subs, self._subs = self._subs, {}
+        for sub in subs.values():
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 def _decode(ref: StreamRef, msg: Any) -> Event | None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether._observers import call_observer
 from aether._tasks import TaskOwner
 from aether.cluster._kv import ClusterBucket, KvConflict, KvEntry
@@ -118,6 +118,7 @@ class NodeDiscovery:
                  check_interval: float | None = None, liveness_margin: float = 0.25, replicas: int = 1,
                  storage: str = "file", load_provider: Callable[[], NodeLoad] | None = None,
                  observer: ClusterObserver | None = None) -> None:
+        check_client(nc, "NodeDiscovery")
         if not isinstance(node_info, NodeInfo) or not node_info.id:
             raise InvalidInputError("node_info must be a NodeInfo with a non-empty id")
         check_heartbeat_timings(heartbeat_interval, failure_timeout, liveness_margin)

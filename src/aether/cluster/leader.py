@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether._observers import call_observer
 from aether._tasks import TaskOwner
 from aether.cluster._kv import ClusterBucket, KvConflict
@@ -116,6 +116,7 @@ class LeaderElection:
     def __init__(self, nc: Client, *, cluster: str = "default", node_id: str, lease_ttl: float = 2.0,
                  renew_interval: float = 0.5, step_down_margin: float = 0.25, check_interval: float = 0.25,
                  replicas: int = 1, storage: str = "file", observer: ClusterObserver | None = None) -> None:
+        check_client(nc, "LeaderElection")
         if not isinstance(node_id, str) or not node_id:
             raise InvalidInputError("node_id must be a non-empty str")
         check_lease_timings(lease_ttl, renew_interval, step_down_margin, check_interval)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 import msgspec
 
 from aether import tracing as _tracing
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether._observers import call_observer
 from aether._tasks import TaskOwner
 from aether.cluster._kv import ClusterBucket, KvConflict
@@ -111,6 +111,7 @@ class ClusterManager:
                  metadata: Mapping[str, str] | None = None, weight: int = 1, handler: RequestHandler | None = None,
                  options: ClusterOptions | None = None, observer: ClusterObserver | None = None,
                  **option_fields: Unpack[ClusterOptionFields]) -> None:
+        check_client(nc, "ClusterManager")
         if option_fields:
             if options is not None:
                 raise InvalidInputError("pass either options= or option keyword arguments, not both")

@@ -9,7 +9,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether.errors import CorruptEventError, StoreError
 from aether.event import utc_now
 from aether.names import encode_token
@@ -22,16 +22,21 @@ class Checkpoint(msgspec.Struct, frozen=True):
     """A saved position: every message of the stream up to ``position`` has been handled.
 
     Attributes:
-        position: the stream sequence handled last (0 = nothing yet).
+        position: the stream sequence handled last (0 = nothing yet); in a partitioned
+            namespace the sum of ``positions``.
         node: the node that saved it.
         term: the lease revision of that node (0 outside cluster mode).
         updated: when it was saved (UTC).
+        positions: partitioned namespaces only: per partition, the stream sequence handled
+            last (all of them saved in one write). ``None`` for a single stream (the format
+            of checkpoints written before partitions existed).
     """
 
     position: int
     node: str = ""
     term: int = 0
     updated: datetime = msgspec.field(default_factory=utc_now)
+    positions: tuple[int, ...] | None = None
 
 
 _encode = msgspec.json.encode
@@ -53,6 +58,7 @@ class CheckpointStore:
     """
 
     def __init__(self, nc: Client, bucket: str = "aether-projections", *, replicas: int = 1) -> None:
+        check_client(nc, "CheckpointStore")
         self._nc = nc
         self.bucket = bucket
         self._replicas = replicas
