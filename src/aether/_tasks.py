@@ -77,6 +77,9 @@ class TaskOwner:
             for task in tasks:
                 task.cancel()
             await _wait(tasks)
+            # every one has ended now; forget them here, not only in their done callbacks (those run
+            # a loop iteration later: waiting for them by looping would spin without yielding)
+            self._tasks.difference_update(tasks)
 
 
 async def _wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
