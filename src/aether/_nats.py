@@ -64,6 +64,8 @@ _encode_json = msgspec.json.encode
 
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_WRONG_LAST_SEQUENCE_CLUSTERED = 10164  # the same check, as reported by a clustered stream
+WRONG_LAST_SEQUENCE_CODES = frozenset({10071, 10164})
+"""Every code a lost compare-and-set (expected last sequence) comes back with."""
 ERR_STREAM_NOT_FOUND = 10059
 ERR_STREAM_NAME_IN_USE = 10058
 ERR_MESSAGE_TOO_LARGE = 10054

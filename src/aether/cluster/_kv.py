@@ -22,8 +22,7 @@ import msgspec
 from aether._nats import (
     ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
-    ERR_WRONG_LAST_SEQUENCE,
-    ERR_WRONG_LAST_SEQUENCE_CLUSTERED,
+    WRONG_LAST_SEQUENCE_CODES,
     JetStreamApiError,
     JsApi,
 )
@@ -237,7 +236,7 @@ class ClusterBucket:
                                            what=f"writing {key!r} of cluster {self.cluster!r}")
         if ack.error is not None:
             # a replicated stream reports a lost compare-and-set race as 10164, not 10071
-            if ack.error.err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CLUSTERED):
+            if ack.error.err_code in WRONG_LAST_SEQUENCE_CODES:
                 raise KvConflict(f"{key!r}: {ack.error.description}")
             raise JetStreamApiError(f"write {key!r}", ack.error.code, ack.error.err_code, ack.error.description)
         return ack.seq
