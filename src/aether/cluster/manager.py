@@ -636,6 +636,9 @@ class ClusterManager:
                 await self._bucket.write(MAP_KEY, encode(nxt), headers=fence.headers,
                                          timeout=max(0.1, fence.deadline - time.monotonic()))
             except KvConflict:
+                # the lease changed hands, or (10164 on a replicated bucket) a renewal of it was in
+                # flight: try again while still leading
+                self._map_dirty = True
                 raise FencedError(f"node {self.node_id!r}: lease changed hands; map {nxt.version} refused") from None
             except AetherError:
                 self._map_dirty = True
