@@ -22,6 +22,7 @@ from aether.cli import cli
 from aether.cli._cluster_state import ClusterState, MemberState
 from aether.cluster import ClusterManager
 from aether.cluster.types import ShardMap
+from aether.connect import connect as aether_connect  # composes the permission watch (plain nats.connect: timeouts)
 from aether.dashboard import Collector, diff_events
 from aether.dashboard.collector import _appends_from_metrics
 from aether.dashboard.streams import read_streams, stream_view
@@ -173,7 +174,7 @@ async def test_dashboard_role_is_enough(nats_server_factory: Callable[..., NatsS
     admin = await nats.connect(server.url, user="admin", password="admin-pw")
     clients.append(admin)
     violations = Violations()
-    dash = await nats.connect(server.url, user="dash", password="dash-pw", error_cb=violations.record)
+    dash = await aether_connect(server.url, user="dash", password="dash-pw", error_cb=violations.record)
     clients.append(dash)
 
     # a cluster node, a stream with events, a projection with one dead letter and a lease
@@ -236,7 +237,7 @@ async def test_dashboard_reports_what_it_may_not_read(nats_server_factory: Calla
     server = nats_server_factory(extra_config=authorization_config([
         {"user": "admin", "password": "admin-pw"}, {"user": "dash", "password": "dash-pw", "permissions": perms}]))
     admin = await nats.connect(server.url, user="admin", password="admin-pw")
-    dash = await nats.connect(server.url, user="dash", password="dash-pw", error_cb=Violations().record)
+    dash = await aether_connect(server.url, user="dash", password="dash-pw", error_cb=Violations().record)
     clients.extend([admin, dash])
     async with ClusterManager(admin, node_id="n1", cluster="shop") as node:
         await node.wait_ready(timeout=30)
