@@ -24,12 +24,17 @@ Rules (each violation raises :class:`~aether.errors.InvalidNameError` naming the
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from aether.errors import InvalidNameError
+from aether.errors import InvalidNameError, InvalidVersionError
+
+if TYPE_CHECKING:
+    from aether.event import ActorSnapshot, Event
 
 __all__ = [
     "MAX_ACTOR_ID_LENGTH",
     "MAX_NAMESPACE_LENGTH",
+    "check_event",
     "decode_token",
     "encode_token",
     "event_subject",
@@ -112,6 +117,22 @@ def validate_actor_id(actor_id: object) -> str:
             f"actor id is {len(actor_id)} characters long; the maximum is {MAX_ACTOR_ID_LENGTH}"
         )
     return actor_id
+
+
+def check_event(event: Event | ActorSnapshot) -> None:
+    """Check the address of an event or snapshot: its version and actor id (cheap: runs on every
+    append and every bus publish; the stores and both buses share it).
+
+    Raises:
+        InvalidVersionError: ``version`` is not an int >= 1.
+        InvalidNameError: the actor id breaks the rules of :func:`validate_actor_id`.
+    """
+    version = event.version
+    if type(version) is not int or version < 1:
+        raise InvalidVersionError(f"version must be an int >= 1, got {version!r} (actor {event.actor_id!r})")
+    actor_id = event.actor_id
+    if type(actor_id) is not str or not actor_id or len(actor_id) > MAX_ACTOR_ID_LENGTH:
+        validate_actor_id(actor_id)  # raises InvalidNameError naming the rule broken
 
 
 def _check_length(kind: str, value: str) -> None:

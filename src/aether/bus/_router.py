@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterable
 
 from aether.errors import InvalidInputError
 from aether.event import Event
-from aether.names import validate_namespace, validate_namespace_pattern
-from aether.store._validation import check_event
+from aether.names import check_event, validate_namespace, validate_namespace_pattern
 
 from .stats import NamespaceStats
 from .subscription import Subscription

@@ -5,22 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aether.errors import InvalidBatchError, InvalidVersionError
-from aether.event import ActorSnapshot, Event
-from aether.names import MAX_ACTOR_ID_LENGTH, validate_actor_id
+from aether.event import Event
+from aether.names import check_event  # moved to the model layer (the bus shares it); re-exported here
 
 __all__ = ["MAX_BATCH_SIZE", "check_batch", "check_event", "check_from_version"]
 
 MAX_BATCH_SIZE = 1000
-
-
-def check_event(event: Event | ActorSnapshot) -> None:
-    """Raise InvalidVersionError / InvalidNameError for an unusable event or snapshot."""
-    version = event.version
-    if type(version) is not int or version < 1:
-        raise InvalidVersionError(f"version must be an int >= 1, got {version!r} (actor {event.actor_id!r})")
-    actor_id = event.actor_id
-    if type(actor_id) is not str or not actor_id or len(actor_id) > MAX_ACTOR_ID_LENGTH:
-        validate_actor_id(actor_id)  # raises InvalidNameError naming the rule broken
 
 
 def check_batch(events: Sequence[Event]) -> None:
