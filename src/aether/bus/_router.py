@@ -26,6 +26,7 @@ __all__ = [
     "check_publish_event",
     "compile_pattern",
     "fanout",
+    "fanout_all",
     "normalise_filters",
     "subscription_settings",
 ]
@@ -71,6 +72,39 @@ def fanout(subs: tuple[Subscription, ...], event: Event, route: Route) -> None:
             continue
         buf.append(event)
         delivered += 1
+        waiter = sub._waiter
+        if waiter is not None:
+            sub._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+    route.delivered += delivered
+
+
+def fanout_all(subs: tuple[Subscription, ...], events: list[Event], route: Route) -> None:
+    """Offer ``events`` (in order) to each subscription in ``subs``: :func:`fanout` for a batch."""
+    delivered = 0
+    for sub in subs:
+        chosen = events
+        if sub._filtered:
+            types = sub._types
+            prefix = sub._prefix
+            chosen = [e for e in events if (types is None or e.event_type in types)
+                      and (prefix is None or e.actor_id.startswith(prefix))]
+            if not chosen:
+                continue
+        buf = sub._buf
+        room = sub._maxsize - len(buf)
+        if room <= 0:
+            sub._dropped += len(chosen)
+            route.dropped += len(chosen)
+            continue
+        if len(chosen) > room:
+            lost = len(chosen) - room
+            sub._dropped += lost
+            route.dropped += lost
+            chosen = chosen[:room]
+        buf.extend(chosen)
+        delivered += len(chosen)
         waiter = sub._waiter
         if waiter is not None:
             sub._waiter = None
