@@ -9,7 +9,7 @@
   once with :mod:`aether.codec`), one NATS message per event. The publisher is a burst
   publisher (``await publish`` in a loop), so the bus coalesces the events of each loop
   iteration into few NATS messages; the Aether side also encodes on publish and decodes on
-  receipt, the baseline does neither. Target: 1.5 × the raw per-message rate.
+  receipt, the baseline does neither. Target: 1.5 times the raw per-message rate.
 * ``NATSEventBus`` latency of an idle publisher: publish one event, wait until the remote
   subscriber's ``async for`` yields it, repeat; p50 and p99 against nats-py publish → the
   subscription callback, in the same run (alternating blocks of samples).
