@@ -163,7 +163,8 @@ def normalise_filters(event_types: Iterable[str] | None,
 
 
 def check_publish_event(event: object) -> None:
-    """The slow path of a publish's event check (the fast path accepts an Event with an int version >= 1).
+    """The slow path of a publish's event check (the fast path accepts an Event with an int version >= 1
+    and a non-empty str actor id).
 
     Raises:
         InvalidInputError: not an :class:`~aether.event.Event`.
