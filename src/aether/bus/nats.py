@@ -42,7 +42,7 @@ from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
 from aether._nats import watch_permission_denials
-from aether.codec import decode_event, encode_event
+from aether.codec import EVENT_FORMAT_V1, decode_event, encode_event
 from aether.errors import (
     AetherError,
     AetherTimeoutError,
@@ -76,7 +76,6 @@ from .wire import (
     ORIGIN,
     SINGLE,
     TRACED_BATCH,
-    batchable,
     check_bus_prefix,
     context_size,
     decode_batch,
@@ -96,6 +95,7 @@ _unpack_origin = ORIGIN.unpack_from
 DEFAULT_MAX_BATCH_EVENTS = 256
 DEFAULT_MAX_BATCH_BYTES = 64 * 1024
 _MAX_BATCH_EVENTS_LIMIT = 65_535
+_FORMAT_V1 = EVENT_FORMAT_V1[1]  # the codec's format byte: only format-1 events travel in batches (wire v2)
 
 
 class _Batch:
@@ -257,7 +257,7 @@ class _Group:
         subs = self.subs
         if subs:
             fanout_all(subs, events, route)
-        if _tracing.TRACER is not None:
+        if _tracing.TRACER is not None and (contexts is not None or not _tracing._off()):
             count = len(subs)
             subject = msg.subject
             for i, event in enumerate(events):
@@ -455,10 +455,17 @@ class NATSEventBus:
         trace = _tracing.bus_publish(route.namespace, subject, event) if _tracing.TRACER is not None else None
         batch = self._batch
         if batch is not None:
-            if (batch.subject == subject and len(batch.payloads) < self._max_batch_events
-                    and batch.size + len(payload) + (context_size(trace) if trace else 0) <= batch.limit
-                    and batchable(payload)):
-                self._add(batch, payload, trace)
+            payloads = batch.payloads
+            size = batch.size + len(payload)
+            if trace:
+                size += context_size(trace)
+            if (batch.subject == subject and len(payloads) < self._max_batch_events and size <= batch.limit
+                    and payload[1] == _FORMAT_V1):
+                batch.size = size
+                if trace is None and batch.contexts is None:
+                    payloads.append(payload)
+                else:
+                    self._add(batch, payload, trace)
                 seq = route.seq + 1
                 route.seq = seq
                 route.published += 1
@@ -473,7 +480,7 @@ class NATSEventBus:
                 raise NatsConnectionError(f"publishing to {route.namespace!r}: NATS connection unavailable "
                                           "(ConnectionClosedError)")
             limit = min(self._max_batch_bytes, self._nc.max_payload)
-            if self._max_batch_events > 1 and len(payload) + BATCH_OVERHEAD <= limit and batchable(payload):
+            if self._max_batch_events > 1 and len(payload) + BATCH_OVERHEAD <= limit and payload[1] == _FORMAT_V1:
                 seq = route.seq + 1
                 route.seq = seq
                 self._batch = _Batch(route, subject, seq, payload, trace, limit)
@@ -505,16 +512,12 @@ class NATSEventBus:
 
     @staticmethod
     def _add(batch: _Batch, payload: bytes, trace: dict[str, str] | None) -> None:
+        """Add an event with a trace context, or to a batch that has contexts already (size: the caller)."""
         contexts = batch.contexts
-        if trace:
-            if contexts is None:
-                contexts = batch.contexts = [{} for _ in batch.payloads]
-            contexts.append(trace)
-            batch.size += context_size(trace)
-        elif contexts is not None:
-            contexts.append({})
+        if contexts is None:
+            contexts = batch.contexts = [{} for _ in batch.payloads]
+        contexts.append(trace or {})
         batch.payloads.append(payload)
-        batch.size += len(payload)
 
     async def _send_batch(self, batch: _Batch, *, report: bool) -> None:
         """Hand ``batch`` to nats-py as one message (a v1 message when it holds one event).
