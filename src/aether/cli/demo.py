@@ -7,7 +7,10 @@ import click
 from aether.cli._common import DEFAULT_STREAM, connection_options, fail, out_console, run
 from aether.connect import ConnectOptions
 
-__all__ = ["demo"]
+__all__ = ["MAX_DEMO_NODES", "demo"]
+
+MAX_DEMO_NODES = 16
+"""Node processes the demo starts at most: 16 form in a few seconds on 2 cores (see docs/cluster.md)."""
 
 
 @click.command()
@@ -15,7 +18,8 @@ __all__ = ["demo"]
               help="Number of bank accounts.")
 @click.option("--duration", type=click.FloatRange(min=1.0), default=25.0, show_default=True,
               help="Seconds of load after the accounts are opened.")
-@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True, help="Cluster node processes.")
+@click.option("--nodes", type=click.IntRange(1, MAX_DEMO_NODES), default=3, show_default=True,
+              help="Cluster node processes (each holds 64/N shards, balanced to within one).")
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=24, show_default=True,
               help="Commands in flight at once.")
 @click.option("--kill", type=click.Choice(["leader", "member", "none"]), default="leader", show_default=True,
