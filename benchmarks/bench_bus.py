@@ -156,6 +156,12 @@ async def _nats_aether(pub: NATSEventBus, sub_bus: NATSEventBus, events: int, na
     return events / elapsed, lost
 
 
+async def _registered(nc: Client) -> None:
+    """Wait until the server has handled the SUBs queued on ``nc``: a probe through the connection and
+    back (nats-py's ``flush()`` PING can overtake commands still queued in the client)."""
+    await NATSEventBus(nc, subject_prefix="bench-probe").flush()
+
+
 async def _nats_baseline(pub: Client, sub_nc: Client, events: int, subject: str, *, decode: bool = False) -> float:
     payload = encode_event(_event())
     done = asyncio.get_running_loop().create_future()
@@ -170,7 +176,7 @@ async def _nats_baseline(pub: Client, sub_nc: Client, events: int, subject: str,
             done.set_result(None)
 
     sub = await sub_nc.subscribe(subject, cb=on_msg)
-    await sub_nc.flush()
+    await _registered(sub_nc)
     publish = pub.publish
     started = time.perf_counter()
     for _ in range(events):
@@ -235,7 +241,7 @@ async def _latency_aether(pub: NATSEventBus, receiver: NATSEventBus, samples: in
         arrived = loop.create_future()
         started = time.perf_counter()
         await pub.publish(namespace, event)
-        await arrived
+        await asyncio.wait_for(arrived, 60)
         out.append(time.perf_counter() - started)
     sub.close()
     await reader
@@ -250,14 +256,14 @@ async def _latency_baseline(pub: Client, sub_nc: Client, samples: int, subject: 
         arrived.set_result(None)
 
     sub = await sub_nc.subscribe(subject, cb=on_msg)
-    await sub_nc.flush()
+    await _registered(sub_nc)
     payload = encode_event(_event())
     out = []
     for _ in range(samples):
         arrived = loop.create_future()
         started = time.perf_counter()
         await pub.publish(subject, payload)
-        await arrived
+        await asyncio.wait_for(arrived, 60)
         out.append(time.perf_counter() - started)
     await sub.unsubscribe()
     return out
