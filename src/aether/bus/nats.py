@@ -9,10 +9,10 @@ with an event. The first event a node publishes in an event-loop iteration goes 
 alone (an idle publisher's latency is that of one plain NATS message). Further events
 published in the same iteration collect in ONE open batch while they share its subject
 (namespace and event type), and the batch travels as one NATS message when the iteration
-ends (a flusher task, woken by the first publish, runs in the next iteration), when it is
-full (``max_batch_events`` events or ``max_batch_bytes`` bytes, never above the server's
-max payload), or when a publish to another subject needs to go out after it. Messages
-leave in publish order, so every guarantee below holds per event.
+ends (a callback scheduled by the first publish with ``loop.call_soon`` starts a task that
+sends it), when it is full (``max_batch_events`` events or ``max_batch_bytes`` bytes, never
+above the server's max payload), or when a publish to another subject needs to go out after
+it. Messages leave in publish order, so every guarantee below holds per event.
 
 Each distinct subscription pattern on a node owns ONE NATS subscription (a *group*) and
 hands what it receives to that pattern's local subscriptions only, so a subscription gets
@@ -345,8 +345,8 @@ class NATSEventBus:
         self._max_batch_bytes = max_batch_bytes
         self._batch: _Batch | None = None  # the open batch (at most one: messages leave in publish order)
         self._busy = False  # a publish of this loop iteration went out: further ones coalesce
-        self._flusher: asyncio.Task[None] | None = None
-        self._flusher_waiter: asyncio.Future[None] | None = None
+        self._end_pending = False  # the end-of-iteration callback is scheduled
+        self._sender: asyncio.Task[None] | None = None  # sends the open batch after an iteration
         self._send_failure: AetherError | None = None  # a coalesced message that could not be sent
         self._nc = nc
         self._node = os.urandom(8)
@@ -504,7 +504,9 @@ class NATSEventBus:
         except Exception as exc:
             raise _translate(exc, f"publishing to {route.namespace!r}") from exc
         finally:
-            self._kick()
+            if not self._end_pending:
+                self._end_pending = True
+                asyncio.get_running_loop().call_soon(self._iteration_end)
         route.published += 1
         subs = route.subs
         if subs:
@@ -541,30 +543,21 @@ class NATSEventBus:
                 raise error from exc
             self._send_failure = error
 
-    def _kick(self) -> None:
-        """Wake the flusher: it runs once the current loop iteration's ready callbacks are done."""
-        waiter = self._flusher_waiter
-        if waiter is not None:
-            self._flusher_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        elif self._flusher is None:
-            self._flusher = self._spawn(self._flush_loop())
+    def _iteration_end(self) -> None:
+        """Runs once the loop iteration of a publish is over: the next publish goes out at once
+        again, and a task sends the batch the iteration left open (if no sender runs already)."""
+        self._end_pending = False
+        self._busy = False
+        if self._batch is not None and self._sender is None:
+            self._sender = self._spawn(self._send_open())
 
-    async def _flush_loop(self) -> None:
-        """Send the open batch after each loop iteration that published; ends when the bus closes."""
-        loop = asyncio.get_running_loop()
-        while True:
+    async def _send_open(self) -> None:
+        try:
             while (batch := self._batch) is not None:
                 self._batch = None
                 await self._send_batch(batch, report=False)
-            self._busy = False
-            if self._closed:
-                self._flusher = None
-                return
-            waiter = loop.create_future()
-            self._flusher_waiter = waiter
-            await waiter
+        finally:
+            self._sender = None
 
     def _subject_for(self, route: Route, event_type: object) -> str:
         subject = event_subject(self._prefix, route.namespace, event_type)  # type: ignore[arg-type]
@@ -767,8 +760,6 @@ class NATSEventBus:
             batch, self._batch = self._batch, None
             if batch is not None:  # events published before aclose() still go out
                 await self._send_batch(batch, report=False)
-            if self._flusher is not None:
-                self._kick()  # the flusher sees the bus closed and ends
             self._router.end_all()
             self._sub_groups.clear()
             groups = list(self._groups.values())
