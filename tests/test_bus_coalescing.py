@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from aether import Event, NATSEventBus, Subscription
 from aether.bus.wire import BATCH, MAGIC, SINGLE, decode_batch, pack_batch, pack_header
 from aether.codec import encode_event
-from aether.errors import InvalidInputError
+from aether.errors import InvalidInputError, NatsConnectionError
 from aether.testing import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -208,3 +208,20 @@ async def test_a_large_event_goes_alone_between_batches(clients: list[Client], p
         await asyncio.sleep(0)
         await wait_for(lambda: sub.pending == 30, timeout=30, interval=0.01, message="30 events")
         assert versions(sub) == list(range(1, 31)) and sub.missed == 0
+
+
+async def test_a_batch_that_cannot_be_sent_is_reported_once(nats_url: str, prefix: str) -> None:
+    nc = await nats.connect(nats_url, connect_timeout=5)
+    bus = await NATSEventBus.create(nc, subject_prefix=prefix)
+    await bus.publish("t", ev(1))  # goes out at once
+    await bus.publish("t", ev(2))  # waits in the open batch for the end of the loop iteration
+    await bus.publish("t", ev(3))
+    closing = asyncio.create_task(nc.close())  # runs after the batch's sender was started, before it sends
+    await closing
+    await asyncio.sleep(0)
+    with pytest.raises(NatsConnectionError, match="2 coalesced events"):
+        await bus.publish("t", ev(4))
+    with pytest.raises(NatsConnectionError) as again:  # reported once; now the closed connection itself
+        await bus.publish("t", ev(4))
+    assert "coalesced" not in str(again.value)
+    await bus.aclose()
