@@ -24,12 +24,9 @@ Rules (each violation raises :class:`~aether.errors.InvalidNameError` naming the
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
-from aether.errors import InvalidNameError, InvalidVersionError
-
-if TYPE_CHECKING:
-    from aether.event import ActorSnapshot, Event
+from aether.errors import InvalidInputError, InvalidNameError, InvalidVersionError
+from aether.event import Event
 
 __all__ = [
     "MAX_ACTOR_ID_LENGTH",
@@ -116,17 +113,28 @@ def validate_actor_id(actor_id: object) -> str:
         raise InvalidNameError(
             f"actor id is {len(actor_id)} characters long; the maximum is {MAX_ACTOR_ID_LENGTH}"
         )
+    if not actor_id.isascii():
+        try:
+            actor_id.encode()
+        except UnicodeEncodeError:
+            raise InvalidNameError(f"actor id {actor_id!r} holds a lone surrogate (not UTF-8 encodable)") from None
     return actor_id
 
 
-def check_event(event: Event | ActorSnapshot) -> None:
-    """Check the address of an event or snapshot: its version and actor id (cheap: runs on every
-    append and every bus publish; the stores and both buses share it).
+def check_event(event: object) -> None:
+    """Check that ``event`` is an :class:`~aether.event.Event` with a usable address: its version
+    and actor id (cheap: runs on every append and every bus publish; the stores and both buses
+    share it — :mod:`aether.store._validation` re-exports it).
 
     Raises:
+        InvalidInputError: not an :class:`~aether.event.Event`.
         InvalidVersionError: ``version`` is not an int >= 1.
         InvalidNameError: the actor id breaks the rules of :func:`validate_actor_id`.
     """
+    if type(event) is not Event and not isinstance(event, Event):
+        text = repr(event)
+        raise InvalidInputError(f"expected an aether.Event, got {type(event).__name__} "
+                                f"{text[:60]}{'…' if len(text) > 60 else ''}")
     version = event.version
     if type(version) is not int or version < 1:
         raise InvalidVersionError(f"version must be an int >= 1, got {version!r} (actor {event.actor_id!r})")

@@ -41,7 +41,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
-from aether._nats import watch_permission_denials
+from aether._nats import check_client, watch_permission_denials
 from aether.codec import EVENT_FORMAT_V1, decode_event, encode_event
 from aether.errors import (
     AetherError,
@@ -331,6 +331,7 @@ class NATSEventBus:
                  buffer_size: int = DEFAULT_BUFFER_SIZE, timeout: float = 5.0,
                  metrics: BusMetricsHook | None = None, max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
                  max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> None:
+        check_client(nc, "NATSEventBus")
         self._prefix = check_bus_prefix(subject_prefix)
         self._buffer_size = check_buffer_size(buffer_size)
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
@@ -384,6 +385,7 @@ class NATSEventBus:
             NatsConnectionError: the client is closed.
             InvalidNameError / InvalidInputError: invalid arguments.
         """
+        check_client(nc, "NATSEventBus.create")
         if nc.is_closed:
             raise NatsConnectionError("NATSEventBus.create: the NATS connection is closed")
         return cls(nc, subject_prefix=subject_prefix, buffer_size=buffer_size, timeout=timeout, metrics=metrics,
