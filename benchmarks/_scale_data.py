@@ -95,7 +95,8 @@ async def build_stream(nc: Client, stream: str, total: int, probe_sizes: list[in
     owners, layout = _plan(total, probe_sizes, dense)
     loop = asyncio.get_running_loop()
     inbox = nc.new_inbox()
-    state = {"acked": 0, "errors": 0, "first_error": b""}
+    state = {"acked": 0, "errors": 0}
+    first_error: list[bytes] = []
     room = asyncio.Event()
     room.set()
     finished: asyncio.Future[None] = loop.create_future()
@@ -104,7 +105,7 @@ async def build_stream(nc: Client, stream: str, total: int, probe_sizes: list[in
         state["acked"] += 1
         if b'"error"' in m.data:
             state["errors"] += 1
-            state["first_error"] = state["first_error"] or m.data
+            first_error.append(m.data)
         if state["acked"] == total and not finished.done():
             finished.set_result(None)
         room.set()
@@ -132,5 +133,5 @@ async def build_stream(nc: Client, stream: str, total: int, probe_sizes: list[in
     finally:
         await sub.unsubscribe()
     if state["errors"]:
-        raise RuntimeError(f"{state['errors']} publishes failed, first: {state['first_error']!r}")
+        raise RuntimeError(f"{state['errors']} publishes failed, first: {first_error[0]!r}")
     return layout
