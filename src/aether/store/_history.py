@@ -217,8 +217,12 @@ class HistoryReader:
         self._timeout = timeout
         self._index_limit = index_limit
         self._writes: set[asyncio.Task[None]] = set()
-        self.index_writes = 0       # index messages stored (inspection, tests)
+        # what the reads did (inspection, tests, benchmarks)
+        self.index_writes = 0       # index messages stored
         self.index_failures = 0     # index writes the server refused or did not acknowledge
+        self.events_by_sequence = 0  # events read by sequence through an index
+        self.chain_walks = 0        # reads that found their newest events along the predecessor chain
+        self.scans = 0              # subject scans (whole history, or the part after the index)
         self.indexing_disabled: set[str] = set()  # streams that refuse index writes (no rollups)
 
     # ---- small server reads -----------------------------------------------------------------
@@ -244,30 +248,51 @@ class HistoryReader:
             return 0, None
         return found[0], decode_index(found[1].data)
 
-    async def _count(self, stream: str, subject: str) -> int | None:
-        """Messages on ``subject`` now (None when the server does not say)."""
+    async def _count(self, stream_get: str, subject: str) -> int | None:
+        """Messages on ``subject`` now (None when the server does not say).
+
+        Asked as a one-message batch from the start of the stream: the server takes the subject's
+        total from its per-subject index (no block scan) and reports what is pending after the
+        first message in the end-of-batch status.
+        """
         try:
-            info = await self._api.api(f"STREAM.INFO.{stream}", {"subjects_filter": subject})
+            body = b'{"seq":1,"batch":1,"next_by_subj":%s}' % _encode_json(subject)
+            msgs = await self._api.request_many(stream_get, body, what=f"counting the messages of {subject!r}")
         except AetherError:
             return None
-        subjects = (info.get("state") or {}).get("subjects") or {}
-        count = subjects.get(subject, 0)
-        return count if isinstance(count, int) else None
+        status = msgs[-1].headers or {}
+        if status.get("Status") == "404":
+            return 0
+        pending = status.get("Nats-Num-Pending")
+        if status.get("Status") != "204" or len(msgs) != 2 or pending is None or not pending.isdigit():
+            return None
+        return int(pending) + 1
 
     # ---- the read ---------------------------------------------------------------------------
     async def pages(self, stream: str, actor_id: str, subject: str, index_subject: str | None, from_version: int,
-                    start_seq: int, position: ReadPosition) -> AsyncIterator[list[Event]]:
+                    start_seq: int, position: ReadPosition, known_version: int = 0) -> AsyncIterator[list[Event]]:
         """The actor's events with ``version >= from_version``, ascending, in pages.
 
         ``start_seq`` is where a scan may start (after a known earlier event, else 1);
         ``index_subject`` is None when the stream does not keep indexes. ``position`` ends on the
-        last event read.
+        last event read. ``known_version`` is the newest version this client knows exists (it wrote
+        it): a read that a lagging replica answered is completed from the stream leader up to it.
 
         Raises:
             CorruptEventError: a message of the actor's subject is not an event of this actor.
             StoreError: the history has a gap (messages lost or deleted), or server trouble.
             StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
         """
+        async for page in self._read(stream, actor_id, subject, index_subject, from_version, start_seq, position):
+            yield page
+        if position.version < known_version:
+            async for event, _ in self._leader_tail(stream, actor_id, subject, position, known_version,
+                                                    f"reading the history of {actor_id!r}"):
+                if event.version >= from_version:
+                    yield [event]
+
+    async def _read(self, stream: str, actor_id: str, subject: str, index_subject: str | None, from_version: int,
+                    start_seq: int, position: ReadPosition) -> AsyncIterator[list[Event]]:
         what = f"reading the history of {actor_id!r}"
         stream_get = f"{self._api.api_prefix}.DIRECT.GET.{stream}"
         want = max(from_version, 1)
@@ -275,7 +300,7 @@ class HistoryReader:
         latest_task = asyncio.ensure_future(self._last_of(stream_get, subject))
         index_task = asyncio.ensure_future(self._index(stream_get, index_subject)) if indexing and index_subject \
             else None
-        count_task = asyncio.ensure_future(self._count(stream, subject)) if index_task is not None else None
+        count_task = asyncio.ensure_future(self._count(stream_get, subject)) if index_task is not None else None
         try:
             latest = await latest_task
             index_seq, index = await index_task if index_task is not None else (0, None)
@@ -312,12 +337,14 @@ class HistoryReader:
             else:
                 async for page, version, seq in self._by_sequence(stream, stream_get, actor_id, seqs, want,
                                                                   top, last, last_seq, what):
+                    self.events_by_sequence += len(page)
                     if page:
                         yield page
                     next_version, after_seq = version + 1, seq
                     position.advance(version, seq)
                 if next_version == hi + 1 and tail is not None:
                     if tail:
+                        self.chain_walks += 1
                         yield [event for event, _ in tail if event.version >= from_version]
                         position.advance(top, last_seq)
                         if len(tail) >= INDEX_REWRITE_TAIL and index_subject is not None:
@@ -335,6 +362,7 @@ class HistoryReader:
         collect = index_subject is not None and indexing and remaining >= INDEX_MIN_NEW and spacing > DENSE_SPACING
         learned: list[int] = []
         first_learned = 0
+        self.scans += 1
         async for page, seqs_read in self._scan(stream, stream_get, actor_id, subject, after_seq + 1,
                                                 next_version, from_version, collect, position, what):
             if collect and seqs_read:

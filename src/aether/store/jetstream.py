@@ -463,8 +463,10 @@ class JetStreamEventStore:
         subject = self._subject(actor_id)
         index_subject = self._index_prefix + subject[len(self._event_prefix):] if self._indexing else None
         position = ReadPosition()
+        known = self._cache.get(actor_id)
         async for page in self._history.pages(self.stream, actor_id, subject, index_subject, from_version,
-                                              self._start_seq(actor_id, from_version), position):
+                                              self._start_seq(actor_id, from_version), position,
+                                              known.version if known is not None else 0):
             yield page
         if position.seq:
             self._remember(actor_id, position.version, position.seq, subject)
