@@ -319,11 +319,11 @@ async def _cold_rows(report: Report, server: NatsServer, sizes: Sizes, streams: 
         async def latest(nc: Client, s: str = stream) -> int:
             store = await JetStreamEventStore.create(nc, s)
             try:
-                return await store.get_latest_version(probe_name(sizes.probes[-1]))
+                return await store.get_latest_version(probe_name(sizes.probes[0]))
             finally:
                 await store.aclose()
 
-        l_s, l_b = await _cold(server, stream, latest, sizes.probes[-1])
+        l_s, l_b = await _cold(server, stream, latest, sizes.probes[0])
         report.add(GROUP, f"cold get_latest_version, {_label(total)} stream", aether=l_s * 1000, baseline=None,
                    unit="ms", notes=f"server read {l_b / 1e6:.1f} MB = {l_b / block:.1f} blocks (the one holding "
                                     "the actor's last event)")

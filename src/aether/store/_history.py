@@ -324,17 +324,18 @@ class HistoryReader:
         #    after it (a few, appended since the index was written) by walking back the chain of
         #    expected predecessor sequences from the actor's last message
         next_version, after_seq = 0, start_seq - 1  # the scan below continues from here
+        dense = False
         if index is not None and index.covers(want) and count == top \
                 and (index.last_version < top or index.seq_of(top) == last_seq):
             hi = min(index.last_version, top)
-            tail: list[tuple[Event, int]] | None = [] if hi == top else None
-            if hi < top and top - hi <= CHAIN_MAX:
-                tail = await self._chain(stream, stream_get, actor_id, subject, last, last_seq,
-                                         last_msg.headers or {}, hi, index.seq_of(hi), what)
             seqs = index.seqs[want - index.first_version: hi - index.first_version + 1]
             if len(seqs) > 1 and (seqs[-1] - seqs[0]) / (len(seqs) - 1) <= DENSE_SPACING:
-                after_seq, next_version = seqs[0] - 1, want  # dense: one scan from the first wanted event
+                dense = True  # a scan is as cheap; it starts where it would without an index
             else:
+                tail: list[tuple[Event, int]] | None = [] if hi == top else None
+                if hi < top and top - hi <= CHAIN_MAX:
+                    tail = await self._chain(stream, stream_get, actor_id, subject, last, last_seq,
+                                             last_msg.headers or {}, hi, index.seq_of(hi), what)
                 async for page, version, seq in self._by_sequence(stream, stream_get, actor_id, seqs, want,
                                                                   top, last, last_seq, what):
                     self.events_by_sequence += len(page)
@@ -359,7 +360,8 @@ class HistoryReader:
         # 2. the rest by subject scan; learn the sequences when the actor is sparse
         remaining = top - max(next_version, want) + 1
         spacing = (last_seq - after_seq) / max(remaining, 1)
-        collect = index_subject is not None and indexing and remaining >= INDEX_MIN_NEW and spacing > DENSE_SPACING
+        collect = (index_subject is not None and indexing and not dense and remaining >= INDEX_MIN_NEW
+                   and spacing > DENSE_SPACING)
         learned: list[int] = []
         first_learned = 0
         self.scans += 1
