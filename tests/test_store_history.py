@@ -14,10 +14,11 @@ from aether import ActorSnapshot, Event
 from aether.codec import encode_event
 from aether.errors import AetherError, CorruptEventError, StoreError
 from aether.names import encode_token, stream_name
+from aether.permissions import authorization_config, store_permissions
 from aether.store import JetStreamEventStore
 from aether.store._history import CHAIN_MAX, DENSE_SPACING
 from aether.store._seqindex import SeqIndex, decode_index, encode_index
-from aether.testing import NatsCluster, wait_for
+from aether.testing import NatsCluster, NatsServer, wait_for
 
 pytestmark = pytest.mark.anyio
 _json = msgspec.json.encode
@@ -342,3 +343,32 @@ async def test_r3_reads_through_the_index_from_every_server(
     finally:
         for nc in conns:
             await nc.close()
+
+
+async def test_read_only_user_reads_without_writing_indexes(
+        nats_server_factory: Callable[..., NatsServer]) -> None:
+    server = nats_server_factory(extra_config=authorization_config([
+        {"user": "admin", "password": "admin-pw"},
+        {"user": "auditor", "password": "auditor-pw",
+         "permissions": store_permissions("EV", None, inbox_prefix="_INBOX_audit", read_only=True)},
+    ]))
+    admin = await nats.connect(server.url, user="admin", password="admin-pw")
+    auditor = await nats.connect(server.url, user="auditor", password="auditor-pw", inbox_prefix="_INBOX_audit")
+    try:
+        writer = await JetStreamEventStore.create(admin, "EV")
+        await _interleaved(admin, writer, {"acc": 12})
+        reader = await JetStreamEventStore.create(auditor, "EV", create_stream=False, timeout=2.0)
+        for _ in range(3):
+            assert [e.version for e in await reader.get_events("acc")] == list(range(1, 13))
+            await reader._history.wait_index_writes()
+        assert reader._history.index_failures == 1 and reader._history.index_writes == 0  # tried once
+        assert auditor.is_connected
+        # a writer's read keeps the index; the read-only reader then reads through it
+        await writer.get_events("acc")
+        await writer._history.wait_index_writes()
+        before = reader._history.events_by_sequence
+        assert [e.version for e in await reader.get_events("acc")] == list(range(1, 13))
+        assert reader._history.events_by_sequence == before + 12
+    finally:
+        await admin.close()
+        await auditor.close()

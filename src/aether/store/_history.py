@@ -38,7 +38,7 @@ from nats.aio.msg import Msg
 
 from aether._nats import JetStreamApiError, JsApi, translate_nats_error
 from aether.codec import decode_event
-from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, StoreError
+from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, PermissionDeniedError, StoreError
 from aether.event import Event
 from aether.store._seqindex import SeqIndex, decode_index, encode_index
 
@@ -223,7 +223,7 @@ class HistoryReader:
         self.events_by_sequence = 0  # events read by sequence through an index
         self.chain_walks = 0        # reads that found their newest events along the predecessor chain
         self.scans = 0              # subject scans (whole history, or the part after the index)
-        self.indexing_disabled: set[str] = set()  # streams that refuse index writes (no rollups)
+        self.indexing_disabled: set[str] = set()  # streams that refuse this client's index writes
 
     # ---- small server reads -----------------------------------------------------------------
     async def _last_of(self, stream_get: str, subject: str) -> tuple[int, Msg] | None:
@@ -296,10 +296,9 @@ class HistoryReader:
         what = f"reading the history of {actor_id!r}"
         stream_get = f"{self._api.api_prefix}.DIRECT.GET.{stream}"
         want = max(from_version, 1)
-        indexing = index_subject is not None and stream not in self.indexing_disabled
+        indexing = index_subject is not None and stream not in self.indexing_disabled  # may write indexes
         latest_task = asyncio.ensure_future(self._last_of(stream_get, subject))
-        index_task = asyncio.ensure_future(self._index(stream_get, index_subject)) if indexing and index_subject \
-            else None
+        index_task = asyncio.ensure_future(self._index(stream_get, index_subject)) if index_subject else None
         count_task = asyncio.ensure_future(self._count(stream_get, subject)) if index_task is not None else None
         try:
             latest = await latest_task
@@ -348,7 +347,7 @@ class HistoryReader:
                         self.chain_walks += 1
                         yield [event for event, _ in tail if event.version >= from_version]
                         position.advance(top, last_seq)
-                        if len(tail) >= INDEX_REWRITE_TAIL and index_subject is not None:
+                        if len(tail) >= INDEX_REWRITE_TAIL and index_subject is not None and indexing:
                             self._write_index(stream, index_subject, index_seq, index.extended(
                                 hi + 1, [seq for _, seq in tail], self._index_limit))
                     return
@@ -577,6 +576,10 @@ class HistoryReader:
         headers = {"Nats-Rollup": "sub", "Nats-Expected-Last-Subject-Sequence": str(expected_seq)}
         try:
             ack = await self._api.publish_acked(index_subject, payload, headers, what="storing a sequence index")
+        except PermissionDeniedError:
+            self.index_failures += 1
+            self.indexing_disabled.add(stream)  # e.g. a read-only user: read without writing indexes
+            return
         except AetherError:
             self.index_failures += 1
             return
