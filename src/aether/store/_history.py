@@ -62,6 +62,27 @@ _CHUNK = 1000  # events verified and handed out per page when reading by sequenc
 _encode_json = msgspec.json.encode
 
 
+def _dense(seqs: list[int]) -> bool:
+    """Whether events at ``seqs`` are close enough in the stream to read them by subject scan."""
+    return len(seqs) > 1 and (seqs[-1] - seqs[0]) / (len(seqs) - 1) <= DENSE_SPACING
+
+
+class _Facts:
+    """What a read learns first: the actor's last message, its index, its message count, and the
+    fetch of the index's first sequences already under way."""
+
+    __slots__ = ("count", "index", "index_seq", "indexing", "latest", "prefetch")
+
+    def __init__(self, latest: tuple[int, Msg] | None, index_seq: int, index: SeqIndex | None, count: int | None,
+                 prefetch: asyncio.Future[list[bytes | None]] | None, indexing: bool) -> None:
+        self.latest = latest
+        self.index_seq = index_seq
+        self.index = index
+        self.count = count
+        self.prefetch = prefetch
+        self.indexing = indexing
+
+
 class ReadPosition:
     """Where a read ended: the last version read and its stream sequence (0, 0: nothing read)."""
 
@@ -300,14 +321,41 @@ class HistoryReader:
         latest_task = asyncio.ensure_future(self._last_of(stream_get, subject))
         index_task = asyncio.ensure_future(self._index(stream_get, index_subject)) if index_subject else None
         count_task = asyncio.ensure_future(self._count(stream_get, subject)) if index_task is not None else None
+        prefetch: asyncio.Future[list[bytes | None]] | None = None
         try:
-            latest = await latest_task
             index_seq, index = await index_task if index_task is not None else (0, None)
+            if index is not None and index.covers(want) and not _dense(index.seqs[want - index.first_version:]):
+                # start fetching what the index names while the other answers arrive; it is used
+                # only if they confirm the index
+                first_chunk = index.seqs[want - index.first_version:][:_CHUNK]
+                prefetch = asyncio.ensure_future(self._fetcher.fetch(stream_get, first_chunk, timeout=self._timeout,
+                                                                     what=what))
+            latest = await latest_task
             count = await count_task if count_task is not None else None
         finally:
             for task in (latest_task, index_task, count_task):
                 if task is not None and not task.done():
                     task.cancel()
+        try:
+            facts = _Facts(latest, index_seq, index, count, prefetch, indexing)
+            async for page in self._continue(stream, stream_get, actor_id, subject, index_subject, from_version,
+                                             start_seq, position, facts):
+                yield page
+        finally:
+            if prefetch is not None and not prefetch.done():
+                prefetch.cancel()
+            if prefetch is not None:
+                with contextlib.suppress(BaseException):
+                    await prefetch
+
+    async def _continue(self, stream: str, stream_get: str, actor_id: str, subject: str, index_subject: str | None,
+                        from_version: int, start_seq: int, position: ReadPosition,
+                        facts: _Facts) -> AsyncIterator[list[Event]]:
+        """The read once the first answers are in (see :meth:`pages`)."""
+        what = f"reading the history of {actor_id!r}"
+        want = max(from_version, 1)
+        latest, index_seq, index, count = facts.latest, facts.index_seq, facts.index, facts.count
+        prefetch, indexing = facts.prefetch, facts.indexing
         if latest is None:
             return
         last_seq, last_msg = latest
@@ -328,7 +376,7 @@ class HistoryReader:
                 and (index.last_version < top or index.seq_of(top) == last_seq):
             hi = min(index.last_version, top)
             seqs = index.seqs[want - index.first_version: hi - index.first_version + 1]
-            if len(seqs) > 1 and (seqs[-1] - seqs[0]) / (len(seqs) - 1) <= DENSE_SPACING:
+            if _dense(seqs):
                 dense = True  # a scan is as cheap; it starts where it would without an index
             else:
                 tail: list[tuple[Event, int]] | None = [] if hi == top else None
@@ -336,7 +384,7 @@ class HistoryReader:
                     tail = await self._chain(stream, stream_get, actor_id, subject, last, last_seq,
                                              last_msg.headers or {}, hi, index.seq_of(hi), what)
                 async for page, version, seq in self._by_sequence(stream, stream_get, actor_id, seqs, want,
-                                                                  top, last, last_seq, what):
+                                                                  top, last, last_seq, what, prefetch):
                     self.events_by_sequence += len(page)
                     if page:
                         yield page
@@ -429,39 +477,48 @@ class HistoryReader:
         return event
 
     async def _by_sequence(self, stream: str, stream_get: str, actor_id: str, seqs: list[int], want: int, top: int,
-                           last: Event, last_seq: int, what: str) -> AsyncIterator[tuple[list[Event], int, int]]:
+                           last: Event, last_seq: int, what: str,
+                           prefetch: asyncio.Future[list[bytes | None]] | None,
+                           ) -> AsyncIterator[tuple[list[Event], int, int]]:
         """Pages of the events ``want ..`` at ``seqs``, each verified; stops at the first doubt.
 
         Yields ``(page, version, seq)``: the version and sequence of the page's last verified event
-        (the caller scans on from there). The actor's last event (``last``) is not fetched again.
+        (the caller scans on from there). ``prefetch``, when given, holds the payloads at the first
+        ``_CHUNK`` sequences of the index from ``want`` (perhaps more than ``seqs``). The actor's
+        last event (``last``) is not fetched again.
         """
         version = want
         for start in range(0, len(seqs), _CHUNK):
             chunk = seqs[start:start + _CHUNK]
-            ends_at_last = chunk[-1] == last_seq and version + len(chunk) - 1 == top
-            wanted = chunk[:-1] if ends_at_last else chunk
-            payloads = await self._fetcher.fetch(stream_get, wanted, timeout=self._timeout, what=what)
+            payloads: list[bytes | None]
+            if start == 0 and prefetch is not None:
+                payloads = (await prefetch)[:len(chunk)]
+            elif chunk[-1] == last_seq:
+                payloads = [*await self._fetcher.fetch(stream_get, chunk[:-1], timeout=self._timeout, what=what), None]
+            else:
+                payloads = await self._fetcher.fetch(stream_get, chunk, timeout=self._timeout, what=what)
             page: list[Event] = []
             good_seq = 0
-            for seq, payload in zip(wanted, payloads, strict=True):
-                if payload is None:
+            for seq, payload in zip(chunk, payloads, strict=True):
+                if seq == last_seq and version == top:
+                    event = last
+                elif payload is None:
                     break
-                try:
-                    event = decode_event(payload, stream=stream, sequence=seq, actor_id=actor_id)
-                except CorruptEventError:
-                    break  # perhaps not this actor's message at all: the scan will tell
-                if event.actor_id != actor_id or event.version != version:
-                    break
+                else:
+                    try:
+                        event = decode_event(payload, stream=stream, sequence=seq, actor_id=actor_id)
+                    except CorruptEventError:
+                        break  # perhaps not this actor's message at all: the scan will tell
+                    if event.actor_id != actor_id or event.version != version:
+                        break
                 page.append(event)
                 good_seq = seq
                 version += 1
             else:
-                if ends_at_last:
-                    page.append(last)
-                    yield page, top, last_seq
-                    return
                 if page:
                     yield page, version - 1, good_seq
+                if version > top:
+                    return
                 continue
             if page:
                 yield page, version - 1, good_seq
