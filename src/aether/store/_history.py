@@ -62,6 +62,14 @@ _CHUNK = 1000  # events verified and handed out per page when reading by sequenc
 _encode_json = msgspec.json.encode
 
 
+def _predecessor(seq: int, headers: dict[str, str]) -> int:
+    """The sequence of the subject's message before the one at ``seq``, as the server enforced it at
+    append time (``Nats-Expected-Last-Subject-Sequence``); a message without the header (inside an
+    atomic batch) follows its predecessor directly."""
+    expected = headers.get("Nats-Expected-Last-Subject-Sequence")
+    return int(expected) if expected is not None and expected.isdigit() else seq - 1
+
+
 def _dense(seqs: list[int]) -> bool:
     """Whether events at ``seqs`` are close enough in the stream to read them by subject scan."""
     return len(seqs) > 1 and (seqs[-1] - seqs[0]) / (len(seqs) - 1) <= DENSE_SPACING
@@ -71,16 +79,17 @@ class _Facts:
     """What a read learns first: the actor's last message, its index, its message count, and the
     fetch of the index's first sequences already under way."""
 
-    __slots__ = ("count", "index", "index_seq", "indexing", "latest", "prefetch")
+    __slots__ = ("chained", "count", "index", "index_seq", "indexing", "latest", "prefetch")
 
     def __init__(self, latest: tuple[int, Msg] | None, index_seq: int, index: SeqIndex | None, count: int | None,
-                 prefetch: asyncio.Future[list[bytes | None]] | None, indexing: bool) -> None:
+                 prefetch: asyncio.Future[list[Msg | None]] | None, indexing: bool, chained: bool) -> None:
         self.latest = latest
         self.index_seq = index_seq
         self.index = index
         self.count = count
         self.prefetch = prefetch
         self.indexing = indexing
+        self.chained = chained
 
 
 class ReadPosition:
@@ -98,11 +107,11 @@ class ReadPosition:
 
 
 class _Batch:
-    __slots__ = ("done", "expected", "got", "largest", "payloads", "room", "window")
+    __slots__ = ("done", "expected", "got", "largest", "msgs", "room", "window")
 
     def __init__(self, n: int) -> None:
         loop = asyncio.get_running_loop()
-        self.payloads: list[bytes | None] = [None] * n
+        self.msgs: list[Msg | None] = [None] * n
         self.got = 0
         self.expected = n
         self.largest = 0
@@ -154,7 +163,7 @@ class SequenceFetcher:
                 return
         else:
             data = msg.data
-            batch.payloads[int(index)] = data
+            batch.msgs[int(index)] = msg
             if len(data) > batch.largest:
                 batch.largest = len(data)
                 batch.window = max(4, min(_MAX_WINDOW, _WINDOW_BYTES // max(len(data), 1)))
@@ -163,8 +172,10 @@ class SequenceFetcher:
         if batch.got == batch.expected:
             batch.done.set_result(None)
 
-    async def fetch(self, stream_get: str, seqs: list[int], *, timeout: float | None, what: str) -> list[bytes | None]:
-        """The payloads at ``seqs`` of the stream whose direct-get subject is ``stream_get``.
+    async def fetch(self, stream_get: str, seqs: list[int], *, timeout: float | None, what: str,
+                    with_headers: bool = False) -> list[Msg | None]:
+        """The messages at ``seqs`` of the stream whose direct-get subject is ``stream_get`` (bare
+        payloads unless ``with_headers``), ``None`` where the server has none.
 
         Raises:
             AetherTimeoutError: not every reply arrived within ``timeout`` seconds.
@@ -179,6 +190,7 @@ class SequenceFetcher:
         batch = _Batch(len(seqs))
         self._batches[token] = batch
         reply = f"{self._prefix}{token}."
+        body = b'{"seq":%d}' if with_headers else b'{"seq":%d,"no_hdr":true}'
         publish = self._api.nc.publish
         try:
             try:
@@ -189,7 +201,7 @@ class SequenceFetcher:
                             await batch.room.wait()
                         if batch.done.done():
                             break
-                        await publish(stream_get, b'{"seq":%d,"no_hdr":true}' % seq, reply=f"{reply}{i}")
+                        await publish(stream_get, body % seq, reply=f"{reply}{i}")
                     await batch.done
             except TimeoutError:
                 raise AetherTimeoutError(f"{what}: no reply from NATS in time") from None
@@ -198,7 +210,7 @@ class SequenceFetcher:
             except Exception as exc:
                 raise translate_nats_error(exc, what) from exc
             batch.done.result()
-            return batch.payloads
+            return batch.msgs
         finally:
             del self._batches[token]
             if not batch.done.done():
@@ -320,8 +332,14 @@ class HistoryReader:
         indexing = index_subject is not None and stream not in self.indexing_disabled  # may write indexes
         latest_task = asyncio.ensure_future(self._last_of(stream_get, subject))
         index_task = asyncio.ensure_future(self._index(stream_get, index_subject)) if index_subject else None
-        count_task = asyncio.ensure_future(self._count(stream_get, subject)) if index_task is not None else None
-        prefetch: asyncio.Future[list[bytes | None]] | None = None
+        # reading from version 1, the subject's message count proves that the index lists every
+        # message; reading from a later version (after a snapshot) the events are fetched with
+        # their headers instead, and the predecessor sequences prove it (no need to touch the block
+        # of the actor's first event)
+        chained = want > 1
+        count_task = asyncio.ensure_future(self._count(stream_get, subject)) \
+            if index_task is not None and not chained else None
+        prefetch: asyncio.Future[list[Msg | None]] | None = None
         try:
             index_seq, index = await index_task if index_task is not None else (0, None)
             if index is not None and index.covers(want) and not _dense(index.seqs[want - index.first_version:]):
@@ -329,7 +347,7 @@ class HistoryReader:
                 # only if they confirm the index
                 first_chunk = index.seqs[want - index.first_version:][:_CHUNK]
                 prefetch = asyncio.ensure_future(self._fetcher.fetch(stream_get, first_chunk, timeout=self._timeout,
-                                                                     what=what))
+                                                                     what=what, with_headers=chained))
             latest = await latest_task
             count = await count_task if count_task is not None else None
         finally:
@@ -337,7 +355,7 @@ class HistoryReader:
                 if task is not None and not task.done():
                     task.cancel()
         try:
-            facts = _Facts(latest, index_seq, index, count, prefetch, indexing)
+            facts = _Facts(latest, index_seq, index, count, prefetch, indexing, chained)
             async for page in self._continue(stream, stream_get, actor_id, subject, index_subject, from_version,
                                              start_seq, position, facts):
                 yield page
@@ -355,7 +373,7 @@ class HistoryReader:
         what = f"reading the history of {actor_id!r}"
         want = max(from_version, 1)
         latest, index_seq, index, count = facts.latest, facts.index_seq, facts.index, facts.count
-        prefetch, indexing = facts.prefetch, facts.indexing
+        prefetch, indexing, chained = facts.prefetch, facts.indexing, facts.chained
         if latest is None:
             return
         last_seq, last_msg = latest
@@ -372,7 +390,7 @@ class HistoryReader:
         #    expected predecessor sequences from the actor's last message
         next_version, after_seq = 0, start_seq - 1  # the scan below continues from here
         dense = False
-        if index is not None and index.covers(want) and count == top \
+        if index is not None and index.covers(want) and (chained or count == top) \
                 and (index.last_version < top or index.seq_of(top) == last_seq):
             hi = min(index.last_version, top)
             seqs = index.seqs[want - index.first_version: hi - index.first_version + 1]
@@ -383,8 +401,8 @@ class HistoryReader:
                 if hi < top and top - hi <= CHAIN_MAX:
                     tail = await self._chain(stream, stream_get, actor_id, subject, last, last_seq,
                                              last_msg.headers or {}, hi, index.seq_of(hi), what)
-                async for page, version, seq in self._by_sequence(stream, stream_get, actor_id, seqs, want,
-                                                                  top, last, last_seq, what, prefetch):
+                async for page, version, seq in self._by_sequence(stream, stream_get, actor_id, subject, seqs, want,
+                                                                  top, last, last_seq, what, prefetch, chained):
                     self.events_by_sequence += len(page)
                     if page:
                         yield page
@@ -447,8 +465,7 @@ class HistoryReader:
         chain = [(last, last_seq)]
         event, seq, headers = last, last_seq, last_headers
         while True:
-            expected = headers.get("Nats-Expected-Last-Subject-Sequence")
-            prev = int(expected) if expected is not None and expected.isdigit() else seq - 1
+            prev = _predecessor(seq, headers)
             if event.version == stop_version + 1:
                 if prev != stop_seq:
                     return None
@@ -476,43 +493,51 @@ class HistoryReader:
                                     stream=stream, sequence=seq)
         return event
 
-    async def _by_sequence(self, stream: str, stream_get: str, actor_id: str, seqs: list[int], want: int, top: int,
-                           last: Event, last_seq: int, what: str,
-                           prefetch: asyncio.Future[list[bytes | None]] | None,
-                           ) -> AsyncIterator[tuple[list[Event], int, int]]:
+    async def _by_sequence(self, stream: str, stream_get: str, actor_id: str, subject: str, seqs: list[int],
+                           want: int, top: int, last: Event, last_seq: int, what: str,
+                           prefetch: asyncio.Future[list[Msg | None]] | None,
+                           chained: bool) -> AsyncIterator[tuple[list[Event], int, int]]:
         """Pages of the events ``want ..`` at ``seqs``, each verified; stops at the first doubt.
 
         Yields ``(page, version, seq)``: the version and sequence of the page's last verified event
-        (the caller scans on from there). ``prefetch``, when given, holds the payloads at the first
-        ``_CHUNK`` sequences of the index from ``want`` (perhaps more than ``seqs``). The actor's
-        last event (``last``) is not fetched again.
+        (the caller scans on from there). ``prefetch``, when given, holds the messages at the first
+        ``_CHUNK`` sequences of the index from ``want`` (perhaps more than ``seqs``). With
+        ``chained`` the messages carry headers and each event's predecessor sequence must be the
+        previous one read. The actor's last event (``last``) is not fetched again.
         """
         version = want
+        prev_seq = 0
+        fetch = self._fetcher.fetch
         for start in range(0, len(seqs), _CHUNK):
             chunk = seqs[start:start + _CHUNK]
-            payloads: list[bytes | None]
+            msgs: list[Msg | None]
             if start == 0 and prefetch is not None:
-                payloads = (await prefetch)[:len(chunk)]
-            elif chunk[-1] == last_seq:
-                payloads = [*await self._fetcher.fetch(stream_get, chunk[:-1], timeout=self._timeout, what=what), None]
+                msgs = (await prefetch)[:len(chunk)]
+            elif chunk[-1] == last_seq and not chained:
+                msgs = [*await fetch(stream_get, chunk[:-1], timeout=self._timeout, what=what), None]
             else:
-                payloads = await self._fetcher.fetch(stream_get, chunk, timeout=self._timeout, what=what)
+                msgs = await fetch(stream_get, chunk, timeout=self._timeout, what=what, with_headers=chained)
             page: list[Event] = []
             good_seq = 0
-            for seq, payload in zip(chunk, payloads, strict=True):
+            for seq, msg in zip(chunk, msgs, strict=True):
+                if chained:
+                    headers = msg.headers if msg is not None else None
+                    if not headers or headers.get("Nats-Subject") != subject \
+                            or (prev_seq and _predecessor(seq, headers) != prev_seq):
+                        break
                 if seq == last_seq and version == top:
                     event = last
-                elif payload is None:
+                elif msg is None:
                     break
                 else:
                     try:
-                        event = decode_event(payload, stream=stream, sequence=seq, actor_id=actor_id)
+                        event = decode_event(msg.data, stream=stream, sequence=seq, actor_id=actor_id)
                     except CorruptEventError:
                         break  # perhaps not this actor's message at all: the scan will tell
                     if event.actor_id != actor_id or event.version != version:
                         break
                 page.append(event)
-                good_seq = seq
+                good_seq = prev_seq = seq
                 version += 1
             else:
                 if page:
