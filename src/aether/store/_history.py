@@ -329,7 +329,6 @@ class HistoryReader:
         what = f"reading the history of {actor_id!r}"
         stream_get = f"{self._api.api_prefix}.DIRECT.GET.{stream}"
         want = max(from_version, 1)
-        indexing = index_subject is not None and stream not in self.indexing_disabled  # may write indexes
         latest_task = asyncio.ensure_future(self._last_of(stream_get, subject))
         index_task = asyncio.ensure_future(self._index(stream_get, index_subject)) if index_subject else None
         # reading from version 1, the subject's message count proves that the index lists every
@@ -339,6 +338,24 @@ class HistoryReader:
         chained = want > 1
         count_task = asyncio.ensure_future(self._count(stream_get, subject)) \
             if index_task is not None and not chained else None
+        try:
+            async for page in self._start(stream, stream_get, actor_id, subject, index_subject, from_version,
+                                          start_seq, position, latest_task, index_task, count_task, chained, what):
+                yield page
+        finally:
+            for task in (latest_task, index_task, count_task):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    async def _start(self, stream: str, stream_get: str, actor_id: str, subject: str, index_subject: str | None,
+                     from_version: int, start_seq: int, position: ReadPosition,
+                     latest_task: asyncio.Future[tuple[int, Msg] | None],
+                     index_task: asyncio.Future[tuple[int, SeqIndex | None]] | None,
+                     count_task: asyncio.Future[int | None] | None, chained: bool,
+                     what: str) -> AsyncIterator[list[Event]]:
+        """The read once the index is in: starts fetching what it names, then continues."""
+        want = max(from_version, 1)
+        indexing = index_subject is not None and stream not in self.indexing_disabled  # may write indexes
         prefetch: asyncio.Future[list[Msg | None]] | None = None
         try:
             index_seq, index = await index_task if index_task is not None else (0, None)
@@ -350,11 +367,6 @@ class HistoryReader:
                                                                      what=what, with_headers=chained))
             latest = await latest_task
             count = await count_task if count_task is not None else None
-        finally:
-            for task in (latest_task, index_task, count_task):
-                if task is not None and not task.done():
-                    task.cancel()
-        try:
             facts = _Facts(latest, index_seq, index, count, prefetch, indexing, chained)
             async for page in self._continue(stream, stream_get, actor_id, subject, index_subject, from_version,
                                              start_seq, position, facts):
