@@ -15,6 +15,9 @@ stream, and in the small stream a dense actor (every 10th message). Rows, all fr
   block files (``rchar`` of the server process), as blocks of the stream's block size;
 * ``get_latest_version`` warm and cold;
 * dense replay of the small stream's dense actor against the fastest raw read.
+
+``AETHER_BENCH_SCALE_LARGE=10000000`` replaces the large stream's size (the 10M-event run of
+docs/benchmarks.md; it needs ~5 GB of disk and a long build).
 """
 
 from __future__ import annotations
@@ -343,6 +346,10 @@ async def _cold_rows(report: Report, server: NatsServer, sizes: Sizes, streams: 
 async def run(report: Report, quick: bool) -> None:
     """Build the streams, then add the warm, reference, cold and dense rows to ``report``."""
     sizes = QUICK if quick else FULL
+    large = os.environ.get("AETHER_BENCH_SCALE_LARGE")  # e.g. 10000000 for the documented 10M run
+    if large:
+        sizes = Sizes(small=sizes.small, large=int(large), dense=sizes.dense, probes=sizes.probes,
+                      rounds=sizes.rounds)
     started = time.perf_counter()
     async with NatsServer() as server:
         nc = await _connect(server.url)
