@@ -372,3 +372,19 @@ async def test_read_only_user_reads_without_writing_indexes(
     finally:
         await admin.close()
         await auditor.close()
+
+
+async def test_iter_events_stopped_early_leaves_nothing_running(nc: Any, unique_name: str) -> None:
+    store = await JetStreamEventStore.create(nc, unique_name)
+    await _interleaved(nc, store, {"acc": 30})
+    await store.get_events("acc")
+    await store._history.wait_index_writes()
+    for start in (0, 3):
+        seen = []
+        async for event in store.iter_events("acc", start):
+            seen.append(event.version)
+            if len(seen) == 5:
+                break
+        assert seen == list(range(max(start, 1), max(start, 1) + 5))
+    assert store._history._fetcher._batches == {}
+    assert [e.version for e in await store.get_events("acc")] == list(range(1, 31))
