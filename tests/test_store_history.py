@@ -16,7 +16,7 @@ from aether.errors import AetherError, CorruptEventError, StoreError
 from aether.names import encode_token, stream_name
 from aether.permissions import authorization_config, store_permissions
 from aether.store import JetStreamEventStore
-from aether.store._history import CHAIN_MAX, DENSE_SPACING
+from aether.store._history import CHAIN_MAX, COUNT_MIN_WINDOW, DENSE_SPACING
 from aether.store._seqindex import SeqIndex, decode_index, encode_index
 from aether.testing import NatsCluster, NatsServer, wait_for
 
@@ -46,14 +46,14 @@ async def _raw_publish(nc: Any, subject: str, payload: bytes, expected: int | No
 
 
 async def _interleaved(nc: Any, store: JetStreamEventStore, actors: dict[str, int],
-                       fillers: int = 20) -> dict[str, list[int]]:
+                       fillers: int = 20, filler: str = "filler") -> dict[str, list[int]]:
     """Write ``actors`` (name -> events) interleaved with ``fillers`` other actors, raw, as the
     store's appends do; return each actor's sequences."""
     seqs: dict[str, list[int]] = {}
     last: dict[str, int] = {}
     rounds = max(actors.values())
     for v in range(1, rounds + 1):
-        names = [a for a, n in actors.items() if n >= v] + [f"filler-{f}" for f in range(fillers)]
+        names = [a for a, n in actors.items() if n >= v] + [f"{filler}-{f}" for f in range(fillers)]
         for name in names:
             event = Event("E", name, v, {"v": v})
             seq = await _raw_publish(nc, _subject(store, name), encode_event(event), last.get(name, 0), event.id)
@@ -117,7 +117,12 @@ async def test_sparse_actor_is_read_by_sequence_after_its_first_read(nc: Any, un
         assert got == list(range(max(start, 1), 41)), start
         assert reader._history.scans == 0
     assert [e.version for e in await second.get_events("small")] == [1, 2, 3]
-    assert sorted(await store.actor_ids()) == sorted(seqs)  # index subjects are not actors
+    long = COUNT_MIN_WINDOW + 10
+    more = await _interleaved(nc, store, {"long": long}, filler="more")
+    await _read_fresh(nc, unique_name, "long")
+    versions, third = await _read_fresh(nc, unique_name, "long")
+    assert versions == list(range(1, long + 1)) and third._history.events_by_sequence == long
+    assert sorted(await store.actor_ids()) == sorted([*seqs, *more])  # index subjects are not actors
 
 
 async def test_dense_actor_is_scanned(nc: Any, unique_name: str) -> None:
@@ -150,14 +155,15 @@ async def test_snapshot_then_indexed_tail(nc: Any, unique_name: str) -> None:
     assert [e.version for e in await reader.get_events("acc")] == list(range(1, 41))
 
 
-async def test_missing_stale_and_wrong_indexes_never_shorten_a_history(nc: Any, unique_name: str) -> None:
+@pytest.mark.parametrize("n", [30, COUNT_MIN_WINDOW + 6])  # proven by predecessor headers / by the count
+async def test_missing_stale_and_wrong_indexes_never_shorten_a_history(nc: Any, unique_name: str, n: int) -> None:
     store = await JetStreamEventStore.create(nc, unique_name)
-    seqs = await _interleaved(nc, store, {"a": 30, "b": 30})
+    seqs = await _interleaved(nc, store, {"a": n, "b": n})
     index_subject = _subject(store, "a", "x")
     cases: dict[str, SeqIndex | bytes | None] = {
         "missing": None,
-        "stale": SeqIndex(1, seqs["a"][:10]),  # 20 events after it: more than a chain walk, so a scan
-        "slightly stale": SeqIndex(1, seqs["a"][:27]),  # 3 after it: found along the predecessor chain
+        "stale": SeqIndex(1, seqs["a"][:n - 20]),  # 20 events after it: more than a chain walk, so a scan
+        "slightly stale": SeqIndex(1, seqs["a"][:n - 3]),  # 3 after it: found along the predecessor chain
         "another actor's": SeqIndex(1, seqs["b"]),
         "shifted": SeqIndex(2, [*seqs["a"][1:], seqs["a"][-1] + 1]),
         "skips a message": SeqIndex(1, seqs["a"][:5] + seqs["a"][6:]),
@@ -172,9 +178,9 @@ async def test_missing_stale_and_wrong_indexes_never_shorten_a_history(nc: Any, 
             await _raw_publish(nc, index_subject, payload, None, f"idx-{label}")
         elif isinstance(index, bytes):
             await _raw_publish(nc, index_subject, index, None, f"idx-{label}")
-        for start in (0, 4, 29):
+        for start in (0, 4, n - 1):
             versions, _reader = await _read_fresh(nc, unique_name, "a", start)
-            assert versions == list(range(max(start, 1), 31)), (label, start)
+            assert versions == list(range(max(start, 1), n + 1)), (label, start)
         repaired = await _stored_index(nc, store, "a")
         if label in ("missing", "stale", "garbage", "another actor's"):
             assert repaired is not None and repaired.seqs[-1] == seqs["a"][-1], label

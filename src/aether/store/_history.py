@@ -55,6 +55,9 @@ INDEX_MIN_NEW = 2
 # ... or this many by walking back the predecessor chain, which it does for at most CHAIN_MAX events
 INDEX_REWRITE_TAIL = 4
 CHAIN_MAX = 16
+# windows of at least this many events read from version 1 are proven complete by the subject's
+# message count instead of each event's predecessor header
+COUNT_MIN_WINDOW = 64
 # sequence reads in flight at most, and the bytes they may bring at once (see PAGE_BYTES)
 _MAX_WINDOW = 256
 _WINDOW_BYTES = 8 * 1024 * 1024
@@ -329,42 +332,27 @@ class HistoryReader:
         what = f"reading the history of {actor_id!r}"
         stream_get = f"{self._api.api_prefix}.DIRECT.GET.{stream}"
         want = max(from_version, 1)
-        latest_task = asyncio.ensure_future(self._last_of(stream_get, subject))
-        index_task = asyncio.ensure_future(self._index(stream_get, index_subject)) if index_subject else None
-        # reading from version 1, the subject's message count proves that the index lists every
-        # message; reading from a later version (after a snapshot) the events are fetched with
-        # their headers instead, and the predecessor sequences prove it (no need to touch the block
-        # of the actor's first event)
-        chained = want > 1
-        count_task = asyncio.ensure_future(self._count(stream_get, subject)) \
-            if index_task is not None and not chained else None
-        try:
-            async for page in self._start(stream, stream_get, actor_id, subject, index_subject, from_version,
-                                          start_seq, position, latest_task, index_task, count_task, chained, what):
-                yield page
-        finally:
-            for task in (latest_task, index_task, count_task):
-                if task is not None and not task.done():
-                    task.cancel()
-
-    async def _start(self, stream: str, stream_get: str, actor_id: str, subject: str, index_subject: str | None,
-                     from_version: int, start_seq: int, position: ReadPosition,
-                     latest_task: asyncio.Future[tuple[int, Msg] | None],
-                     index_task: asyncio.Future[tuple[int, SeqIndex | None]] | None,
-                     count_task: asyncio.Future[int | None] | None, chained: bool,
-                     what: str) -> AsyncIterator[list[Event]]:
-        """The read once the index is in: starts fetching what it names, then continues."""
-        want = max(from_version, 1)
         indexing = index_subject is not None and stream not in self.indexing_disabled  # may write indexes
+        index_seq, index = await self._index(stream_get, index_subject) if index_subject else (0, None)
+        # that the index lists every message of the subject in its window is proven either by the
+        # events' predecessor sequences (fetched with headers: "chained") or, for a long window read
+        # from version 1, by the subject's message count (bare payloads: half the client's work per
+        # event, but the count's lookup of the subject's first message may load one more block)
+        window = len(index.seqs) - (want - index.first_version) if index is not None else 0
+        chained = want > 1 or window < COUNT_MIN_WINDOW
         prefetch: asyncio.Future[list[Msg | None]] | None = None
+        if index is not None and index.covers(want) and not _dense(index.seqs[want - index.first_version:]):
+            # fetch what the index names right away; it is used only once the actor's last message
+            # (and count) confirm the index. Asked first, the events' blocks are loaded for good
+            # before the lookups by subject touch them (a cold block loaded only for a subject
+            # lookup is dropped again at once)
+            first_chunk = index.seqs[want - index.first_version:][:_CHUNK]
+            prefetch = asyncio.ensure_future(self._fetcher.fetch(stream_get, first_chunk, timeout=self._timeout,
+                                                                 what=what, with_headers=chained))
+        latest_task = asyncio.ensure_future(self._last_of(stream_get, subject))
+        count_task = asyncio.ensure_future(self._count(stream_get, subject)) \
+            if index is not None and not chained else None
         try:
-            index_seq, index = await index_task if index_task is not None else (0, None)
-            if index is not None and index.covers(want) and not _dense(index.seqs[want - index.first_version:]):
-                # start fetching what the index names while the other answers arrive; it is used
-                # only if they confirm the index
-                first_chunk = index.seqs[want - index.first_version:][:_CHUNK]
-                prefetch = asyncio.ensure_future(self._fetcher.fetch(stream_get, first_chunk, timeout=self._timeout,
-                                                                     what=what, with_headers=chained))
             latest = await latest_task
             count = await count_task if count_task is not None else None
             facts = _Facts(latest, index_seq, index, count, prefetch, indexing, chained)
@@ -372,8 +360,9 @@ class HistoryReader:
                                              start_seq, position, facts):
                 yield page
         finally:
-            if prefetch is not None and not prefetch.done():
-                prefetch.cancel()
+            for task in (latest_task, count_task, prefetch):
+                if task is not None and not task.done():
+                    task.cancel()
             if prefetch is not None:
                 with contextlib.suppress(BaseException):
                     await prefetch
