@@ -351,7 +351,7 @@ class HistoryReader:
                                                                  what=what, with_headers=chained))
         latest_task = asyncio.ensure_future(self._last_of(stream_get, subject))
         count_task = asyncio.ensure_future(self._count(stream_get, subject)) \
-            if index is not None and not chained else None
+            if prefetch is not None and not chained else None
         try:
             latest = await latest_task
             count = await count_task if count_task is not None else None
