@@ -291,9 +291,12 @@ async def test_history_written_before_indexes_existed(nc: Any, unique_name: str)
     seqs = await _interleaved(nc, probe, {"old": 25})
     store = await JetStreamEventStore.create(nc, unique_name)  # upgrades the stream: rollups allowed
     assert (await store.stream_info())["config"].get("allow_rollup_hdrs") is True
-    for _ in range(2):
-        versions, _reader = await _read_fresh(nc, unique_name, "old")
-        assert versions == list(range(1, 26))
+    versions, reader = await _read_fresh(nc, unique_name, "old")
+    assert versions == list(range(1, 26))
+    # a small sparse actor is first read along its predecessor chain, not by scanning the stream
+    assert reader._history.scans == 0 and reader._history.chain_walks == 1 and reader._history.index_writes == 1
+    versions, reader = await _read_fresh(nc, unique_name, "old")
+    assert versions == list(range(1, 26)) and reader._history.events_by_sequence == 25
     index = await _stored_index(nc, store, "old")
     assert index is not None and index.seqs == seqs["old"]
 

@@ -55,6 +55,9 @@ INDEX_MIN_NEW = 2
 # ... or this many by walking back the predecessor chain, which it does for at most CHAIN_MAX events
 INDEX_REWRITE_TAIL = 4
 CHAIN_MAX = 16
+# an actor without a usable index and with at most this many events to read is read along its
+# predecessor chain when it is sparse (one round trip per event, but no scan of the stream)
+CHAIN_FIRST_READ = 32
 # windows of at least this many events read from version 1 are proven complete by the subject's
 # message count instead of each event's predecessor header
 COUNT_MIN_WINDOW = 64
@@ -423,7 +426,23 @@ class HistoryReader:
         else:
             index = None
 
-        # 2. the rest by subject scan; learn the sequences when the actor is sparse
+        # 2. a small sparse actor without a usable index: walk its predecessor chain back from its
+        #    last message (a scan would walk the whole stream between its events, and load every
+        #    block of that span when they are cold)
+        wanted = top - want + 1
+        if next_version == 0 and not dense and wanted <= CHAIN_FIRST_READ \
+                and (last_seq - start_seq + 1) / wanted > DENSE_SPACING:
+            chain = await self._chain(stream, stream_get, actor_id, subject, last, last_seq, last_msg.headers or {},
+                                      want - 1, None, what)
+            if chain is not None:
+                self.chain_walks += 1
+                yield [event for event, _ in chain if event.version >= from_version]
+                position.advance(top, last_seq)
+                if index_subject is not None and indexing and len(chain) >= INDEX_MIN_NEW:
+                    self._write_index(stream, index_subject, index_seq, SeqIndex(want, [seq for _, seq in chain]))
+                return
+
+        # 3. the rest by subject scan; learn the sequences when the actor is sparse
         remaining = top - max(next_version, want) + 1
         spacing = (last_seq - after_seq) / max(remaining, 1)
         collect = (index_subject is not None and indexing and not dense and remaining >= INDEX_MIN_NEW
@@ -454,25 +473,25 @@ class HistoryReader:
                               base.extended(first_learned, learned, self._index_limit))
 
     async def _chain(self, stream: str, stream_get: str, actor_id: str, subject: str, last: Event, last_seq: int,
-                     last_headers: dict[str, str], stop_version: int, stop_seq: int,
+                     last_headers: dict[str, str], stop_version: int, stop_seq: int | None,
                      what: str) -> list[tuple[Event, int]] | None:
         """Events ``stop_version + 1 .. last.version`` found by walking back from the last one along the
         predecessor sequences the server enforced at append time (``Nats-Expected-Last-Subject-Sequence``;
         a message without it, inside an atomic batch, follows its predecessor directly).
 
         Returns them ascending with their sequences, or ``None`` when the chain does not lead back
-        to ``stop_seq`` (the caller then scans).
+        to ``stop_seq`` (when given; the caller then scans).
         """
         chain = [(last, last_seq)]
         event, seq, headers = last, last_seq, last_headers
         while True:
             prev = _predecessor(seq, headers)
             if event.version == stop_version + 1:
-                if prev != stop_seq:
+                if stop_seq is not None and prev != stop_seq:
                     return None
                 chain.reverse()
                 return chain
-            if prev <= stop_seq:
+            if prev <= (stop_seq or 0):
                 return None
             msg = await self._api.request(stream_get, b'{"seq":%d}' % prev, what=what)
             headers = msg.headers or {}
