@@ -23,6 +23,7 @@ user holding the lists of namespace ``tenant-a`` is refused by the server for an
   :class:`~aether.cluster.ClusterManager` node / a :class:`~aether.cluster.ClusterClient`;
 * :func:`projection_permissions` / :func:`catch_up_permissions` — a
   :class:`~aether.projection.ProjectionRunner` / a :class:`~aether.projection.CatchUpSubscription`;
+* :func:`dashboard_permissions` — ``aether dashboard`` (reads only);
 * :func:`merge` combines several (one connection used by several components);
   :func:`authorization_config` renders a nats-server ``authorization`` block.
 """
@@ -30,13 +31,14 @@ user holding the lists of namespace ``tenant-a`` is refused by the server for an
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
 from aether.bus.wire import DEFAULT_SUBJECT_PREFIX as BUS_SUBJECT_PREFIX
 from aether.bus.wire import check_bus_prefix, pattern_subject
 from aether.cluster._kv import bucket_name, validate_cluster_name
-from aether.errors import InvalidInputError
+from aether.errors import InvalidInputError, InvalidNameError
 from aether.names import (
     encode_token,
     stream_name,
@@ -48,6 +50,7 @@ from aether.projection.checkpoint import checkpoint_key
 from aether.projection.deadletter import dead_letter_stream_name
 from aether.projection.options import ProjectionOptions
 from aether.projection.projection import validate_projection_name
+from aether.store.partitioning import partition_stream_name, validate_partitions
 
 __all__ = [
     "AllowList",
@@ -57,6 +60,7 @@ __all__ = [
     "catch_up_permissions",
     "cluster_client_permissions",
     "cluster_node_permissions",
+    "dashboard_permissions",
     "inbox_permissions",
     "merge",
     "projection_permissions",
@@ -65,6 +69,7 @@ __all__ = [
 
 JS_API = "$JS.API"
 STORE_SUBJECT_PREFIX = "aether"
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 CLUSTER_SUBJECT_PREFIX = "_aether"
 
 
@@ -133,10 +138,24 @@ def inbox_permissions(*, inbox_prefix: str) -> Permissions:
     return _make([], [f"{_inbox(inbox_prefix)}.>"])
 
 
+def _streams(stream: str, partitions: int) -> list[str]:
+    """The streams of a namespace: itself, or its partition streams."""
+    if validate_partitions(partitions) == 1:
+        return [stream]
+    return [partition_stream_name(stream, i) for i in range(partitions)]
+
+
 def store_permissions(stream_base: str, namespace: str | None = None, *, inbox_prefix: str,
                       may_create: bool = False, read_only: bool = False, snapshots: bool = True,
-                      subject_prefix: str = STORE_SUBJECT_PREFIX) -> Permissions:
+                      subject_prefix: str = STORE_SUBJECT_PREFIX, partitions: int = 1) -> Permissions:
     """What a :class:`~aether.store.JetStreamEventStore` on ``namespace`` needs.
+
+    With ``partitions=P > 1`` every item below is given for each partition stream
+    ``<stream>___p<i>``, plus ``$JS.API.STREAM.INFO.<stream>`` (opening checks that no
+    unpartitioned stream holds the namespace) and, with ``may_create``,
+    ``$JS.API.STREAM.LEADER.STEPDOWN.<partition>`` (new replicated partitions get their leaders
+    spread over the servers). A P = 1 store that may create its stream also needs
+    ``$JS.API.STREAM.INFO.<stream>___p0`` (it checks the namespace is not partitioned first).
 
     Publish:
 
@@ -166,19 +185,30 @@ def store_permissions(stream_base: str, namespace: str | None = None, *, inbox_p
         read_only: reads only: no appends, snapshots or purges.
         snapshots: allow saving snapshots (needs the purge permission).
         subject_prefix: ``JetStreamOptions.subject_prefix``.
+        partitions: the namespace's partition count (``JetStreamOptions.partitions``).
 
     Raises:
         InvalidNameError: a name breaks the rules of :mod:`aether.names`.
+        InvalidInputError: bad ``partitions``.
     """
     stream = stream_name(stream_base, namespace)
     prefix = validate_subject_prefix(subject_prefix)
-    publish = [f"{JS_API}.DIRECT.GET.{stream}", f"{JS_API}.STREAM.MSG.GET.{stream}", f"{JS_API}.STREAM.INFO.{stream}"]
-    if not read_only:
-        publish += [f"{prefix}.{stream}.e.*", f"{prefix}.{stream}.x.*"]
-        if snapshots:
-            publish += [f"{prefix}.{stream}.s.*", f"{JS_API}.STREAM.PURGE.{stream}"]
-    if may_create:
-        publish += [f"{JS_API}.STREAM.CREATE.{stream}", f"{JS_API}.STREAM.UPDATE.{stream}"]
+    streams = _streams(stream, partitions)
+    publish: list[str] = []
+    if partitions > 1:
+        publish.append(f"{JS_API}.STREAM.INFO.{stream}")
+    for name in streams:
+        publish += [f"{JS_API}.DIRECT.GET.{name}", f"{JS_API}.STREAM.MSG.GET.{name}", f"{JS_API}.STREAM.INFO.{name}"]
+        if not read_only:
+            publish += [f"{prefix}.{name}.e.*", f"{prefix}.{name}.x.*"]
+            if snapshots:
+                publish += [f"{prefix}.{name}.s.*", f"{JS_API}.STREAM.PURGE.{name}"]
+        if may_create:
+            publish += [f"{JS_API}.STREAM.CREATE.{name}", f"{JS_API}.STREAM.UPDATE.{name}"]
+            if partitions > 1:
+                publish.append(f"{JS_API}.STREAM.LEADER.STEPDOWN.{name}")
+    if may_create and partitions == 1:
+        publish.append(f"{JS_API}.STREAM.INFO.{partition_stream_name(stream, 0)}")
     return _make(publish, [f"{_inbox(inbox_prefix)}.>"])
 
 
@@ -287,8 +317,9 @@ def cluster_client_permissions(cluster: str, *, inbox_prefix: str, status_reques
 
 
 def catch_up_permissions(stream_base: str, namespace: str | None = None, *, inbox_prefix: str,
-                         subject_prefix: str = STORE_SUBJECT_PREFIX) -> Permissions:
-    """What a :class:`~aether.projection.CatchUpSubscription` over one namespace's stream needs.
+                         subject_prefix: str = STORE_SUBJECT_PREFIX, partitions: int = 1) -> Permissions:
+    """What a :class:`~aether.projection.CatchUpSubscription` over one namespace's stream needs
+    (with ``partitions=P > 1``: the same for each partition stream).
 
     Publish:
 
@@ -307,8 +338,10 @@ def catch_up_permissions(stream_base: str, namespace: str | None = None, *, inbo
     """
     stream = stream_name(stream_base, namespace)
     validate_subject_prefix(subject_prefix)
-    publish = [f"{JS_API}.CONSUMER.CREATE.{stream}.*", f"{JS_API}.CONSUMER.DELETE.{stream}.*",
-               f"$JS.FC.{stream}.>", f"{JS_API}.STREAM.MSG.GET.{stream}"]
+    publish: list[str] = []
+    for name in _streams(stream, partitions):
+        publish += [f"{JS_API}.CONSUMER.CREATE.{name}.*", f"{JS_API}.CONSUMER.DELETE.{name}.*",
+                    f"$JS.FC.{name}.>", f"{JS_API}.STREAM.MSG.GET.{name}"]
     return _make(publish, [f"{_inbox(inbox_prefix)}.>"])
 
 
@@ -324,12 +357,14 @@ def _kv_key(bucket: str, key: str, *, may_create: bool) -> list[str]:
 def projection_permissions(stream_base: str, namespace: str | None, name: str, *, inbox_prefix: str,
                            may_create: bool = True, clustered: bool = False,
                            options: ProjectionOptions | None = None,
-                           subject_prefix: str = STORE_SUBJECT_PREFIX) -> Permissions:
+                           subject_prefix: str = STORE_SUBJECT_PREFIX, partitions: int = 1) -> Permissions:
     """What a :class:`~aether.projection.ProjectionRunner` named ``name`` over one namespace needs.
 
     Everything of :func:`catch_up_permissions`, and publish:
 
-    * ``$JS.API.STREAM.INFO.<stream>`` — start-up check of the source stream;
+    * ``$JS.API.STREAM.INFO.<stream>`` — start-up check of the source stream (with
+      ``partitions=P > 1``: of every partition stream; the checkpoint key, lease and dead-letter
+      stream below stay named after ``<stream>``, one for all partitions);
     * checkpoint bucket ``C`` (``options.checkpoint_bucket``, key ``<stream>.<encoded name>``):
       ``$JS.API.STREAM.INFO.KV_C``, ``$JS.API.DIRECT.GET.KV_C.$KV.C.<key>`` (load) and
       ``$KV.C.<key>`` (save) — this projection's key only;
@@ -352,9 +387,10 @@ def projection_permissions(stream_base: str, namespace: str | None, name: str, *
     stream = stream_name(stream_base, namespace)
     prefix = validate_subject_prefix(subject_prefix)
     key = checkpoint_key(stream, validate_projection_name(name))
-    base = catch_up_permissions(stream_base, namespace, inbox_prefix=inbox_prefix, subject_prefix=subject_prefix)
+    base = catch_up_permissions(stream_base, namespace, inbox_prefix=inbox_prefix, subject_prefix=subject_prefix,
+                                partitions=partitions)
     dlq = opts.dead_letter_stream or dead_letter_stream_name(stream)
-    publish = [*_allowed(base, "publish"), f"{JS_API}.STREAM.INFO.{stream}",
+    publish = [*_allowed(base, "publish"), *(f"{JS_API}.STREAM.INFO.{name}" for name in _streams(stream, partitions)),
                *_kv_key(opts.checkpoint_bucket, key, may_create=may_create)]
     if clustered:
         publish += _kv_key(opts.lease_bucket_name(), key, may_create=may_create)
@@ -363,6 +399,52 @@ def projection_permissions(stream_base: str, namespace: str | None, name: str, *
     if may_create:
         publish.append(f"{JS_API}.STREAM.CREATE.{dlq}")
     return _make(publish, _allowed(base, "subscribe"))
+
+
+def dashboard_permissions(cluster: str, *, inbox_prefix: str, event_streams: Iterable[str] = (),
+                          checkpoint_bucket: str = "aether-projections", lease_ttls: Iterable[int] = (10,),
+                          subject_prefix: str = CLUSTER_SUBJECT_PREFIX) -> Permissions:
+    """What ``aether dashboard`` (:class:`~aether.dashboard.Collector`) of ``cluster`` needs: reads only.
+
+    Publish:
+
+    * ``$JS.API.STREAM.INFO.KV_<cluster bucket>`` and ``$JS.API.DIRECT.GET.KV_<cluster bucket>``
+      — the leader lease, the shard map and the heartbeats (as ``aether cluster status``);
+    * ``<prefix>.cluster.<cluster>.node.*.status`` — each member's live status;
+    * ``$JS.API.STREAM.LIST`` — the configuration and state of every stream (names, message and
+      byte counts, leaders; no message content);
+    * ``$JS.API.DIRECT.GET.KV_<checkpoint_bucket>`` and ``$JS.API.DIRECT.GET.KV_<lease bucket>``
+      for each of ``lease_ttls`` — projection positions and holders;
+    * ``$JS.API.STREAM.INFO.__DLQ_<stream>`` for each of ``event_streams`` (full stream names) —
+      dead letters per projection. Streams not listed show no dead-letter count.
+
+    Subscribe: ``$KV.<cluster bucket>.leader`` / ``.map`` / ``.node.*`` (change hints) and
+    ``<inbox_prefix>.>``. No ``allow_responses``: the dashboard answers nothing.
+
+    Raises:
+        InvalidNameError: a bad cluster name, stream name, prefix or inbox prefix.
+        InvalidInputError: a bad lease TTL or bucket name.
+    """
+    bucket, kv_stream, nodes = _cluster_subjects(cluster, subject_prefix)
+    opts = ProjectionOptions(checkpoint_bucket=checkpoint_bucket)
+    publish = [f"{JS_API}.STREAM.INFO.{kv_stream}", f"{JS_API}.DIRECT.GET.{kv_stream}", f"{nodes}.*.status",
+               f"{JS_API}.STREAM.LIST", f"{JS_API}.DIRECT.GET.KV_{opts.checkpoint_bucket}"]
+    for ttl in _ints(lease_ttls):
+        publish.append(f"{JS_API}.DIRECT.GET.KV_{ProjectionOptions(lease_ttl=ttl).lease_bucket_name()}")
+    for stream in _strings(event_streams):
+        if not isinstance(stream, str) or not _STREAM_NAME.fullmatch(stream):
+            raise InvalidNameError(f"stream name {stream!r} may only contain A-Z a-z 0-9 _ -")
+        publish.append(f"{JS_API}.STREAM.INFO.{dead_letter_stream_name(stream)}")
+    subscribe = [f"$KV.{bucket}.leader", f"$KV.{bucket}.map", f"$KV.{bucket}.node.*", f"{_inbox(inbox_prefix)}.>"]
+    return _make(publish, subscribe)
+
+
+def _ints(values: Iterable[int]) -> list[int]:
+    found = list(values)
+    for value in found:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"lease TTLs are whole seconds >= 1, got {value!r}")
+    return found
 
 
 def merge(*permissions: Permissions) -> Permissions:
