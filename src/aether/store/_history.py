@@ -64,6 +64,7 @@ COUNT_MIN_WINDOW = 64
 # sequence reads in flight at most, and the bytes they may bring at once (see PAGE_BYTES)
 _MAX_WINDOW = 256
 _WINDOW_BYTES = 8 * 1024 * 1024
+_DENSE_MEMORY = 10_000  # dense actors remembered per store
 _CHUNK = 1000  # events verified and handed out per page when reading by sequence
 _encode_json = msgspec.json.encode
 
@@ -256,6 +257,8 @@ class HistoryReader:
         self._timeout = timeout
         self._index_limit = index_limit
         self._writes: set[asyncio.Task[None]] = set()
+        # actors found dense along their chain (they get no index): read by scan next time
+        self._dense_subjects: dict[str, None] = {}
         # what the reads did (inspection, tests, benchmarks)
         self.index_writes = 0       # index messages stored
         self.index_failures = 0     # index writes the server refused or did not acknowledge
@@ -430,7 +433,7 @@ class HistoryReader:
         #    last message (a scan would walk the whole stream between its events, and load every
         #    block of that span when they are cold)
         wanted = top - want + 1
-        if next_version == 0 and not dense and wanted <= CHAIN_FIRST_READ \
+        if next_version == 0 and not dense and wanted <= CHAIN_FIRST_READ and subject not in self._dense_subjects \
                 and (last_seq - start_seq + 1) / wanted > DENSE_SPACING:
             chain = await self._chain(stream, stream_get, actor_id, subject, last, last_seq, last_msg.headers or {},
                                       want - 1, None, what)
@@ -438,8 +441,13 @@ class HistoryReader:
                 self.chain_walks += 1
                 yield [event for event, _ in chain if event.version >= from_version]
                 position.advance(top, last_seq)
-                if index_subject is not None and indexing and len(chain) >= INDEX_MIN_NEW:
-                    self._write_index(stream, index_subject, index_seq, SeqIndex(want, [seq for _, seq in chain]))
+                seqs = [seq for _, seq in chain]
+                if _dense(seqs):  # no index for it: remember to scan it next time instead
+                    if len(self._dense_subjects) >= _DENSE_MEMORY:
+                        del self._dense_subjects[next(iter(self._dense_subjects))]
+                    self._dense_subjects[subject] = None
+                elif index_subject is not None and indexing and len(chain) >= INDEX_MIN_NEW:
+                    self._write_index(stream, index_subject, index_seq, SeqIndex(want, seqs))
                 return
 
         # 3. the rest by subject scan; learn the sequences when the actor is sparse
@@ -467,7 +475,8 @@ class HistoryReader:
                     if not learned:
                         first_learned = event.version
                     learned.append(seq)
-        if collect and index_subject is not None and len(learned) >= INDEX_MIN_NEW:
+        if collect and index_subject is not None and len(learned) >= INDEX_MIN_NEW \
+                and (index is not None or not _dense(learned)):  # a dense actor is read by scan anyway
             base = index if index is not None else SeqIndex(first_learned, [])
             self._write_index(stream, index_subject, index_seq,
                               base.extended(first_learned, learned, self._index_limit))
