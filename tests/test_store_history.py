@@ -397,3 +397,23 @@ async def test_iter_events_stopped_early_leaves_nothing_running(nc: Any, unique_
         assert seen == list(range(max(start, 1), max(start, 1) + 5))
     assert store._history._fetcher._batches == {}
     assert [e.version for e in await store.get_events("acc")] == list(range(1, 31))
+
+
+async def test_partitioned_namespace_reads_each_actor_through_its_partitions_index(nc: Any,
+                                                                                  unique_name: str) -> None:
+    store = await JetStreamEventStore.create(nc, unique_name, partitions=3)
+    actors = [f"acc-{i}" for i in range(60)]  # ~20 per partition: sparse
+    for v in range(1, 21):
+        for actor in actors:
+            await store.save_event(Event("E", actor, v))
+    for _ in range(2):
+        reader = await JetStreamEventStore.create(nc, unique_name)
+        for actor in actors:
+            assert [e.version for e in await reader.get_events(actor)] == list(range(1, 21))
+            assert [e.version for e in await reader.get_events(actor, 19)] == [19, 20]
+        for unit in reader._units:
+            await unit._history.wait_index_writes()
+    # the second reader found every index in the actor's own partition stream
+    assert sum(unit._history.events_by_sequence for unit in reader._units) == 60 * 20 + 60 * 2
+    assert sum(unit._history.scans for unit in reader._units) == 0
+    assert sorted(await reader.actor_ids()) == sorted(actors)
