@@ -122,7 +122,7 @@ def test_permission_lists_name_exact_subjects() -> None:
     store = store_permissions("EV", "tenant-a", inbox_prefix="_INBOX_a")
     assert store["publish"]["allow"] == [
         "$JS.API.DIRECT.GET.EV__tenant-a", "$JS.API.STREAM.MSG.GET.EV__tenant-a", "$JS.API.STREAM.INFO.EV__tenant-a",
-        "aether.EV__tenant-a.e.*",
+        "aether.EV__tenant-a.e.*", "aether.EV__tenant-a.x.*",
         "aether.EV__tenant-a.s.*", "$JS.API.STREAM.PURGE.EV__tenant-a"]
     assert store["subscribe"]["allow"] == ["_INBOX_a.>"]
     assert "allow_responses" not in store

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import re
 
-from aether.errors import InvalidNameError
+from aether.errors import InvalidInputError, InvalidNameError, InvalidVersionError
+from aether.event import Event
 
 __all__ = [
     "MAX_ACTOR_ID_LENGTH",
     "MAX_NAMESPACE_LENGTH",
+    "check_event",
     "decode_token",
     "encode_token",
     "event_subject",
@@ -117,6 +119,28 @@ def validate_actor_id(actor_id: object) -> str:
         except UnicodeEncodeError:
             raise InvalidNameError(f"actor id {actor_id!r} holds a lone surrogate (not UTF-8 encodable)") from None
     return actor_id
+
+
+def check_event(event: object) -> None:
+    """Check that ``event`` is an :class:`~aether.event.Event` with a usable address: its version
+    and actor id (cheap: runs on every append and every bus publish; the stores and both buses
+    share it — :mod:`aether.store._validation` re-exports it).
+
+    Raises:
+        InvalidInputError: not an :class:`~aether.event.Event`.
+        InvalidVersionError: ``version`` is not an int >= 1.
+        InvalidNameError: the actor id breaks the rules of :func:`validate_actor_id`.
+    """
+    if type(event) is not Event and not isinstance(event, Event):
+        text = repr(event)
+        raise InvalidInputError(f"expected an aether.Event, got {type(event).__name__} "
+                                f"{text[:60]}{'…' if len(text) > 60 else ''}")
+    version = event.version
+    if type(version) is not int or version < 1:
+        raise InvalidVersionError(f"version must be an int >= 1, got {version!r} (actor {event.actor_id!r})")
+    actor_id = event.actor_id
+    if type(actor_id) is not str or not actor_id or len(actor_id) > MAX_ACTOR_ID_LENGTH:
+        validate_actor_id(actor_id)  # raises InvalidNameError naming the rule broken
 
 
 def _check_length(kind: str, value: str) -> None:

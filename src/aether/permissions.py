@@ -161,6 +161,9 @@ def store_permissions(stream_base: str, namespace: str | None = None, *, inbox_p
 
     * ``<prefix>.<stream>.e.*`` — append events (one subject per actor);
     * ``<prefix>.<stream>.s.*`` — save snapshots (unless ``snapshots=False``);
+    * ``<prefix>.<stream>.x.*`` — keep the actors' sequence indexes, which make history reads
+      cost the actor's events only (derived data written by reads; a ``read_only`` store reads
+      without writing them);
     * ``$JS.API.DIRECT.GET.<stream>`` — history and snapshot reads (any replica may answer);
     * ``$JS.API.STREAM.MSG.GET.<stream>`` — reads the concurrency decisions rely on, answered by
       the stream leader: ``get_latest_version``, the check after a conflict or a de-duplicated
@@ -197,7 +200,7 @@ def store_permissions(stream_base: str, namespace: str | None = None, *, inbox_p
     for name in streams:
         publish += [f"{JS_API}.DIRECT.GET.{name}", f"{JS_API}.STREAM.MSG.GET.{name}", f"{JS_API}.STREAM.INFO.{name}"]
         if not read_only:
-            publish.append(f"{prefix}.{name}.e.*")
+            publish += [f"{prefix}.{name}.e.*", f"{prefix}.{name}.x.*"]
             if snapshots:
                 publish += [f"{prefix}.{name}.s.*", f"{JS_API}.STREAM.PURGE.{name}"]
         if may_create:

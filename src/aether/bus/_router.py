@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterable
 
 from aether.errors import InvalidInputError
 from aether.event import Event
-from aether.names import validate_namespace, validate_namespace_pattern
-from aether.store._validation import check_event
+from aether.names import check_event, validate_namespace, validate_namespace_pattern
 
 from .stats import NamespaceStats
 from .subscription import Subscription
@@ -27,6 +26,7 @@ __all__ = [
     "check_publish_event",
     "compile_pattern",
     "fanout",
+    "fanout_all",
     "normalise_filters",
     "subscription_settings",
 ]
@@ -72,6 +72,39 @@ def fanout(subs: tuple[Subscription, ...], event: Event, route: Route) -> None:
             continue
         buf.append(event)
         delivered += 1
+        waiter = sub._waiter
+        if waiter is not None:
+            sub._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+    route.delivered += delivered
+
+
+def fanout_all(subs: tuple[Subscription, ...], events: list[Event], route: Route) -> None:
+    """Offer ``events`` (in order) to each subscription in ``subs``: :func:`fanout` for a batch."""
+    delivered = 0
+    for sub in subs:
+        chosen = events
+        if sub._filtered:
+            types = sub._types
+            prefix = sub._prefix
+            chosen = [e for e in events if (types is None or e.event_type in types)
+                      and (prefix is None or e.actor_id.startswith(prefix))]
+            if not chosen:
+                continue
+        buf = sub._buf
+        room = sub._maxsize - len(buf)
+        if room <= 0:
+            sub._dropped += len(chosen)
+            route.dropped += len(chosen)
+            continue
+        if len(chosen) > room:
+            lost = len(chosen) - room
+            sub._dropped += lost
+            route.dropped += lost
+            chosen = chosen[:room]
+        buf.extend(chosen)
+        delivered += len(chosen)
         waiter = sub._waiter
         if waiter is not None:
             sub._waiter = None
@@ -130,7 +163,8 @@ def normalise_filters(event_types: Iterable[str] | None,
 
 
 def check_publish_event(event: object) -> None:
-    """The slow path of a publish's event check (the fast path accepts an Event with an int version >= 1).
+    """The slow path of a publish's event check (the fast path accepts an Event with an int version >= 1
+    and a non-empty str actor id).
 
     Raises:
         InvalidInputError: not an :class:`~aether.event.Event`.

@@ -64,7 +64,8 @@ class EventBus:
             route = self._routes[namespace]
         except (KeyError, TypeError):
             route = self._router.route(namespace)
-        if type(event) is not Event or type(event.version) is not int or event.version < 1:
+        if (type(event) is not Event or type(event.version) is not int or event.version < 1
+                or type(event.actor_id) is not str or not event.actor_id):
             check_publish_event(event)
         route.published += 1
         subs = route.subs

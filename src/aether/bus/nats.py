@@ -2,10 +2,22 @@
 
 Every bus instance is a *node* with a random 8-byte id. ``publish`` sends the event once on
 its subject (see :mod:`aether.bus.wire` for the layout) and delivers it to the node's own
-matching subscriptions directly. Each distinct subscription pattern on a node owns ONE NATS
-subscription (a *group*) and hands what it receives to that pattern's local subscriptions
-only, so a subscription gets every remote event exactly once even when several patterns
-overlap; messages carrying the node's own id are skipped (they were delivered locally).
+matching subscriptions directly.
+
+Coalescing: nats-py costs several µs per message, more than everything else the bus does
+with an event. The first event a node publishes in an event-loop iteration goes out at once,
+alone (an idle publisher's latency is that of one plain NATS message). Further events
+published in the same iteration collect in ONE open batch while they share its subject
+(namespace and event type), and the batch travels as one NATS message when the iteration
+ends (a callback scheduled by the first publish with ``loop.call_soon`` starts a task that
+sends it), when it is full (``max_batch_events`` events or ``max_batch_bytes`` bytes, never
+above the server's max payload), or when a publish to another subject needs to go out after
+it. Messages leave in publish order, so every guarantee below holds per event.
+
+Each distinct subscription pattern on a node owns ONE NATS subscription (a *group*) and
+hands what it receives to that pattern's local subscriptions only, so a subscription gets
+every remote event exactly once even when several patterns overlap; messages carrying the
+node's own id are skipped (they were delivered locally).
 
 Order: NATS keeps the order of one connection's messages per subscription, and local
 delivery happens in publish order, so events of one publisher reach each subscription in
@@ -30,13 +42,14 @@ from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
 from aether._nats import check_client, watch_permission_denials
-from aether.codec import decode_event, encode_event
+from aether.codec import EVENT_FORMAT_V1, decode_event, encode_event
 from aether.errors import (
     AetherError,
     AetherTimeoutError,
     BusClosedError,
     CorruptEventError,
     EventTooLargeError,
+    InvalidInputError,
     NatsConnectionError,
     PermissionDeniedError,
 )
@@ -49,18 +62,26 @@ from ._router import (
     check_buffer_size,
     check_publish_event,
     fanout,
+    fanout_all,
     subscription_settings,
 )
 from .stats import BusMetricsHook, BusStats
 from .subscription import Subscription
 from .wire import (
+    BATCH,
+    BATCH_OVERHEAD,
     DEFAULT_SUBJECT_PREFIX,
     HEADER_SIZE,
     MAGIC,
     ORIGIN,
+    SINGLE,
+    TRACED_BATCH,
     check_bus_prefix,
+    context_size,
+    decode_batch,
     event_subject,
     namespace_of_subject,
+    pack_batch,
     pack_header,
     pattern_subject,
 )
@@ -71,6 +92,29 @@ _MAX_SUBJECT_CACHE = 65_536
 _MAX_TYPES_PER_ROUTE = 1024
 _MAX_PUBLISHERS = 4096
 _unpack_origin = ORIGIN.unpack_from
+DEFAULT_MAX_BATCH_EVENTS = 256
+DEFAULT_MAX_BATCH_BYTES = 64 * 1024
+_MAX_BATCH_EVENTS_LIMIT = 65_535
+_FORMAT_V1 = EVENT_FORMAT_V1[1]  # the codec's format byte: only format-1 events travel in batches (wire v2)
+
+
+class _Batch:
+    """Events of one subject published in one loop iteration, waiting to travel as one message."""
+
+    __slots__ = ("contexts", "first", "limit", "payloads", "route", "size", "subject")
+
+    def __init__(self, route: Route, subject: str, first: int, payload: bytes, context: dict[str, str] | None,
+                 limit: int) -> None:
+        self.route = route
+        self.subject = subject
+        self.first = first
+        self.limit = limit
+        self.payloads = [payload]
+        self.contexts: list[dict[str, str]] | None = None
+        self.size = BATCH_OVERHEAD + len(payload)
+        if context:
+            self.contexts = [context]
+            self.size += context_size(context)
 
 # nats-py errors raised before a message is queued: the sequence number can be reused
 _NOT_SENT = (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError,
@@ -96,7 +140,7 @@ def _translate(exc: BaseException, what: str) -> AetherError:
 class _Group:
     """One NATS subscription shared by the local subscriptions of one pattern."""
 
-    __slots__ = ("bus", "denied", "error", "nats_sub", "own", "pattern", "ready", "seen", "stopping", "subject",
+    __slots__ = ("bus", "denied", "error", "nats_sub", "node", "own", "pattern", "ready", "seen", "stopping", "subject",
                  "subject_routes", "subs", "task")
 
     def __init__(self, bus: NATSEventBus, pattern: str, subject: str, ready: asyncio.Future[None]) -> None:
@@ -111,6 +155,7 @@ class _Group:
         self.error: AetherError | None = None
         self.denied: PermissionDeniedError | None = None
         self.own = bus._head
+        self.node = bus._node
         self.subject_routes = bus._subject_routes
         # publisher node id -> {route: last sequence seen}
         self.seen: dict[bytes, dict[Route, int]] = {}
@@ -163,11 +208,15 @@ class _Group:
                 await sub.unsubscribe()
 
     async def on_msg(self, msg: Msg) -> None:
-        """Hot path: skip own messages, check the sequence, decode once, fan out."""
+        """Hot path: skip own messages, check the sequence range, decode once, fan out."""
         data = msg.data
         if data.startswith(self.own):
             return
-        if len(data) <= HEADER_SIZE or not data.startswith(MAGIC):
+        if len(data) <= HEADER_SIZE or data[0] != 0xAE:
+            self.bus._invalid += 1
+            return
+        kind = data[1]
+        if kind != SINGLE and kind != BATCH and kind != TRACED_BATCH:
             self.bus._invalid += 1
             return
         route = self.subject_routes.get(msg.subject)
@@ -177,25 +226,63 @@ class _Group:
                 self.bus._invalid += 1
                 return
         node, seq = _unpack_origin(data, 2)
-        seen = self.seen.get(node)
-        if seen is None:
-            seen = self._new_publisher(node)
-        last = seen.get(route, 0)
-        if last and seq != last + 1:
-            if seq <= last:
-                return  # a copy of a message already handled
-            self._gap(route, seq - last - 1)
-        seen[route] = seq
+        if node == self.node:
+            return  # a batch this node sent (its own v1 messages were skipped above)
+        if kind == SINGLE:
+            try:
+                event = decode_event(data[HEADER_SIZE:])
+            except CorruptEventError:
+                self.bus._invalid += 1
+                return
+            if self._admit(node, route, seq, seq) < 0:
+                return
+            subs = self.subs
+            if subs:
+                fanout(subs, event, route)
+            if _tracing.TRACER is not None:
+                _tracing.bus_deliver(msg.headers, msg.subject, event, len(subs))
+            return
         try:
-            event = decode_event(data[HEADER_SIZE:])
+            events, contexts = decode_batch(data, kind)
         except CorruptEventError:
             self.bus._invalid += 1
             return
+        skip = self._admit(node, route, seq, seq + len(events) - 1)
+        if skip:
+            if skip < 0:
+                return
+            events = events[skip:]
+            if contexts is not None:
+                contexts = contexts[skip:]
         subs = self.subs
         if subs:
-            fanout(subs, event, route)
-        if _tracing.TRACER is not None:
-            _tracing.bus_deliver(msg.headers, msg.subject, event, len(subs))
+            fanout_all(subs, events, route)
+        if _tracing.TRACER is not None and (contexts is not None or not _tracing._off()):
+            count = len(subs)
+            subject = msg.subject
+            for i, event in enumerate(events):
+                _tracing.bus_deliver(contexts[i] if contexts is not None else None, subject, event, count)
+
+    def _admit(self, node: bytes, route: Route, first: int, last: int) -> int:
+        """Record that ``node`` sent sequences ``first..last`` in ``route``.
+
+        Returns how many leading events of the range were handled already (0 normally), or -1
+        when all were (a copy). A jump past the last sequence seen is a gap (counted).
+        """
+        seen = self.seen.get(node)
+        if seen is None:
+            seen = self._new_publisher(node)
+        prev = seen.get(route, 0)
+        skip = 0
+        if prev and first != prev + 1:
+            if last <= prev:
+                return -1  # a copy of a message already handled
+            if first > prev:
+                self._gap(route, first - prev - 1)
+            else:
+                skip = prev + 1 - first
+        seen[route] = last
+        return skip
 
     def _new_publisher(self, node: bytes) -> dict[Route, int]:
         seen = self.seen
@@ -228,25 +315,40 @@ class NATSEventBus:
         timeout: seconds to wait for the server when registering a subscription.
         metrics: optional :class:`aether.metrics.BusMetrics` (or any
             :class:`~aether.bus.BusMetricsHook`) that reports this bus.
+        max_batch_events: the most events one NATS message carries (1: no coalescing).
+        max_batch_bytes: the most bytes one coalesced NATS message carries (never more than
+            the server's max payload).
 
     Raises:
         InvalidNameError: invalid ``subject_prefix``.
-        InvalidInputError: invalid ``buffer_size`` or ``timeout``.
+        InvalidInputError: invalid ``buffer_size``, ``timeout``, ``max_batch_events`` (an int
+            1..65535) or ``max_batch_bytes`` (an int >= 1024).
     """
 
     kind = "nats"
 
     def __init__(self, nc: Client, *, subject_prefix: str = DEFAULT_SUBJECT_PREFIX,
                  buffer_size: int = DEFAULT_BUFFER_SIZE, timeout: float = 5.0,
-                 metrics: BusMetricsHook | None = None) -> None:
+                 metrics: BusMetricsHook | None = None, max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
+                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> None:
         check_client(nc, "NATSEventBus")
-        from aether.errors import InvalidInputError
-
         self._prefix = check_bus_prefix(subject_prefix)
         self._buffer_size = check_buffer_size(buffer_size)
-        if not isinstance(timeout, int | float) or timeout <= 0:
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise InvalidInputError(f"timeout must be > 0, got {timeout!r}")
+        if type(max_batch_events) is not int or not 1 <= max_batch_events <= _MAX_BATCH_EVENTS_LIMIT:
+            raise InvalidInputError(f"max_batch_events must be an int in 1..{_MAX_BATCH_EVENTS_LIMIT}, "
+                                    f"got {max_batch_events!r}")
+        if type(max_batch_bytes) is not int or max_batch_bytes < 1024:
+            raise InvalidInputError(f"max_batch_bytes must be an int >= 1024, got {max_batch_bytes!r}")
         self._timeout = float(timeout)
+        self._max_batch_events = max_batch_events
+        self._max_batch_bytes = max_batch_bytes
+        self._batch: _Batch | None = None  # the open batch (at most one: messages leave in publish order)
+        self._busy = False  # a publish of this loop iteration went out: further ones coalesce
+        self._end_pending = False  # the end-of-iteration callback is scheduled
+        self._sender: asyncio.Task[None] | None = None  # sends the open batch after an iteration
+        self._send_failure: AetherError | None = None  # a coalesced message that could not be sent
         self._nc = nc
         self._node = os.urandom(8)
         self._head = MAGIC + self._node
@@ -275,8 +377,9 @@ class NATSEventBus:
     @classmethod
     async def create(cls, nc: Client, *, subject_prefix: str = DEFAULT_SUBJECT_PREFIX,
                      buffer_size: int = DEFAULT_BUFFER_SIZE, timeout: float = 5.0,
-                     metrics: BusMetricsHook | None = None) -> NATSEventBus:
-        """Create a bus on a connected nats-py client.
+                     metrics: BusMetricsHook | None = None, max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
+                     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> NATSEventBus:
+        """Create a bus on a connected nats-py client (arguments: see the class).
 
         Raises:
             NatsConnectionError: the client is closed.
@@ -285,7 +388,8 @@ class NATSEventBus:
         check_client(nc, "NATSEventBus.create")
         if nc.is_closed:
             raise NatsConnectionError("NATSEventBus.create: the NATS connection is closed")
-        return cls(nc, subject_prefix=subject_prefix, buffer_size=buffer_size, timeout=timeout, metrics=metrics)
+        return cls(nc, subject_prefix=subject_prefix, buffer_size=buffer_size, timeout=timeout, metrics=metrics,
+                   max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes)
 
     # ---- properties ----------------------------------------------------------------------
     @property
@@ -313,7 +417,9 @@ class NATSEventBus:
         """Send ``event`` to every node and deliver it to this node's matching subscriptions.
 
         The event is encoded once. Never blocks on subscribers: a full subscription buffer
-        drops the event for that subscription only (counted).
+        drops the event for that subscription only (counted). The first event of a loop
+        iteration is handed to nats-py at once; later ones of the same iteration and subject
+        travel together in one message when the iteration ends (see the module docstring).
 
         Raises:
             BusClosedError: the bus is closed.
@@ -321,7 +427,8 @@ class NATSEventBus:
             InvalidInputError: ``event`` is not an :class:`~aether.event.Event` or cannot be encoded.
             InvalidVersionError: ``event.version`` < 1.
             EventTooLargeError: the message exceeds the server's max payload.
-            NatsConnectionError: the connection is closed, or its reconnect buffer is full.
+            NatsConnectionError: the connection is closed, or its reconnect buffer is full; or
+                a coalesced message of earlier events could not be sent (reported once).
             PermissionDeniedError: the server refused an earlier publish to the same subject
                 (namespace and event type). The server reports a refusal after the fact: the
                 first refused publish returns normally, and :meth:`flush` raises for it.
@@ -332,7 +439,8 @@ class NATSEventBus:
             route = self._routes[namespace]
         except (KeyError, TypeError):
             route = self._router.route(namespace)
-        if type(event) is not Event or type(event.version) is not int or event.version < 1:
+        if (type(event) is not Event or type(event.version) is not int or event.version < 1
+                or type(event.actor_id) is not str or not event.actor_id):
             check_publish_event(event)
         event_type = event.event_type
         try:
@@ -342,11 +450,52 @@ class NATSEventBus:
         if self._refused_subjects and subject.lower() in self._refused_subjects:
             raise PermissionDeniedError(f"publishing to {route.namespace!r}: the NATS server refused "
                                         f"{self._refused_subjects[subject.lower()]}")
+        if self._send_failure is not None:
+            failure, self._send_failure = self._send_failure, None
+            raise failure
         payload = encode_event(event)
+        trace = _tracing.bus_publish(route.namespace, subject, event) if _tracing.TRACER is not None else None
+        batch = self._batch
+        if batch is not None:
+            payloads = batch.payloads
+            size = batch.size + len(payload)
+            if trace:
+                size += context_size(trace)
+            if (batch.subject == subject and len(payloads) < self._max_batch_events and size <= batch.limit
+                    and payload[1] == _FORMAT_V1):
+                batch.size = size
+                if trace is None and batch.contexts is None:
+                    payloads.append(payload)
+                else:
+                    self._add(batch, payload, trace)
+                seq = route.seq + 1
+                route.seq = seq
+                route.published += 1
+                subs = route.subs
+                if subs:
+                    fanout(subs, event, route)
+                return
+            self._batch = None
+            await self._send_batch(batch, report=True)  # raises: this event is not published
+        if self._busy:
+            if self._nc.is_closed:
+                raise NatsConnectionError(f"publishing to {route.namespace!r}: NATS connection unavailable "
+                                          "(ConnectionClosedError)")
+            limit = min(self._max_batch_bytes, self._nc.max_payload)
+            if self._max_batch_events > 1 and len(payload) + BATCH_OVERHEAD <= limit and payload[1] == _FORMAT_V1:
+                seq = route.seq + 1
+                route.seq = seq
+                self._batch = _Batch(route, subject, seq, payload, trace, limit)
+                route.published += 1
+                subs = route.subs
+                if subs:
+                    fanout(subs, event, route)
+                return
+        else:
+            self._busy = True  # the loop iteration's first publish goes out at once
         seq = route.seq + 1
         route.seq = seq
         try:
-            trace = _tracing.bus_publish(route.namespace, subject, event) if _tracing.TRACER is not None else None
             await self._nc.publish(subject, pack_header(self._head, seq) + payload, headers=trace)
         except _NOT_SENT as exc:
             if route.seq == seq:
@@ -356,10 +505,61 @@ class NATSEventBus:
             raise _translate(exc, f"publishing to {route.namespace!r}") from exc
         except Exception as exc:
             raise _translate(exc, f"publishing to {route.namespace!r}") from exc
+        finally:
+            if not self._end_pending:
+                self._end_pending = True
+                asyncio.get_running_loop().call_soon(self._iteration_end)
         route.published += 1
         subs = route.subs
         if subs:
             fanout(subs, event, route)
+
+    @staticmethod
+    def _add(batch: _Batch, payload: bytes, trace: dict[str, str] | None) -> None:
+        """Add an event with a trace context, or to a batch that has contexts already (size: the caller)."""
+        contexts = batch.contexts
+        if contexts is None:
+            contexts = batch.contexts = [{} for _ in batch.payloads]
+        contexts.append(trace or {})
+        batch.payloads.append(payload)
+
+    async def _send_batch(self, batch: _Batch, *, report: bool) -> None:
+        """Hand ``batch`` to nats-py as one message (a v1 message when it holds one event).
+
+        Its events were delivered locally and their publishes returned: when the message
+        cannot be sent they are lost for the other nodes, whose receivers see the gap in the
+        sequence. The error is raised (``report``) or kept for the next publish / flush.
+        """
+        payloads = batch.payloads
+        if len(payloads) == 1:
+            context = batch.contexts[0] if batch.contexts else None
+            data = pack_header(self._head, batch.first) + payloads[0]
+        else:
+            context = None
+            data = pack_batch(self._node, batch.first, payloads, batch.contexts)
+        try:
+            await self._nc.publish(batch.subject, data, headers=context or None)
+        except Exception as exc:
+            error = _translate(exc, f"publishing {len(payloads)} coalesced events to {batch.route.namespace!r}")
+            if report:
+                raise error from exc
+            self._send_failure = error
+
+    def _iteration_end(self) -> None:
+        """Runs once the loop iteration of a publish is over: the next publish goes out at once
+        again, and a task sends the batch the iteration left open (if no sender runs already)."""
+        self._end_pending = False
+        self._busy = False
+        if self._batch is not None and self._sender is None:
+            self._sender = self._spawn(self._send_open())
+
+    async def _send_open(self) -> None:
+        try:
+            while (batch := self._batch) is not None:
+                self._batch = None
+                await self._send_batch(batch, report=False)
+        finally:
+            self._sender = None
 
     def _subject_for(self, route: Route, event_type: object) -> str:
         subject = event_subject(self._prefix, route.namespace, event_type)  # type: ignore[arg-type]
@@ -451,12 +651,16 @@ class NATSEventBus:
         several nodes, flush every node, then flush the receiving node again.
 
         Raises:
-            NatsConnectionError: the connection is closed or unavailable.
+            NatsConnectionError: the connection is closed or unavailable, or a coalesced message
+                could not be sent since the last flush.
             AetherTimeoutError: not done within ``timeout`` seconds (default: the bus's timeout).
             PermissionDeniedError: the server refused a publish made since the last flush (lack
                 of permission), or the bus's probe to its own inbox.
         """
         limit = self._timeout if timeout is None else timeout
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            await self._send_batch(batch, report=False)
         try:
             async with asyncio.timeout(limit):
                 await self._roundtrip(limit)
@@ -469,6 +673,9 @@ class NATSEventBus:
         refusal, self._refusal = self._refusal, None
         if refusal is not None:
             raise refusal
+        failure, self._send_failure = self._send_failure, None
+        if failure is not None:
+            raise failure
 
     async def _roundtrip(self, timeout: float) -> None:
         """Send a probe message through the connection's outgoing queue and wait for it to come back.
@@ -552,6 +759,9 @@ class NATSEventBus:
         stays open. Idempotent."""
         if not self._closed:
             self._closed = True
+            batch, self._batch = self._batch, None
+            if batch is not None:  # events published before aclose() still go out
+                await self._send_batch(batch, report=False)
             self._router.end_all()
             self._sub_groups.clear()
             groups = list(self._groups.values())

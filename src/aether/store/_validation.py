@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from aether.codec import encode_event
 from aether.errors import EventTooLargeError, InvalidBatchError, InvalidInputError, InvalidVersionError
 from aether.event import ActorSnapshot, Event
-from aether.names import MAX_ACTOR_ID_LENGTH, validate_actor_id
+from aether.names import MAX_ACTOR_ID_LENGTH, check_event, validate_actor_id  # check_event: re-exported
 from aether.store.options import DEFAULT_MAX_EVENT_SIZE
 
 __all__ = [
@@ -31,18 +31,6 @@ MAX_BATCH_SIZE = 1000
 def _what(value: object) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
-
-
-def check_event(event: object) -> None:
-    """Raise InvalidInputError (and subclasses) for anything but a usable :class:`Event`."""
-    if type(event) is not Event and not isinstance(event, Event):
-        raise InvalidInputError(f"expected an aether.Event, got {_what(event)}")
-    version = event.version
-    if type(version) is not int or version < 1:
-        raise InvalidVersionError(f"version must be an int >= 1, got {version!r} (actor {event.actor_id!r})")
-    actor_id = event.actor_id
-    if type(actor_id) is not str or not actor_id or len(actor_id) > MAX_ACTOR_ID_LENGTH:
-        validate_actor_id(actor_id)  # raises InvalidNameError naming the rule broken
 
 
 def check_snapshot(snapshot: object) -> None:

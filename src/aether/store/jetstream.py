@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,7 +22,6 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
 from aether._ids import new_id
@@ -55,6 +53,7 @@ from aether.errors import (
 )
 from aether.event import ActorSnapshot, Event
 from aether.names import decode_token, encode_token, stream_name, validate_actor_id
+from aether.store._history import HistoryReader, ReadPosition
 from aether.store._validation import (
     check_actor_id,
     check_batch,
@@ -86,10 +85,6 @@ def _untraced(method: _F) -> _F:
 
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
-# bytes per history page: with the next page prefetched, at most ~2 pages are on their way to the
-# client, far below the server's per-client max_pending (64 MiB), past which the server would
-# drop the connection as a slow consumer
-_PAGE_BYTES = 8 * 1024 * 1024
 _encode_json = msgspec.json.encode
 _CONFLICT_CODES = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CLUSTERED, ERR_BATCH_DUPLICATE_MSG_ID)
 
@@ -141,6 +136,12 @@ class JetStreamEventStore:
         self._event_prefix = f"{prefix}.{self.stream}.e."
         self._snapshot_prefix = f"{prefix}.{self.stream}.s."
         self._direct_get = f"$JS.API.DIRECT.GET.{self.stream}"
+        self._index_prefix = f"{prefix}.{self.stream}.x."
+        # histories are read by aether.store._history; it also keeps each actor's sequence index
+        # (derived data on the subjects <prefix>.<stream>.x.*) when the stream allows rollups
+        self._history = HistoryReader(self._api, page_size=self.options.page_size, timeout=self.options.timeout,
+                                      index_limit=max(16, (self.options.max_event_size - 64) // 4))
+        self._indexing = True
         self._cache: dict[str, _Entry] = {}
         self._anchors: dict[str, tuple[int, int]] = {}
         self._observer = observer
@@ -209,6 +210,7 @@ class JetStreamEventStore:
             "discard": "old",
             "allow_direct": True,
             "allow_atomic": True,
+            "allow_rollup_hdrs": True,
             **self._partition_metadata(),
         }
 
@@ -235,8 +237,17 @@ class JetStreamEventStore:
                 f"stream {self.stream!r} exists but does not hold subjects {config['subjects'][0]!r}"
             )
         if not existing.get("allow_direct") or not existing.get("allow_atomic"):
-            existing.update(allow_direct=True, allow_atomic=True)
+            existing.update(allow_direct=True, allow_atomic=True, allow_rollup_hdrs=not existing.get("deny_purge"))
             await self._api.api(f"STREAM.UPDATE.{self.stream}", existing)
+        elif not existing.get("allow_rollup_hdrs") and not existing.get("deny_purge"):
+            # sequence indexes need rollups; a stream created before them is upgraded when this
+            # client may, else it is read without indexes (they only make reads faster)
+            existing["allow_rollup_hdrs"] = True
+            try:
+                await self._api.api(f"STREAM.UPDATE.{self.stream}", existing)
+            except AetherError:
+                self._indexing = False
+        self._indexing = self._indexing and bool(existing.get("allow_rollup_hdrs")) and not existing.get("deny_purge")
 
     # ---- partitions -----------------------------------------------------------------------
     def _partition_metadata(self) -> dict[str, Any]:
@@ -652,88 +663,15 @@ class JetStreamEventStore:
 
     async def _pages(self, actor_id: str, from_version: int) -> AsyncIterator[list[Event]]:
         subject = self._subject(actor_id)
-        page_size = self.options.page_size
-        what = f"reading the history of {actor_id!r}"
-        # no_hdr: the server sends bare payloads (nats-py would otherwise parse ~8 headers per event in
-        # Python, 2/3 of the read time); the end-of-batch status still carries Nats-Last-Sequence and
-        # Nats-Num-Pending. A server that ignores no_hdr sends headers again: both cases are handled.
-        request: dict[str, Any] = {"seq": self._start_seq(actor_id, from_version), "next_by_subj": subject,
-                                   "batch": page_size, "max_bytes": _PAGE_BYTES, "no_hdr": True}
+        index_subject = self._index_prefix + subject[len(self._event_prefix):] if self._indexing else None
+        position = ReadPosition()
         known = self._cache.get(actor_id)
-        if known is not None and known.seq:
-            # any replica may answer a direct get: one that has not applied what this store
-            # already saw of the actor hands the request to the leader (read-your-writes)
-            request["min_last_seq"] = known.seq
-        fetch = self._api.request_many
-        direct_get = self._direct_get
-        last_version = last_seq = 0
-        stream = self.stream
-        decode = decode_event
-        prefetch: asyncio.Task[list[Msg]] | None = None
-        try:
-            msgs = await fetch(direct_get, _encode_json(request), what=what)
-            while True:
-                page_start = int(request["seq"])
-                status = msgs.pop().headers or {}
-                code = status.get("Status")
-                if code == "404" or (code == "204" and not msgs):
-                    break
-                if code != "204":
-                    raise StoreError(f"{what}: direct get failed: {code} {status.get('Description', '')}")
-                with_headers = msgs[0].headers is not None
-                last_seq = int(status["Nats-Last-Sequence"])
-                pending = int(status.get("Nats-Num-Pending", "0"))
-                # with headers Nats-Num-Pending counts what is left after this batch; with no_hdr (server
-                # 2.11-2.15) it counts what matched when the batch started. A batch can also end early when
-                # it reaches the server's byte limit (about 64 MiB), so a short page alone proves nothing.
-                done = (pending == 0) if with_headers else (len(msgs) < page_size and pending <= len(msgs))
-                if not done:  # ask for the next page now: the server works while this one is decoded
-                    request["seq"] = last_seq + 1
-                    prefetch = asyncio.ensure_future(fetch(direct_get, _encode_json(request), what=what))
-                page: list[Event] = []
-                append = page.append
-                for index, msg in enumerate(msgs):
-                    try:
-                        event = decode(msg.data)
-                    except CorruptEventError as exc:
-                        seq = await self._sequence_at(subject, page_start, index)
-                        raise CorruptEventError(exc.reason, actor_id=actor_id, stream=stream, sequence=seq) from None
-                    if event.actor_id != actor_id:
-                        seq = await self._sequence_at(subject, page_start, index)
-                        raise CorruptEventError(f"message belongs to actor {event.actor_id!r}", actor_id=actor_id,
-                                                stream=stream, sequence=seq)
-                    version = event.version
-                    if last_version and version != last_version + 1:
-                        # an actor's versions are consecutive: a jump means messages were lost on
-                        # the way or deleted from the stream; never return a history with a hole
-                        raise StoreError(f"{what}: version {version} follows version {last_version}: "
-                                         "the history read has a gap (messages lost or deleted)")
-                    if version >= from_version:
-                        append(event)
-                    last_version = version
-                if page:
-                    yield page
-                if prefetch is None:
-                    break
-                msgs = await prefetch
-                prefetch = None
-        finally:
-            if prefetch is not None:
-                if not prefetch.done():
-                    prefetch.cancel()
-                with contextlib.suppress(BaseException):
-                    await prefetch
-        if last_seq:
-            self._remember(actor_id, last_version, last_seq, subject)
-
-    async def _sequence_at(self, subject: str, start: int, index: int) -> int | None:
-        """Stream sequence of the ``index``-th message of ``subject`` from ``start`` (error path only)."""
-        body = _encode_json({"seq": start, "next_by_subj": subject, "batch": index + 1})
-        msgs = await self._api.request_many(self._direct_get, body, what="locating a corrupt message")
-        data = [m for m in msgs if m.headers and "Status" not in m.headers]
-        if len(data) != index + 1:
-            return None
-        return int(data[-1].headers["Nats-Sequence"])  # type: ignore[index]
+        async for page in self._history.pages(self.stream, actor_id, subject, index_subject, from_version,
+                                              self._start_seq(actor_id, from_version), position,
+                                              known.version if known is not None else 0):
+            yield page
+        if position.seq:
+            self._remember(actor_id, position.version, position.seq, subject)
 
     @_tracing.traced_read
     async def get_events(self, actor_id: str, from_version: int = 0) -> list[Event]:
@@ -896,9 +834,10 @@ class JetStreamEventStore:
         return list(await asyncio.gather(*(unit.stream_info() for unit in self._units)))
 
     async def aclose(self) -> None:
-        """Release the store's reply subscription (the nats-py client stays open)."""
+        """Release the store's reply subscriptions (the nats-py client stays open)."""
         for unit in self._units:
             await unit.aclose()
+        await self._history.aclose()
         await self._api.aclose()
 
     async def __aenter__(self) -> JetStreamEventStore:
