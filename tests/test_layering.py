@@ -30,11 +30,10 @@ APPLICATIONS = {"cli", "demo", "dashboard", "integrations", "__main__"}
 # production modules importing aether.testing: the `aether server` command and the demo start
 # nats-server through aether.testing.server (branch `firstrun` moves the launcher into production)
 KNOWN_TESTING_IMPORTS = {"aether.cli.server", "aether.demo.runner"}
-# the bus importing the store: bus/_router.py uses store._validation (branch `busfast` fixes it)
-KNOWN_BUS_STORE_IMPORTS = {"aether.bus._router"}
+# the bus importing the store: none since branch `busfast` landed
+KNOWN_BUS_STORE_IMPORTS: set[str] = set()
 # modules outside a package importing one of its private modules
 KNOWN_PRIVATE_IMPORTS = {
-    ("aether.bus._router", "aether.store._validation"),  # branch `busfast`
     # cli/demo area (branch `firstrun`): the names are public in aether.cluster.naming now
     ("aether.cli.dashboard", "aether.cluster._kv"),
     ("aether.cli._cluster_state", "aether.cluster._kv"),
@@ -49,7 +48,9 @@ KNOWN_PRIVATE_IMPORTS = {
 # nats-py private attributes: projection/_consumer.py feeds sub._pending_queue (projection area,
 # another helper's branch)
 # cli/_status.py reads nc._current_server (cli area; nats-py's public nc.connected_url gives the same)
-KNOWN_NATS_PRIVATE = {"aether.projection._consumer", "aether.cli._status"}
+# store/_history.py builds its own reply inbox from nc._inbox_prefix (store area, landed with the history
+# reads; aether._nats.inbox_root(nc) is the public equivalent, JsApi.send the shared multiplexer)
+KNOWN_NATS_PRIVATE = {"aether.projection._consumer", "aether.cli._status", "aether.store._history"}
 # a private attribute of a client (``nc``), or one of the nats-py internals Aether once used; a generic
 # ``sub._x`` is not matched: Aether's own bus Subscription has private fields of that name
 NATS_PRIVATE = re.compile(r"\b(?:nc|self\._nc|self\.nc)\._[a-z]\w*|\._inbox_prefix\b|\._error_cb\b"
