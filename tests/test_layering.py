@@ -47,10 +47,7 @@ KNOWN_PRIVATE_IMPORTS = {
 }
 # nats-py private attributes: projection/_consumer.py feeds sub._pending_queue (projection area,
 # another helper's branch)
-# cli/_status.py reads nc._current_server (cli area; nats-py's public nc.connected_url gives the same)
-# store/_history.py builds its own reply inbox from nc._inbox_prefix (store area, landed with the history
-# reads; aether._nats.inbox_root(nc) is the public equivalent, JsApi.send the shared multiplexer)
-KNOWN_NATS_PRIVATE = {"aether.projection._consumer", "aether.cli._status", "aether.store._history"}
+KNOWN_NATS_PRIVATE = {"aether.projection._consumer"}
 # a private attribute of a client (``nc``), or one of the nats-py internals Aether once used; a generic
 # ``sub._x`` is not matched: Aether's own bus Subscription has private fields of that name
 NATS_PRIVATE = re.compile(r"\b(?:nc|self\._nc|self\.nc)\._[a-z]\w*|\._inbox_prefix\b|\._error_cb\b"

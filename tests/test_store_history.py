@@ -12,6 +12,7 @@ import pytest
 
 from aether import ActorSnapshot, Event
 from aether.codec import encode_event
+from aether.connect import connect
 from aether.errors import AetherError, CorruptEventError, StoreError
 from aether.names import encode_token, stream_name
 from aether.permissions import authorization_config, store_permissions
@@ -362,7 +363,9 @@ async def test_read_only_user_reads_without_writing_indexes(
          "permissions": store_permissions("EV", None, inbox_prefix="_INBOX_audit", read_only=True)},
     ]))
     admin = await nats.connect(server.url, user="admin", password="admin-pw")
-    auditor = await nats.connect(server.url, user="auditor", password="auditor-pw", inbox_prefix="_INBOX_audit")
+    # through aether.connect: its error callback turns the server's asynchronous permission refusal into
+    # an immediate failure of the index write (a plain nats.connect client would only time out)
+    auditor = await connect(server.url, user="auditor", password="auditor-pw", inbox_prefix="_INBOX_audit")
     try:
         writer = await JetStreamEventStore.create(admin, "EV")
         await _interleaved(admin, writer, {"acc": 12})

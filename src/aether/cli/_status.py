@@ -37,12 +37,23 @@ class ConnectionStatus:
         self._console = console
         self._what = what
         self._reminder_every = reminder_every or _reminder_every()
-        self.nc: Client | None = None
+        self._nc: Client | None = None
         self.on_back: list[Callable[[], Awaitable[None]]] = []
         self._lost_at: float | None = None
         self._reminder: asyncio.Task[None] | None = None
         self._closed = False
+        self._last_url: str | None = None  # the server last connected to (named in the "lost" line)
         self.back = asyncio.Event()  # set after every reconnection (cleared by whoever waits on it)
+
+    @property
+    def nc(self) -> Client | None:
+        """The client followed (set it once connected)."""
+        return self._nc
+
+    @nc.setter
+    def nc(self, client: Client | None) -> None:
+        self._nc = client
+        self._url()  # remember the server connected to now, to name it once the connection is lost
 
     @property
     def lost(self) -> bool:
@@ -58,11 +69,10 @@ class ConnectionStatus:
         return {"disconnected_cb": self._on_lost, "reconnected_cb": self._on_back}
 
     def _url(self) -> str:
-        nc = self.nc
-        url = nc.connected_url if nc is not None else None
-        if url is None and nc is not None and nc._current_server is not None:
-            url = nc._current_server.uri
-        return f" ({url.geturl()})" if url is not None else ""
+        url = self.nc.connected_url if self.nc is not None else None
+        if url is not None:
+            self._last_url = url.geturl()
+        return f" ({self._last_url})" if self._last_url is not None else ""
 
     def _say(self, text: str, style: str) -> None:
         self._console.print(f"aether: {text}", style=style, highlight=False, soft_wrap=True)

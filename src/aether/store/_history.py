@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 from nats.aio.msg import Msg
 
-from aether._nats import JetStreamApiError, JsApi, translate_nats_error
+from aether._nats import JetStreamApiError, JsApi, inbox_root, translate_nats_error
 from aether.codec import decode_event
 from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, PermissionDeniedError, StoreError
 from aether.event import Event
@@ -149,7 +149,7 @@ class SequenceFetcher:
             if self._sub is not None:
                 return
             nc = self._api.nc
-            prefix = f"{nc._inbox_prefix.decode()}.{secrets.token_hex(8)}."
+            prefix = f"{inbox_root(nc)}.{secrets.token_hex(8)}."
             try:
                 self._sub = await nc.subscribe(prefix + ">", cb=self._on_reply, pending_bytes_limit=0)
             except Exception as exc:
