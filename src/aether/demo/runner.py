@@ -224,6 +224,8 @@ class _Demo:
                     self.state = state
                     self.log(f"cluster formed: leader {state.leader_id} (term {state.term}), "
                              + ", ".join(f"{n} {c}" for n, c in sorted(state.shards_per_node.items())) + " shards")
+                    self.log("term = the leadership's number: every new leader gets a higher one, and a shard "
+                             "map written under an older term is refused, so a deposed leader cannot act")
                     return
             if time.monotonic() > deadline:
                 raise AetherTimeoutError(f"the cluster did not form within {timeout:g}s")
