@@ -7,29 +7,32 @@ that, so that
 * Ctrl-C during start-up exits 130 with one line (not a ``KeyboardInterrupt`` traceback from
   the middle of an import);
 * a missing ``cli`` extra is one line naming the extra to install (not ``ModuleNotFoundError``).
+
+Its first statement installs the SIGINT handler, through ``_signal`` (the C module under
+``signal``, which imports nothing).
 """
 
-from __future__ import annotations
-
+import _signal  # type: ignore[import-not-found]
 import os
-import signal
 import sys
-from types import FrameType
+
+
+def _interrupted_now(signum: int, frame: object) -> None:
+    os.write(2, b"aether: interrupted\n")
+    os._exit(130)
+
+
+# While importing, a Ctrl-C ends the process at once (nothing to clean up yet).
+_signal.signal(_signal.SIGINT, _interrupted_now)
 
 __all__ = ["main"]
 
 _CLI_MODULES = frozenset({"click", "rich"})
 
 
-def _interrupted_now(signum: int, frame: FrameType | None) -> None:
-    os.write(2, b"aether: interrupted\n")
-    os._exit(130)
-
-
 def main() -> None:
     """Import the command line and run it; exits the process."""
-    # While importing, a Ctrl-C ends the process at once (nothing to clean up yet).
-    signal.signal(signal.SIGINT, _interrupted_now)
+    _signal.signal(_signal.SIGINT, _interrupted_now)
     try:
         from aether.cli import main as cli_main
     except ModuleNotFoundError as exc:
@@ -38,5 +41,5 @@ def main() -> None:
         sys.stderr.write(f"aether: the command line needs the 'cli' extra ({exc.name} is missing): "
                          "pip install 'aether-nats[cli]'\n")
         sys.exit(1)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     cli_main()
