@@ -210,7 +210,7 @@ async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str
             store_observer, cluster_observer = StoreMetrics(), ClusterMetrics()
             server = start_metrics_server(metrics[1], host=metrics[0])
         except MetricsUnavailableError as exc:
-            console.print(f"metrics disabled: {exc}", style="yellow", markup=False)
+            console.print(f"metrics disabled: {exc}", style="yellow", markup=False, soft_wrap=True)
     nc = await connect.connect(name=f"aether-node-{node_id}")
     manager: ClusterManager | None = None
     store: JetStreamEventStore | None = None
@@ -239,7 +239,7 @@ async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str
         try:
             await _wait_serving(manager, ready_timeout)
         except AetherTimeoutError as exc:
-            console.print(f"{exc}; serving once it does", style="yellow", markup=False)
+            console.print(f"{exc}; serving once it does", style="yellow", markup=False, soft_wrap=True)
         info = {"event": "ready", "node_id": node_id, "cluster": cluster_name, "pid": os.getpid(),
                 "metrics_url": server.url if server is not None else None, "leader": manager.leader_id,
                 "shards": len(manager.owned_shards())}
