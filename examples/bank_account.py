@@ -1,10 +1,10 @@
 """Bank account: an event-sourced aggregate with snapshots, conflict retry and an upcaster.
 
-The domain of ``eventstorming/worked-example-bank.md`` (and of ``aether demo``).
-
 Run it as-is (an embedded NATS server is started when no URL is given)::
 
     python examples/bank_account.py [nats://127.0.0.1:4222]
+
+The domain of ``eventstorming/worked-example-bank.md`` (and of ``aether demo``).
 
 What it shows:
 
