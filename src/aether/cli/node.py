@@ -246,9 +246,10 @@ async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str
         if as_json:
             emit_json(info)
         else:
-            console.print(f"node [bold]{escape(node_id)}[/] serving cluster [bold]{escape(cluster_name)}[/] "
-                          f"(stream {store.stream}); leader {escape(str(manager.leader_id))}; "
-                          f"{len(manager.owned_shards())} shards; metrics {info['metrics_url'] or 'off'}")
+            console.print(f"node [bold]{escape(node_id)}[/] (pid {os.getpid()}) serving cluster "
+                          f"[bold]{escape(cluster_name)}[/] (stream {store.stream}); leader "
+                          f"{escape(str(manager.leader_id))}; {len(manager.owned_shards())} shards; "
+                          f"metrics {info['metrics_url'] or 'off'}; Ctrl-C to leave", soft_wrap=True)
         sys.stdout.flush()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
