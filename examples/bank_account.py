@@ -103,7 +103,9 @@ async def main() -> None:
         nc1, nc2 = await connect(url), await connect(url)
         store1 = await JetStreamEventStore.create(nc1, "bank-example")
         store2 = await JetStreamEventStore.create(nc2, "bank-example")
-        teller = Repository(store1, Account, snapshot_every=10)
+        # Two writers racing on one account: under load one may lose several times in a row, so
+        # both retry generously (the default, 5, suits commands that rarely collide).
+        teller = Repository(store1, Account, snapshot_every=10, max_attempts=20)
         atm = Repository(store2, Account, max_attempts=20)
         account = f"acct-{os.getpid()}"
 

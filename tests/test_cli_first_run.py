@@ -217,6 +217,11 @@ def test_ctrl_c_at_any_moment_exits_130_without_traceback(command: str, nats_url
     for pause in _PAUSES:
         code, err = _interrupt(args, pause, env)
         assert "Traceback" not in err and "Exception ignored" not in err and "never awaited" not in err, err
+        if code == -signal.SIGINT:
+            # The signal came while the interpreter itself was finishing, after the command's
+            # exit (Python restores the default handler then): killed by SIGINT, which the shell
+            # shows as 130, and no traceback (asserted above).
+            continue
         if code is not None:
             interrupted += 1
             assert code == 130, (pause, code, err)

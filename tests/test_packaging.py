@@ -77,6 +77,8 @@ def test_make_demo_installs_the_runtime_only(tmp_path: Path) -> None:
     assert f"==> [2/2] installing aether-nats[server,cli,metrics] into {venv} (runtime only" in out
     assert "Successfully installed" in out  # pip's own progress is shown, not silenced
     assert "VERIFIED: 20 accounts" in out
+    assert "term = the leadership's number" in out  # "term" explained where it first appears
+    assert "already stored, answered from history" in out and "commands re-sent by the demo" in out
     assert "Next steps" in out and f"{venv}/bin/aether server" in out
     for dev_tool in ("pytest", "mypy", "ruff", "twine", "hypothesis"):
         assert not (venv / "bin" / dev_tool).exists(), dev_tool
