@@ -231,3 +231,32 @@ def test_ctrl_c_at_any_moment_exits_130_without_traceback(command: str, nats_url
     assert interrupted >= 2  # at least the import and the start-up were interrupted
     assert _leftovers(str(tmp_path)) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_ctrl_c_cuts_a_stuck_graceful_stop_short(nats_url: str, unique_name: str, tmp_path: Path) -> None:
+    (tmp_path / "stuck_close.py").write_text(
+        "import asyncio\n"
+        "from pathlib import Path\n\n"
+        "def make(context):\n"
+        "    async def never_done():\n"
+        "        Path('closing').touch()\n"
+        "        await asyncio.sleep(3600)\n\n"
+        "    context.on_close(never_done)\n\n"
+        "    async def handle(request):\n"
+        "        return b''\n\n"
+        "    return handle\n")
+    with subprocess.Popen([AETHER, "node", "-s", nats_url, "--cluster", unique_name, "--no-metrics", "--json",
+                           "--handler", "stuck_close:make"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=tmp_path) as node:
+        try:
+            assert _ready_line(node)["event"] == "ready"
+            node.send_signal(signal.SIGINT)  # graceful: leaves the cluster, then hangs in the handler's close
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "closing").exists():
+                assert time.monotonic() < deadline and node.poll() is None
+                time.sleep(0.05)
+            node.send_signal(signal.SIGINT)  # the second Ctrl-C ends it
+            _, err = node.communicate(timeout=60)
+        finally:
+            node.kill()
+    assert node.returncode == 130 and "Traceback" not in err, err

@@ -123,11 +123,10 @@ class _Signals:
         first = self.received is None
         if first:
             self.received = sig
-        if self.graceful is not None:
-            if first:
-                self.graceful()
-        elif self.task is not None and first:
-            self.task.cancel()
+        if self.graceful is not None and first:
+            self.graceful()
+        elif self.task is not None and (first or self.graceful is not None):
+            self.task.cancel()  # a second Ctrl-C cuts a graceful stop short (cleanup still runs)
 
 
 _signals: _Signals | None = None
@@ -138,8 +137,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
     Ctrl-C (SIGINT) cancels it, at any moment, and makes the command exit 130 once its cleanup
     ran (``KeyboardInterrupt``, turned into "interrupted" and code 130 by :class:`AetherGroup`).
-    A command that stops gracefully registers its stop with :func:`on_stop_signals` instead;
-    it still exits 130 after a SIGINT (0 after a SIGTERM).
+    A command that stops gracefully registers its stop with :func:`on_stop_signals` instead
+    (a second Ctrl-C then cancels it); it still exits 130 after a SIGINT (0 after a SIGTERM).
     """
     global _signals
     state = _Signals()
