@@ -23,7 +23,7 @@ $(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
-	@echo "==> installing aether-nats[dev] into $(VENV) (runtime + pytest, mypy, ruff, build, twine, ...) ..."
+	@echo "==> [2/2] installing aether-nats[dev] into $(VENV) (runtime + pytest, mypy, ruff, build, twine, ...) ..."
 	$(PIP) install -e '.[dev]'
 	@touch $@ $(RUNTIME_STAMP)
 

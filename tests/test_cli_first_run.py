@@ -23,7 +23,7 @@ import pytest
 from aether.errors import NatsServerError
 from aether.event import Event
 from aether.store import JetStreamEventStore
-from aether.testing import NatsServer
+from aether.testing import NatsCluster, NatsServer
 from aether.testing.server import find_nats_server
 
 pytestmark = pytest.mark.anyio
@@ -105,6 +105,8 @@ def test_natsserver_with_no_binary_leaves_no_temporary_folder(tmp_path: Path,
     with pytest.raises(NatsServerError, match="does not exist"):
         server.start_sync()
     with pytest.raises(NatsServerError, match="does not exist"), NatsServer(binary=str(tmp_path / "missing")):
+        pass
+    with pytest.raises(NatsServerError, match="does not exist"), NatsCluster(3, binary=str(tmp_path / "missing")):
         pass
     assert list(tmp_path.iterdir()) == []
 

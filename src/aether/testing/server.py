@@ -423,7 +423,11 @@ class NatsCluster:
             await server.stop()
 
     async def __aenter__(self) -> NatsCluster:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(self.cleanup))
+            raise
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -431,7 +435,11 @@ class NatsCluster:
         await asyncio.to_thread(self.cleanup)
 
     def __enter__(self) -> NatsCluster:
-        self.start_sync()
+        try:
+            self.start_sync()
+        except BaseException:
+            self.cleanup()
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
