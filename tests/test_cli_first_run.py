@@ -20,7 +20,7 @@ import nats
 import psutil
 import pytest
 
-from aether.errors import NatsServerError
+from aether.errors import InvalidInputError, NatsConnectionError, NatsServerError
 from aether.event import Event
 from aether.store import JetStreamEventStore
 from aether.testing import NatsCluster, NatsServer
@@ -62,6 +62,17 @@ def test_connection_refused_is_said_at_once_with_a_hint() -> None:
 def test_a_bad_url_is_refused_at_once(url: str) -> None:
     result = aether("cluster", "status", "-s", url, "--connect-timeout", "120")
     assert "invalid NATS URL" in one_error_line(result, 2)
+
+
+async def test_library_connect_refused_at_once_when_asked_and_bad_urls() -> None:
+    from aether.connect import connect
+
+    url = f"nats://127.0.0.1:{closed_port()}"
+    with pytest.raises(NatsConnectionError, match="connection refused"):
+        async with asyncio.timeout(30):  # far below connect_timeout: only an immediate answer fits
+            await connect([url, url.replace("nats://", "tls://")], retry_refused=False, connect_timeout=120)
+    with pytest.raises(InvalidInputError, match="invalid NATS URL 'https://x:1'"):
+        await connect("https://x:1")
 
 
 def test_urls_that_are_fine() -> None:
