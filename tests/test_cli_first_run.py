@@ -6,6 +6,7 @@ traceback, nothing left behind). Everything runs the real ``aether`` console scr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -171,14 +172,34 @@ async def test_brackets_in_names_and_data_are_printed_as_they_are(nats_url: str,
 
 
 # ---- Ctrl-C --------------------------------------------------------------------------------------
-_PAUSES = (0.2, 0.45, 0.9, 1.8)  # importing, start-up, connecting or starting, running
+# When to interrupt: in the middle of importing Aether (see _importing), then at fixed times:
+# start-up, connecting or starting a server, running.
+_PAUSES: tuple[float | None, ...] = (None, 0.45, 0.9, 1.8)
 
 
-def _interrupt(args: list[str], pause: float, env: dict[str, str]) -> tuple[int | None, str]:
-    """Start ``aether ARGS``, SIGINT it after ``pause`` s; (exit code or None if it ended first, stderr)."""
+def _importing(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """Wait until the process is importing Aether: msgspec's extension module is mapped (the
+    ``aether`` package imports it). The console script's own first lines (Python's start-up and
+    the ``import re`` of the wrapper pip writes) run before any Aether code and are not ours."""
+    deadline = time.monotonic() + timeout
+    maps = Path(f"/proc/{proc.pid}/maps")
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if "msgspec" in maps.read_text():
+                return
+        time.sleep(0.002)
+    raise AssertionError("the process never imported msgspec")
+
+
+def _interrupt(args: list[str], pause: float | None, env: dict[str, str]) -> tuple[int | None, str]:
+    """Start ``aether ARGS``, SIGINT it after ``pause`` s (``None``: while it imports Aether);
+    (exit code or None if it ended first, stderr)."""
     proc = subprocess.Popen([AETHER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **env}, stdin=subprocess.DEVNULL)
-    time.sleep(pause)
+    if pause is None:
+        _importing(proc)
+    else:
+        time.sleep(pause)
     alive = proc.poll() is None
     if alive:
         proc.send_signal(signal.SIGINT)
