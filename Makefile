@@ -11,7 +11,7 @@ RUNTIME_STAMP := $(VENV)/.runtime
 DEV_STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: build test lint bench soak demo clean install runtime
+.PHONY: build test test-fast test-slow lint bench soak demo clean install runtime
 
 $(BIN)/python:
 	@echo "==> [1/2] creating the virtualenv $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"
@@ -38,6 +38,14 @@ build: $(DEV_STAMP)
 
 test: $(DEV_STAMP)
 	CI=$${CI:-true} $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# the quick loop while developing: everything but the slow (multi-process scale and fault) tests
+test-fast: $(DEV_STAMP)
+	CI=$${CI:-true} $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# only the slow tests (CI runs them as part of `make test`)
+test-slow: $(DEV_STAMP)
+	CI=$${CI:-true} $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks examples

@@ -20,6 +20,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from aether import tracing as _tracing
 from aether._ids import new_id
 from aether._nats import (
     ERR_BATCH_DUPLICATE_MSG_ID,
@@ -286,6 +287,7 @@ class JetStreamEventStore:
         return await self._api.publish_acked(subject, payload, headers, what=what)
 
     # ---- EventStore -------------------------------------------------------------------
+    @_tracing.traced_append
     async def save_event(self, event: Event) -> None:
         """Append one event with server-enforced optimistic concurrency.
 
@@ -327,11 +329,10 @@ class JetStreamEventStore:
         payload = encode_event(event)
         if len(payload) > self._max_event_size:
             raise EventTooLargeError(actor_id, len(payload), self._max_event_size)
-        ack = await self._publish(
-            subject, payload,
-            {"Nats-Msg-Id": event.id, "Nats-Expected-Last-Subject-Sequence": str(expected_seq)},
-            f"appending version {version} of {actor_id!r}",
-        )
+        headers = {"Nats-Msg-Id": event.id, "Nats-Expected-Last-Subject-Sequence": str(expected_seq)}
+        if _tracing.TRACER is not None:
+            _tracing.inject(headers)
+        ack = await self._publish(subject, payload, headers, f"appending version {version} of {actor_id!r}")
         if ack.error is not None:
             await self._handle_ack_error(ack, event, event, subject, expected_seq)
             return
@@ -363,6 +364,7 @@ class JetStreamEventStore:
             raise EventTooLargeError(first.actor_id, -1, self._max_event_size)
         raise api_error(ack.error, f"appending to {first.actor_id!r}")
 
+    @_tracing.traced_append
     async def save_events(self, events: Sequence[Event]) -> None:
         """Append consecutive events of one actor atomically (JetStream atomic batch).
 
@@ -405,9 +407,11 @@ class JetStreamEventStore:
                            "Nats-Msg-Id": events[i].id}
                 if i == 0:
                     headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_seq)
+                _tracing.inject(headers)
                 await self._api.publish_nowait(subject, payloads[i], headers, what)
             commit = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n), "Nats-Batch-Commit": "1",
                       "Nats-Msg-Id": last.id}
+            _tracing.inject(commit)
             try:
                 ack = await self._api.publish_acked(subject, payloads[-1], commit, what=what)
                 break
@@ -533,6 +537,7 @@ class JetStreamEventStore:
             return None
         return int(data[-1].headers["Nats-Sequence"])  # type: ignore[index]
 
+    @_tracing.traced_read
     async def get_events(self, actor_id: str, from_version: int = 0) -> list[Event]:
         """The actor's events with ``version >= from_version``, ascending.
 
@@ -548,6 +553,7 @@ class JetStreamEventStore:
             self._observer.on_read(self._ns_label, len(events), time.perf_counter() - started)
         return events
 
+    @_tracing.traced_read
     async def get_latest_version(self, actor_id: str) -> int:
         """The actor's latest version as stored on the server now (0 if none).
 
