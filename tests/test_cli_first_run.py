@@ -231,8 +231,8 @@ def _leftovers(marker: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("command", ["server", "demo", "node", "events tail", "events show", "events stats",
-                                     "cluster status"])
+@pytest.mark.parametrize("command", ["server", "demo", "node", "dashboard", "events tail", "events show",
+                                     "events stats", "cluster status"])
 def test_ctrl_c_at_any_moment_exits_130_without_traceback(command: str, nats_url: str, unique_name: str,
                                                           tmp_path: Path) -> None:
     args = command.split()
@@ -242,6 +242,8 @@ def test_ctrl_c_at_any_moment_exits_130_without_traceback(command: str, nats_url
         args += ["--plain", "--accounts", "10", "--duration", "30"]
     elif command == "node":
         args += ["-s", nats_url, "--cluster", unique_name, "--no-metrics"]
+    elif command == "dashboard":
+        args += ["-s", nats_url, "--cluster", unique_name, "--port", "0"]
     else:
         asyncio.run(_seed(nats_url, unique_name))
         args += ["-s", nats_url, "--stream", unique_name] if command.startswith("events") else ["-s", nats_url]
