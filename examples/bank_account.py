@@ -1,10 +1,10 @@
 """Bank account: an event-sourced aggregate with snapshots, conflict retry and an upcaster.
 
-The domain of ``eventstorming/worked-example-bank.md`` (and of ``aether demo``).
-
 Run it as-is (an embedded NATS server is started when no URL is given)::
 
     python examples/bank_account.py [nats://127.0.0.1:4222]
+
+The domain of ``eventstorming/worked-example-bank.md`` (and of ``aether demo``).
 
 What it shows:
 
@@ -103,7 +103,9 @@ async def main() -> None:
         nc1, nc2 = await connect(url), await connect(url)
         store1 = await JetStreamEventStore.create(nc1, "bank-example")
         store2 = await JetStreamEventStore.create(nc2, "bank-example")
-        teller = Repository(store1, Account, snapshot_every=10)
+        # Two writers racing on one account: under load one may lose several times in a row, so
+        # both retry generously (the default, 5, suits commands that rarely collide).
+        teller = Repository(store1, Account, snapshot_every=10, max_attempts=20)
         atm = Repository(store2, Account, max_attempts=20)
         account = f"acct-{os.getpid()}"
 

@@ -4,6 +4,9 @@ Run it as-is (an embedded NATS server is started when no URL is given)::
 
     python examples/sharded_cluster.py [nats://127.0.0.1:4222]
 
+Every run uses its own namespace and cluster name, so it can run again and again against the
+same server (inspect what it left: ``aether events stats --stream cluster-example --all``).
+
 Each node is a :class:`~aether.cluster.ClusterManager` (here three in one process, each with
 its own connection; in production one per process or machine — see ``aether node``). The
 leader places the 64 shards on the live nodes; ``request(actor_id, ...)`` reaches the node
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -44,9 +48,10 @@ class Node:
         await self.nc.close()
 
 
-async def start_node(url: str, cluster: str, node_id: str) -> Node:
+async def start_node(url: str, run: str, node_id: str) -> Node:
     nc = await connect(url, name=node_id)
-    store = await JetStreamEventStore.create(nc, "cluster-example")
+    store = await JetStreamEventStore.create(nc, "cluster-example", namespace=run)
+    cluster = f"example-{run}"
     service = BankService.create(store, node_id, snapshot_every=20)
     manager = ClusterManager(nc, node_id=node_id, cluster=cluster, handler=service.handle)
 
@@ -71,8 +76,9 @@ async def balanced(nodes: list[ClusterManager], timeout: float = 30.0) -> None:
 
 async def main() -> None:
     async with nats_url_or_embedded(sys.argv[1] if len(sys.argv) > 1 else None) as url:
-        cluster = f"example-{os.getpid()}"
-        started = [await start_node(url, cluster, f"node-{i}") for i in (1, 2, 3)]
+        run = f"run-{secrets.token_hex(4)}"
+        print(f"namespace and cluster of this run: {run}")
+        started = [await start_node(url, run, f"node-{i}") for i in (1, 2, 3)]
         nodes = [node.cluster for node in started]
         await balanced(nodes)
         print(f"leader: {nodes[0].leader_id} (term {nodes[0].term}); shards: "

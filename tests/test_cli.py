@@ -419,7 +419,7 @@ async def test_server_runs_until_interrupted(tmp_path: Path, procs: list[Proc]) 
     info = await asyncio.to_thread(server.json_line)
     assert info["sync_interval"] == "always" and info["url"].startswith("nats://127.0.0.1:")
     await seed_events(info["url"], "srv", None, "a", 2)
-    assert await asyncio.to_thread(server.stop, signal.SIGINT) == 0
+    assert await asyncio.to_thread(server.stop, signal.SIGINT) == 130  # Ctrl-C: graceful stop, then 130
     assert (store_dir / "jetstream").is_dir()  # kept: it was asked for
 
 
@@ -444,7 +444,7 @@ async def test_server_cluster(procs: list[Proc]) -> None:
 
 def test_server_port_in_use(nats_server: NatsServer) -> None:
     result = run_cli("server", "--port", str(nats_server.port))
-    assert_one_line_error(result, 1, "nats-server")
+    assert_one_line_error(result, 1, f"aether: error: port {nats_server.port} is in use; try --port 0")
 
 
 # ---- node and cluster status -------------------------------------------------------------------
@@ -525,4 +525,4 @@ async def test_node_with_user_handler(nats_url: str, unique_name: str, tmp_path:
             assert await client.request("a.b", b"hi", timeout=10) == b">solo:a.b:hi"
     finally:
         await nc.close()
-    assert await asyncio.to_thread(node.stop, signal.SIGINT) == 0
+    assert await asyncio.to_thread(node.stop, signal.SIGINT) == 130  # Ctrl-C: graceful leave, then 130

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import ssl
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -39,7 +40,7 @@ from nats.aio.client import Client
 from aether._nats import compose_error_callback
 from aether.errors import InvalidInputError, NatsConnectionError, PermissionDeniedError
 
-__all__ = ["DEFAULT_URL", "ENV_URL", "ConnectOptions", "close", "connect", "resolve_servers"]
+__all__ = ["DEFAULT_URL", "ENV_URL", "ConnectOptions", "check_url", "close", "connect", "resolve_servers"]
 
 ENV_URL = "AETHER_NATS_URL"
 """Environment variable holding the default NATS URL (comma-separated for several servers)."""
@@ -57,7 +58,7 @@ def resolve_servers(url: str | Sequence[str] | None = None) -> list[str]:
     ``$AETHER_NATS_URL``, else :data:`DEFAULT_URL`.
 
     Raises:
-        InvalidInputError: an empty URL list.
+        InvalidInputError: an empty URL list, or a URL that :func:`check_url` refuses.
     """
     if url is None:
         url = os.environ.get(ENV_URL) or DEFAULT_URL
@@ -65,7 +66,40 @@ def resolve_servers(url: str | Sequence[str] | None = None) -> list[str]:
     servers = [item.strip() for item in items if item and item.strip()]
     if not servers:
         raise InvalidInputError("no NATS server URL given")
+    for server in servers:
+        check_url(server)
     return servers
+
+
+_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def check_url(url: str) -> None:
+    """Refuse, at once, what cannot be a NATS server URL.
+
+    Accepted: ``nats://``, ``tls://``, ``ws://`` and ``wss://`` URLs with a host (port optional,
+    user info allowed), and ``host:port`` without a scheme (as nats-py accepts it).
+
+    Raises:
+        InvalidInputError: another scheme (``http://`` …), a bare word without a port, no host,
+            or a port that is not a number from 1 to 65535.
+    """
+    text = url.strip()
+    if "://" not in text:
+        host, sep, digits = text.rpartition(":")
+        if not sep or not host or not digits.isdigit():
+            raise InvalidInputError(f"invalid NATS URL {url!r}: give a URL like nats://{text or 'HOST'}:4222")
+        text = f"nats://{text}"
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme.lower() not in _SCHEMES:
+        raise InvalidInputError(f"invalid NATS URL {url!r}: the scheme must be nats://, tls://, ws:// or wss://")
+    port: int | None
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or " " in parts.netloc or (port is not None and not 0 < port < 65536):
+        raise InvalidInputError(f"invalid NATS URL {url!r}: expected {parts.scheme}://HOST[:PORT]")
 
 
 def _file(kind: str, path: str | os.PathLike[str] | None) -> str | None:
@@ -136,7 +170,7 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
                   nkey_seed: str | os.PathLike[str] | None = None, tls_ca: str | os.PathLike[str] | None = None,
                   tls_cert: str | os.PathLike[str] | None = None, tls_key: str | os.PathLike[str] | None = None,
                   tls_hostname: str | None = None, name: str | None = None, inbox_prefix: str | None = None,
-                  connect_timeout: float = 5.0,
+                  connect_timeout: float = 5.0, retry_refused: bool = True,
                   max_reconnect_attempts: int = -1, reconnect_time_wait: float = 0.5,
                   error_cb: ErrorCallback | None = None, disconnected_cb: Callback | None = None,
                   reconnected_cb: Callback | None = None, closed_cb: Callback | None = None) -> Client:
@@ -154,6 +188,9 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
         inbox_prefix: the prefix of the client's reply subjects (default ``_INBOX``); give each
             tenant its own and allow it only ``<prefix>.>`` (see :mod:`aether.permissions`).
         connect_timeout: seconds to wait for the first connection, in all.
+        retry_refused: keep trying servers that refuse the connection (nothing listens there)
+            until ``connect_timeout``; ``False`` fails at once when every server refused (the
+            command line does so).
         max_reconnect_attempts: reconnect attempts per server after a disconnect (-1: forever).
         reconnect_time_wait: seconds between reconnect attempts to one server.
         error_cb, disconnected_cb, reconnected_cb, closed_cb: nats-py callbacks. Without
@@ -166,9 +203,10 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
         a connected ``nats.aio.client.Client`` (the caller closes it).
 
     Raises:
-        NatsConnectionError: not connected within ``connect_timeout``.
+        NatsConnectionError: not connected within ``connect_timeout`` (or, with
+            ``retry_refused=False``, every server refused the connection).
         PermissionDeniedError: authentication or authorization failed.
-        InvalidInputError: inconsistent options or missing files.
+        InvalidInputError: inconsistent options, missing files, or a bad URL (see :func:`check_url`).
     """
     servers = resolve_servers(url)
     if (user is None) != (password is None):
@@ -187,9 +225,11 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
 
     give_up = asyncio.Event()
     last_error: list[BaseException] = []
+    refused = _RefusalCount(len(servers))
 
     async def on_error(exc: Exception) -> None:
         last_error[:] = [exc]
+        refused.record(exc)
         if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower():
             give_up.set()
         if isinstance(exc, _PlaintextServerError) and not nc.is_connected:
@@ -218,15 +258,19 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
 
     task = asyncio.ensure_future(nc.connect(**kwargs))
     waiter = asyncio.ensure_future(give_up.wait())
+    all_refused = asyncio.ensure_future(refused.everywhere.wait() if not retry_refused else asyncio.Event().wait())
     try:
-        done, _ = await asyncio.wait({task, waiter}, timeout=connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({task, waiter, all_refused}, timeout=connect_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
         waiter.cancel()
+        all_refused.cancel()
         with contextlib.suppress(Exception):
             await close(nc)
         raise
     waiter.cancel()
+    all_refused.cancel()
     where = ", ".join(servers)
     if task in done and task.exception() is None and nc.is_connected:
         return nc
@@ -254,7 +298,23 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
     if isinstance(failure, nats.errors.Error) and "invalid connect url" in str(failure).lower():
         raise InvalidInputError(f"invalid NATS URL: {where}")
     reason = _describe(failure)
+    if refused.everywhere.is_set() and not retry_refused:
+        raise NatsConnectionError(f"cannot connect to NATS at {where}: connection refused (no server listens there)")
     raise NatsConnectionError(f"cannot connect to NATS at {where} within {connect_timeout:g}s: {reason}")
+
+
+class _RefusalCount:
+    """Sets ``everywhere`` once every server refused the connection in a row (nothing listens)."""
+
+    def __init__(self, servers: int) -> None:
+        self.servers = servers
+        self.in_a_row = 0
+        self.everywhere = asyncio.Event()
+
+    def record(self, exc: BaseException) -> None:
+        self.in_a_row = self.in_a_row + 1 if isinstance(exc, ConnectionRefusedError) else 0
+        if self.in_a_row >= self.servers:
+            self.everywhere.set()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -273,6 +333,7 @@ class ConnectOptions:
     tls_hostname: str | None = None
     name: str | None = None
     connect_timeout: float = 5.0
+    retry_refused: bool = True
 
     async def connect(self, **overrides: Any) -> Client:
         """:func:`connect` with these options (``overrides`` take precedence; same errors)."""

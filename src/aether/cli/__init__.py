@@ -7,6 +7,11 @@ Every failure prints one line on stderr and exits non-zero; see ``docs/cli.md``.
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+from types import FrameType
+
 import click
 
 from aether import __version__
@@ -36,6 +41,17 @@ cli.add_command(demo)
 cli.add_command(dashboard)
 
 
-def main() -> int:
-    """Entry point of the ``aether`` console script (exits the process)."""
-    return int(cli.main(prog_name="aether"))
+def _exit_interrupted(signum: int, frame: FrameType | None) -> None:
+    os._exit(130)
+
+
+def main() -> None:
+    """Run the command line and exit the process with its code (0 ok, 1 failed, 2 bad usage, 130 Ctrl-C)."""
+    try:
+        code = int(cli.main(prog_name="aether", standalone_mode=False))
+    except KeyboardInterrupt:  # between the command's own handling and here
+        click.echo("aether: interrupted", err=True)
+        code = 130
+    # Only the exit is left (flushing, joining threads): a Ctrl-C now ends the process at once.
+    signal.signal(signal.SIGINT, _exit_interrupted)
+    sys.exit(code)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
@@ -15,7 +17,7 @@ import msgspec
 from rich.console import Console
 
 from aether.connect import ENV_URL, ConnectOptions
-from aether.errors import AetherError, InvalidInputError
+from aether.errors import AetherError, InvalidInputError, NatsConnectionError
 
 __all__ = [
     "DEFAULT_STREAM",
@@ -24,6 +26,8 @@ __all__ = [
     "connection_options",
     "emit_json",
     "fail",
+    "forget_stop_signals",
+    "on_stop_signals",
     "out_console",
     "run",
     "store_options",
@@ -77,7 +81,7 @@ class AetherGroup(click.Group):
             click.echo(f"{prog_name}: error: {_one_line(str(exc))}", err=True)
             return 2
         except AetherError as exc:
-            click.echo(f"{prog_name}: error: {_one_line(str(exc))}", err=True)
+            click.echo(f"{prog_name}: error: {_one_line(str(exc))}{_hint(exc)}", err=True)
             return 1
         except Exception as exc:
             if os.environ.get(_DEBUG_ENV):
@@ -86,6 +90,12 @@ class AetherGroup(click.Group):
                        f"(set {_DEBUG_ENV}=1 for the traceback)", err=True)
             return 1
         return rv if isinstance(rv, int) else 0
+
+
+def _hint(exc: AetherError) -> str:
+    if isinstance(exc, NatsConnectionError) and "connection refused" in str(exc):
+        return "; start a server with: aether server (or give its URL with --nats-url)"
+    return ""
 
 
 class CommandFailed(click.ClickException):
@@ -101,9 +111,87 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise CommandFailed(message, code)
 
 
+class _Signals:
+    """How the running command reacts to SIGINT (and SIGTERM): see :func:`run`."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.graceful: Callable[[], None] | None = None
+
+    def handle(self, sig: int) -> None:
+        first = self.received is None
+        if first:
+            self.received = sig
+        if self.graceful is not None and first:
+            self.graceful()
+        elif self.task is not None and (first or self.graceful is not None):
+            self.task.cancel()  # a second Ctrl-C cuts a graceful stop short (cleanup still runs)
+
+
+_signals: _Signals | None = None
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion for a command (Ctrl-C becomes exit code 130)."""
-    return asyncio.run(coro)
+    """Run a coroutine to completion for a command.
+
+    Ctrl-C (SIGINT) cancels it, at any moment, and makes the command exit 130 once its cleanup
+    ran (``KeyboardInterrupt``, turned into "interrupted" and code 130 by :class:`AetherGroup`).
+    A command that stops gracefully registers its stop with :func:`on_stop_signals` instead
+    (a second Ctrl-C then cancels it); it still exits 130 after a SIGINT (0 after a SIGTERM).
+    """
+    global _signals
+    state = _Signals()
+
+    async def main() -> T:
+        state.task = asyncio.current_task()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, state.handle, signal.SIGINT)
+        return await coro
+
+    _signals = state
+    try:
+        result = asyncio.run(main())
+    except asyncio.CancelledError:
+        if state.received is None:
+            raise
+        raise KeyboardInterrupt from None
+    finally:
+        _signals = None
+        coro.close()  # never started when interrupted at once: no "never awaited" warning
+    if state.received == signal.SIGINT:
+        raise KeyboardInterrupt
+    return result
+
+
+def on_stop_signals(stop: Callable[[], None]) -> None:
+    """In a coroutine given to :func:`run`: SIGINT and SIGTERM call ``stop()`` (a graceful stop,
+    once) instead of cancelling the command. The command exits 130 after SIGINT, 0 after SIGTERM."""
+    state = _signals
+    loop = asyncio.get_running_loop()
+    if state is None:  # not under run(): both signals just call stop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop)
+        return
+    state.graceful = stop
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGTERM, state.handle, signal.SIGTERM)
+    if state.received is not None:  # interrupted before the command got here
+        stop()
+
+
+def forget_stop_signals() -> None:
+    """Undo :func:`on_stop_signals`: from now on SIGINT cancels the command again (exit 130)."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.remove_signal_handler(signal.SIGTERM)
+    state = _signals
+    if state is None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGINT)
+    else:
+        state.graceful = None
 
 
 def out_console(*, stderr: bool = False) -> Console:
@@ -143,7 +231,7 @@ def connection_options(function: F) -> F:
                 tls_key: str | None, connect_timeout: float, **kwargs: Any) -> Any:
         kwargs["connect"] = ConnectOptions(url=nats_url, user=user, password=password, token=token, creds=creds,
                                            nkey_seed=nkey_seed, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-                                           name="aether-cli", connect_timeout=connect_timeout)
+                                           name="aether-cli", connect_timeout=connect_timeout, retry_refused=False)
         return function(*args, **kwargs)
 
     result: Any = wrapper

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aether._nats import JsApi
@@ -91,8 +92,8 @@ def render_placement(console: Console, placement: list[dict[str, Any]]) -> None:
 
 def render_status(console: Console, state: ClusterState) -> None:
     """Print a cluster's state as tables."""
-    leader = f"[bold]{state.leader_id}[/] (term {state.term})" if state.leader_id else "[red]none[/]"
-    console.print(f"cluster [bold]{state.cluster}[/]: leader {leader}; shard map v{state.map_version} "
+    leader = f"[bold]{escape(state.leader_id)}[/] (term {state.term})" if state.leader_id else "[red]none[/]"
+    console.print(f"cluster [bold]{escape(state.cluster)}[/]: leader {leader}; shard map v{state.map_version} "
                   f"(term {state.map_term}), {state.shard_count} shards, {state.handoffs} in handoff, "
                   f"{state.unassigned} unassigned")
     if state.members:
@@ -106,14 +107,14 @@ def render_status(console: Console, state: ClusterState) -> None:
                          else "left")
     now = datetime.now(UTC)
     for member in state.members:
-        status = member.status
+        status = escape(member.status)
         if member.reachable is False:
             status = "[red]unreachable[/]"
         elif member.id == state.leader_id:
             status += " [bold yellow](leader)[/]"
         uptime = int((now - member.started_at).total_seconds())
-        table.add_row(member.id, status, str(member.shards), str(member.in_flight), str(member.requests),
-                      f"{member.event_loop_lag * 1000:.1f} ms", f"{uptime}s ago", member.address)
+        table.add_row(escape(member.id), status, str(member.shards), str(member.in_flight), str(member.requests),
+                      f"{member.event_loop_lag * 1000:.1f} ms", f"{uptime}s ago", escape(member.address))
     if state.members:
         console.print(table)
     else:

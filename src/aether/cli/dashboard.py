@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
 import click
 from rich.console import Console
 
-from aether.cli._common import connection_options, fail, run
+from aether.cli._common import connection_options, fail, on_stop_signals, run
 from aether.cli._status import ConnectionStatus
 from aether.cli._store import connected
 from aether.connect import ConnectOptions
@@ -55,8 +54,7 @@ async def _serve(cluster_name: str, host: str, port: int, interval: float, check
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(stop.set)  # Ctrl-C: stop, then exit 130; SIGTERM: stop, exit 0
     status = ConnectionStatus(Console(stderr=True), "dashboard")
     async with connected(connect, status) as nc:
         server = DashboardServer(nc, cluster_name, host=host, port=port, interval=interval,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import signal
 from collections import Counter
 from typing import Any
 
@@ -13,9 +12,19 @@ import click
 import msgspec
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from aether.cli._common import connection_options, emit_json, fail, out_console, run, store_options
+from aether.cli._common import (
+    connection_options,
+    emit_json,
+    fail,
+    forget_stop_signals,
+    on_stop_signals,
+    out_console,
+    run,
+    store_options,
+)
 from aether.cli._status import ConnectionStatus
 from aether.cli._store import StreamRef, connected, list_streams, matches_namespace, open_store, subject_counts
 from aether.codec import decode_event
@@ -77,9 +86,10 @@ async def _show(actor: str, from_version: int, last: int | None, metadata: bool,
         return
     console = out_console()
     if not history:
-        console.print(f"actor {actor!r}: no events from version {from_version} (latest version is {latest})")
+        console.print(f"actor {actor!r}: no events from version {from_version} (latest version is {latest})",
+                      markup=False)
         return
-    table = Table(title=f"{actor!r} in {store.stream} — {latest} events", title_justify="left")
+    table = Table(title=escape(f"{actor!r} in {store.stream} — {latest} events"), title_justify="left")
     table.add_column("version", justify="right", no_wrap=True)
     table.add_column("type", style="bold", no_wrap=True)
     table.add_column("time (UTC)", no_wrap=True)
@@ -91,7 +101,7 @@ async def _show(actor: str, from_version: int, last: int | None, metadata: bool,
         row = [str(event.version), event.event_type, _time(event), _json_data(event.data)]
         if metadata:
             row += [_json_data(event.metadata), event.id]
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     console.print(table)
 
 
@@ -170,9 +180,9 @@ async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: st
             else:
                 table.add_column(column, justify="right", no_wrap=True)
         for row in rows:
-            table.add_row(row["namespace"] or "(none)", row["stream"], str(row["partitions"]), f"{row['actors']:,}",
-                          f"{row['events']:,}", f"{row['snapshots']:,}", f"{row['bytes']:,}", str(row["replicas"]),
-                          row["leaders"] or "")
+            table.add_row(escape(row["namespace"] or "(none)"), row["stream"], str(row["partitions"]),
+                          f"{row['actors']:,}", f"{row['events']:,}", f"{row['snapshots']:,}", f"{row['bytes']:,}",
+                          str(row["replicas"]), escape(row["leaders"] or ""))
         console.print(table)
         return
     row = rows[0]
@@ -182,7 +192,7 @@ async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: st
     for key, value in row.items():
         if key == "placement":
             continue
-        table.add_row(key, "" if value is None else f"{value:,}" if isinstance(value, int) else str(value))
+        table.add_row(key, "" if value is None else f"{value:,}" if isinstance(value, int) else escape(str(value)))
     console.print(table)
     _print_placement(console, row["placement"])
 
@@ -283,9 +293,7 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
     exact_actor = pattern if not (_GLOB & set(pattern)) else None
     loop = asyncio.get_running_loop()
     status = ConnectionStatus(console, "events tail")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, done.set)
+    on_stop_signals(done.set)
     try:
         async with connected(connect, status) as nc:
             if wildcard:
@@ -301,7 +309,7 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
             follower = _Follower(nc, refs, exact_actor, queue)
             await follower.start(from_start)
             names = ", ".join(r.stream for r in refs)
-            console.print(f"following {names} (actors: {pattern!r}); Ctrl-C to stop", style="dim")
+            console.print(f"following {names} (actors: {pattern!r}); Ctrl-C to stop", style="dim", markup=False)
             deadline = None if timeout is None else loop.time() + timeout
             try:
                 while not done.is_set():
@@ -334,9 +342,7 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
                 await follower.stop()
             lost = status.lost
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        forget_stop_signals()
     console.print(f"{seen} events", style="dim")
     if lost and not done.is_set():
         fail(f"--timeout ended while the connection to NATS was lost ({seen} events shown)")
@@ -429,6 +435,6 @@ def _print_event(out: Console, ref: StreamRef, event: Event, as_json: bool) -> N
         record["namespace"] = ref.namespace
         emit_json(record)
         return
-    ns = f"[cyan]{ref.namespace}[/] " if ref.namespace else ""
-    out.print(f"{_time(event)} {ns}[bold]{event.actor_id}[/] v{event.version} [green]{event.event_type}[/] "
-              f"{_json_data(event.data)}", markup=True, soft_wrap=True)
+    ns = f"[cyan]{escape(ref.namespace)}[/] " if ref.namespace else ""
+    out.print(f"{_time(event)} {ns}[bold]{escape(event.actor_id)}[/] v{event.version} "
+              f"[green]{escape(event.event_type)}[/] {escape(_json_data(event.data))}", markup=True, soft_wrap=True)

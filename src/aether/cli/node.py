@@ -22,7 +22,6 @@ import importlib
 import inspect
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -32,8 +31,9 @@ from typing import Any
 import click
 from nats.aio.client import Client
 from rich.console import Console
+from rich.markup import escape
 
-from aether.cli._common import DEFAULT_STREAM, connection_options, emit_json, fail, run
+from aether.cli._common import DEFAULT_STREAM, connection_options, emit_json, fail, on_stop_signals, run
 from aether.cli._status import ConnectionStatus
 from aether.cluster import ClusterManager, ClusterOptions
 from aether.connect import ConnectOptions, close
@@ -55,7 +55,8 @@ class NodeContext:
             register shard listeners here).
         store: the node's :class:`~aether.store.JetStreamEventStore`.
         node_id / cluster / namespace: as given on the command line.
-        options: extra ``--set key=value`` pairs for the handler.
+        options: extra ``--set key=value`` pairs for the handler. Read them in the factory: a
+            key the factory did not read is refused as unknown (exit code 2).
     """
 
     nc: Client
@@ -98,14 +99,58 @@ def load_handler_factory(spec: str) -> Any:
     return target
 
 
-def _parse_settings(items: tuple[str, ...]) -> dict[str, str]:
+class _Settings(dict[str, str]):
+    """The ``--set`` pairs, remembering which keys the handler factory read (the others are unknown)."""
+
+    def __init__(self, items: dict[str, str]) -> None:
+        super().__init__(items)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.read.add(key)
+        return super().__contains__(key)
+
+    def unknown(self) -> list[str]:
+        return sorted(set(self) - self.read)
+
+
+def _parse_settings(items: tuple[str, ...]) -> _Settings:
     settings: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
         settings[key] = value
-    return settings
+    return _Settings(settings)
+
+
+async def _wait_serving(manager: ClusterManager, timeout: float) -> None:
+    """Wait until the shard map names this node's incarnation and it serves every shard the map
+    gives it (a map left over from an earlier run of the same cluster name does not count).
+
+    Raises:
+        AetherTimeoutError: not within ``timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    await manager.wait_ready(timeout=timeout)
+    while True:
+        current = manager.shard_map
+        if (current is not None and current.members.get(manager.node_id) == manager.incarnation
+                and manager.owned_shards() == current.shards_of(manager.node_id, manager.incarnation)):
+            return
+        if loop.time() > deadline:
+            raise AetherTimeoutError(f"node {manager.node_id!r} does not serve its shards after {timeout:g}s")
+        await asyncio.sleep(0.05)
 
 
 @click.command()
@@ -150,13 +195,11 @@ def node(node_id: str | None, cluster_name: str, stream: str, namespace: str | N
 
 
 async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str | None, factory: Any,
-                    settings: dict[str, str], metrics: tuple[str, int] | None, options: ClusterOptions, weight: int,
+                    settings: _Settings, metrics: tuple[str, int] | None, options: ClusterOptions, weight: int,
                     ready_timeout: float, as_json: bool, parent: int | None, connect: ConnectOptions) -> None:
     console = Console(stderr=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(stop.set)
     store_observer: Any = None
     cluster_observer: Any = None
     server: Any = None
@@ -168,7 +211,7 @@ async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str
             store_observer, cluster_observer = StoreMetrics(), ClusterMetrics()
             server = start_metrics_server(metrics[1], host=metrics[0])
         except MetricsUnavailableError as exc:
-            console.print(f"metrics disabled: {exc}", style="yellow")
+            console.print(f"metrics disabled: {exc}", style="yellow", markup=False, soft_wrap=True)
     status = ConnectionStatus(console, f"node {node_id}")
     nc = await connect.connect(name=f"aether-node-{node_id}", **status.callbacks())
     status.nc = nc
@@ -188,24 +231,28 @@ async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str
         handler = factory(context)
         if inspect.isawaitable(handler):
             handler = await handler
+        if settings.unknown():
+            known = ", ".join(sorted(settings.read)) or "none"
+            fail(f"unknown --set key(s) for this handler: {', '.join(settings.unknown())} (it reads: {known})",
+                 code=2)
         if not callable(handler):
             fail(f"the handler factory returned {type(handler).__name__}, not a request handler")
         manager.set_handler(handler)
         await manager.start()
         try:
-            await manager.wait_ready(timeout=ready_timeout)
-        except AetherTimeoutError:
-            console.print(f"node {node_id}: no shard map yet after {ready_timeout:g}s; serving once one exists",
-                          style="yellow")
+            await _wait_serving(manager, ready_timeout)
+        except AetherTimeoutError as exc:
+            console.print(f"{exc}; serving once it does", style="yellow", markup=False, soft_wrap=True)
         info = {"event": "ready", "node_id": node_id, "cluster": cluster_name, "pid": os.getpid(),
                 "metrics_url": server.url if server is not None else None, "leader": manager.leader_id,
                 "shards": len(manager.owned_shards())}
         if as_json:
             emit_json(info)
         else:
-            console.print(f"node [bold]{node_id}[/] serving cluster [bold]{cluster_name}[/] "
-                          f"(stream {store.stream}); leader {manager.leader_id}; "
-                          f"{len(manager.owned_shards())} shards; metrics {info['metrics_url'] or 'off'}")
+            console.print(f"node [bold]{escape(node_id)}[/] (pid {os.getpid()}) serving cluster "
+                          f"[bold]{escape(cluster_name)}[/] (stream {store.stream}); leader "
+                          f"{escape(str(manager.leader_id))}; {len(manager.owned_shards())} shards; "
+                          f"metrics {info['metrics_url'] or 'off'}; Ctrl-C to leave", soft_wrap=True)
         sys.stdout.flush()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -221,7 +268,7 @@ async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str
             try:
                 await cleanup()
             except Exception as exc:
-                console.print(f"node {node_id}: cleanup failed: {exc}", style="yellow")
+                console.print(f"node {node_id}: cleanup failed: {exc}", style="yellow", markup=False)
         if store is not None:
             await store.aclose()
         status.close()
@@ -229,8 +276,6 @@ async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str
             await close(nc)
         if server is not None:
             await server.aclose()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
     if as_json:
         emit_json({"event": "stopped", "node_id": node_id})
 

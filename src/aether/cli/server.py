@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
+import socket
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from aether.cli._common import emit_json, run
+from aether.cli._common import emit_json, fail, on_stop_signals, run
+from aether.errors import NatsServerError
 from aether.testing.server import NatsCluster, NatsServer
 
 __all__ = ["server"]
@@ -40,16 +41,32 @@ def server(size: int, sync_interval: str | None, store_dir: Path | None, port: i
     """Run NATS with JetStream until interrupted (Ctrl-C), printing its URL(s)."""
     if size > 1 and port is not None:
         raise click.BadParameter("--port applies to a single server; a cluster picks free ports", param_hint="--port")
+    port = 4222 if port is None else port
+    if size == 1 and port and not _port_free(port):
+        fail(f"port {port} is in use; try --port 0")
     if store_dir is not None:
         store_dir.mkdir(parents=True, exist_ok=True)
-    run(_serve(size, sync_interval, store_dir, 4222 if port is None else port, as_json))
+    try:
+        run(_serve(size, sync_interval, store_dir, port, as_json))
+    except NatsServerError as exc:
+        if f"port {port} is in use" in str(exc):  # taken between the check and the start
+            fail(f"port {port} is in use; try --port 0")
+        raise
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nats-server does
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 async def _serve(size: int, sync_interval: str | None, store_dir: Path | None, port: int, as_json: bool) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(stop.set)
     servers: list[NatsServer]
     target: NatsServer | NatsCluster
     if size == 1:
@@ -63,9 +80,8 @@ async def _serve(size: int, sync_interval: str | None, store_dir: Path | None, p
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if not start.done():
-            start.cancel()
-            with contextlib.suppress(BaseException):
+        if not start.done():  # stopped during start-up: let the start finish, then clean up
+            with contextlib.suppress(Exception):
                 await start
             return
         start.result()  # NatsServerError: one clear line
@@ -79,9 +95,9 @@ async def _serve(size: int, sync_interval: str | None, store_dir: Path | None, p
             console.print(f"[bold green]{kind} ready[/] (JetStream"
                           f"{', sync_interval ' + sync_interval if sync_interval else ''})")
             for url in urls:
-                console.print(f"  {url}")
-            console.print(f"  store: {store_dir or 'temporary (removed on exit)'}")
-            console.print(f"  export AETHER_NATS_URL={','.join(urls)}", style="dim")
+                console.print(f"  {url}", markup=False)
+            console.print(f"  store: {store_dir or 'temporary (removed on exit)'}", markup=False)
+            console.print(f"  export AETHER_NATS_URL={','.join(urls)}", style="dim", markup=False)
             console.print("Ctrl-C to stop", style="dim")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -92,6 +108,4 @@ async def _serve(size: int, sync_interval: str | None, store_dir: Path | None, p
                 names = ", ".join(s.server_name or s.url for s in dead)
                 raise click.ClickException(f"nats-server {names} exited unexpectedly (log: {dead[0].log_file})")
     finally:
-        await asyncio.to_thread(target.cleanup)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        await asyncio.shield(asyncio.to_thread(target.cleanup))

@@ -11,7 +11,7 @@ or a failover is stored exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
@@ -226,6 +226,17 @@ _ACTIONS: dict[str, Callable[[BankAccount, BankCommand], None]] = {
 
 
 
+def _int_setting(options: Mapping[str, str], key: str, default: str) -> int:
+    raw = options.get(key, default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInputError(f"--set {key}={raw}: expected a whole number") from None
+    if value < 0:
+        raise InvalidInputError(f"--set {key}={raw}: expected a number >= 0")
+    return value
+
+
 def bank_handler(context: NodeContext) -> Callable[[ActorRequest], Awaitable[bytes]]:
     """Handler factory of ``aether node`` (the default): host bank accounts on a cluster node.
 
@@ -233,8 +244,8 @@ def bank_handler(context: NodeContext) -> Callable[[ActorRequest], Awaitable[byt
     when their shard moves away, and flushes pending snapshots when the node stops.
     Settings (``--set``): ``snapshot_every`` (default 50), ``cache_size`` (default 100000).
     """
-    snapshot_every = int(context.options.get("snapshot_every", "50")) or None
-    cache_size = int(context.options.get("cache_size", "100000"))
+    snapshot_every = _int_setting(context.options, "snapshot_every", "50") or None
+    cache_size = _int_setting(context.options, "cache_size", "100000")
     service = BankService.create(context.store, context.node_id, snapshot_every=snapshot_every,
                                  cache_size=cache_size)
     node = context.node

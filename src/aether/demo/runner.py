@@ -241,6 +241,8 @@ class _Demo:
                         and state.balanced and client.shard_map is not None):
                     self.state = state
                     self.log(f"cluster formed: leader {state.leader_id} (term {state.term}), {_balance(state)}")
+                    self.log("term = the leadership's number: every new leader gets a higher one, and a shard "
+                             "map written under an older term is refused, so a deposed leader cannot act")
                     return
             if time.monotonic() > deadline:
                 raise AetherTimeoutError(f"the cluster did not form within {timeout:g}s")

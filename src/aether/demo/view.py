@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -61,7 +62,7 @@ class DemoView:
     def log(self, at: float, text: str) -> None:
         self.timeline.append((at, text))
         if self._live is None:
-            self.console.print(f"[dim]+{at:5.1f}s[/] {text}", highlight=False, soft_wrap=True)
+            self.console.print(f"[dim]+{at:5.1f}s[/] {escape(text)}", highlight=False, soft_wrap=True)
 
     def start_load(self, started: float) -> None:
         self._load_started = started
@@ -82,7 +83,7 @@ class DemoView:
                 shards = ", ".join(f"{n} {c}" for n, c in sorted(state.shards_per_node.items()))
                 self.console.print(
                     f"[dim]  {min(elapsed, self.config.duration):5.1f}/{self.config.duration:g}s[/] "
-                    f"acked {driver.acked:,}  {self._rate:,.0f} events/s  retries {driver.retries}  "
+                    f"acked {driver.acked:,}  {self._rate:,.0f} events/s  re-sent {driver.retries}  "
                     f"leader {state.leader_id} (term {state.term})  shards: {shards}", highlight=False, soft_wrap=True)
 
     # ---- rendering ---------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class DemoView:
         if driver is not None:
             parts.append(Text.from_markup(
                 f"commands acked [bold]{driver.acked:,}[/]   events/s [bold green]{self._rate:,.0f}[/] "
-                f"(peak {self.peak_rate:,.0f})   retries {driver.retries}   in doubt {driver.in_doubt}   "
+                f"(peak {self.peak_rate:,.0f})   re-sent {driver.retries}   in doubt {driver.in_doubt}   "
                 f"rejected withdrawals {driver.rejected_withdrawals:,}"))
         state = self.state
         if state is not None:
@@ -142,7 +143,9 @@ class DemoView:
             ("accounts", f"{len(driver.accounts):,}"),
             ("commands sent / acknowledged", f"{driver.sent:,} / {driver.acked:,}"),
             ("in doubt (never acknowledged)", f"{driver.in_doubt:,}"),
-            ("retries", f"{driver.retries:,} (duplicates answered from history: {driver.duplicates:,})"),
+            ("commands re-sent by the demo after an error", f"{driver.retries:,}"),
+            ("already stored, answered from history", f"{driver.duplicates:,} (sent again after a timeout or a "
+             "failover, by the demo or by the cluster's router; stored once)" if driver.duplicates else "0"),
             ("rejected withdrawals (events)", f"{driver.rejected_withdrawals:,}"),
             ("events/s average / peak", f"{result.average_rate:,.0f} / {result.peak_rate:,.0f}"),
             ("slowest command", f"{driver.slowest:.2f}s"),
@@ -175,4 +178,4 @@ class DemoView:
         else:
             console.print(f"[bold red]VERIFICATION FAILED[/]: {report.problem_count} problems")
             for problem in report.problems[:20]:
-                console.print(f"  - {problem}", highlight=False)
+                console.print(f"  - {problem}", highlight=False, markup=False)

