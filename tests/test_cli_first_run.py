@@ -264,7 +264,10 @@ def test_ctrl_c_at_any_moment_exits_130_without_traceback(command: str, nats_url
             assert err.rstrip().endswith("interrupted"), err
         else:  # it finished first (a quick command): a normal ending, no traceback
             assert "interrupted" not in err
-    assert interrupted >= 2  # at least the import and the start-up were interrupted
+    # the interrupt during the import always lands; a quick command (show, stats, status) may finish
+    # before the later ones on an idle machine, a long-running one never does
+    quick = command in ("events show", "events stats", "cluster status")
+    assert interrupted >= (1 if quick else len(_PAUSES)), (command, interrupted)
     assert _leftovers(str(tmp_path)) == []
     assert list(tmp_path.iterdir()) == []
 
