@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: build test lint bench soak demo clean install
+.PHONY: build test lint bench soak demo clean install fault-loop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+# fault tests (or the suite: LOOP_ARGS="--suite --runs 5") in a loop beside a CPU hog; see scripts/fault_loop.py
+fault-loop: $(STAMP)
+	$(BIN)/python scripts/fault_loop.py $(LOOP_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/aether demo $(DEMO_ARGS)

@@ -18,6 +18,7 @@ import pytest
 from nats.aio.client import Client
 
 from _cluster_procs import NodeSet, eventually, statuses
+from _fault_artifacts import write_json
 from aether.cluster import ClusterClient
 from aether.errors import AetherError
 from aether.store import JetStreamEventStore
@@ -152,7 +153,8 @@ async def _r3_store(nc: Client, name: str) -> JetStreamEventStore:
 
 
 async def test_nats_server_killed_during_workload(nats_cluster_factory: Callable[..., NatsCluster],
-                                                  unique_name: str, tmp_path: Path) -> None:
+                                                  unique_name: str, tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
     nats_cluster = nats_cluster_factory(3)
     urls = nats_cluster.urls
     cluster = "r3-" + unique_name.replace(".", "-")[:30]
@@ -190,7 +192,14 @@ async def test_nats_server_killed_during_workload(nats_cluster_factory: Callable
                     work.stop.set()
                     await asyncio.gather(*tasks)
             print(f"\nsingle writer, NATS server {leader_name} killed: {work.summary(killed)}")
-            total = await work.verify(store)
+            try:
+                total = await work.verify(store)
+            except AssertionError:
+                write_json(request.node.nodeid, "writer-view.json", {
+                    "killed": leader_name, "acked": work.acked, "failures": work.failures,
+                    "read": {a: [[e.version, e.id, e.data.get("payload")] for e in await store.get_events(a)]
+                             for a in ACTORS}})
+                raise
             assert total >= sum(len(v) for v in work.acked.values()) >= 400
         await store.aclose()
     finally:

@@ -44,6 +44,7 @@ from aether.errors import (
 )
 from aether.event import ActorSnapshot, Event
 from aether.names import decode_token, encode_token, stream_name, validate_actor_id
+from aether.store._trace import trace_from_env
 from aether.store._validation import check_batch, check_event, check_from_version
 from aether.store.observer import StoreObserver
 from aether.store.options import JetStreamOptions
@@ -100,6 +101,7 @@ class JetStreamEventStore:
         self._observer = observer
         self._ns_label = namespace or ""
         self._max_event_size = self.options.max_event_size
+        self._trace = trace_from_env()  # diagnostics only: see aether.store._trace
 
     # ---- construction -----------------------------------------------------------------
     @classmethod
@@ -174,6 +176,12 @@ class JetStreamEventStore:
             await self._api.api(f"STREAM.UPDATE.{self.stream}", existing)
 
     # ---- helpers ------------------------------------------------------------------------
+    def _note(self, kind: str, **fields: Any) -> None:
+        """Record a decision in the diagnostic trace (only called when tracing is on)."""
+        assert self._trace is not None
+        url = self._nc.connected_url
+        self._trace(kind, f"{url.hostname}:{url.port}" if url is not None else None, stream=self.stream, **fields)
+
     def _subject(self, actor_id: str) -> str:
         entry = self._cache.get(actor_id)
         if entry is not None:
@@ -219,6 +227,8 @@ class JetStreamEventStore:
             seq, data = found
             event = self._decode(data, actor_id, seq)
             latest = _Latest(event.version, seq, event.id)
+        if self._trace is not None:
+            self._note("latest", actor=actor_id, version=latest.version, seq=latest.seq, id=latest.event_id)
         entry = self._cache.get(actor_id)
         if entry is not None:
             entry.version = latest.version
@@ -252,8 +262,13 @@ class JetStreamEventStore:
         found = await self._msg_get({"seq": seq}, f"checking a de-duplicated append of {event.actor_id!r}")
         if found is not None:
             stored = decode_event(found[1], stream=self.stream, sequence=seq, actor_id=event.actor_id)
+            if self._trace is not None:
+                self._note("dup-check", actor=event.actor_id, version=event.version, id=event.id, seq=seq,
+                           stored_version=stored.version, stored_id=stored.id, stored_actor=stored.actor_id)
             if stored.id == event.id and stored.version == event.version and stored.actor_id == event.actor_id:
                 return
+        elif self._trace is not None:
+            self._note("dup-check", actor=event.actor_id, version=event.version, id=event.id, seq=seq, stored_id=None)
         latest = await self._fetch_latest(event.actor_id, subject)
         if self._observer is not None:
             self._observer.on_conflict(self._ns_label)
@@ -282,6 +297,8 @@ class JetStreamEventStore:
             try:
                 return await self._api.publish_acked(subject, payload, headers, what=what)
             except AetherTimeoutError:
+                if self._trace is not None:
+                    self._note("ack-timeout", subject=subject, id=headers.get("Nats-Msg-Id"))
                 continue
         return await self._api.publish_acked(subject, payload, headers, what=what)
 
@@ -327,11 +344,17 @@ class JetStreamEventStore:
         payload = encode_event(event)
         if len(payload) > self._max_event_size:
             raise EventTooLargeError(actor_id, len(payload), self._max_event_size)
+        if self._trace is not None:
+            self._note("append", actor=actor_id, version=version, id=event.id, expected_seq=expected_seq,
+                       cached=None if entry is None else [entry.version, entry.seq])
         ack = await self._publish(
             subject, payload,
             {"Nats-Msg-Id": event.id, "Nats-Expected-Last-Subject-Sequence": str(expected_seq)},
             f"appending version {version} of {actor_id!r}",
         )
+        if self._trace is not None:
+            self._note("ack", actor=actor_id, version=version, id=event.id, seq=ack.seq, duplicate=ack.duplicate,
+                       err=None if ack.error is None else ack.error.err_code)
         if ack.error is not None:
             await self._handle_ack_error(ack, event, event, subject, expected_seq)
             return
@@ -343,7 +366,12 @@ class JetStreamEventStore:
 
     async def _resolve_mismatch(self, first: Event, last: Event, subject: str, expected_seq: int | None,
                                 latest: _Latest) -> None:
-        if await self._already_stored(first.actor_id, subject, first, last, expected_seq, latest):
+        stored = await self._already_stored(first.actor_id, subject, first, last, expected_seq, latest)
+        if self._trace is not None:
+            self._note("mismatch", actor=first.actor_id, first=first.version, last=last.version, id=last.id,
+                       expected_seq=expected_seq, latest_version=latest.version, latest_seq=latest.seq,
+                       latest_id=latest.event_id, already_stored=stored)
+        if stored:
             return
         if self._observer is not None:
             self._observer.on_conflict(self._ns_label)
@@ -415,6 +443,10 @@ class JetStreamEventStore:
                 if attempt == self.options.publish_retries:
                     raise
         assert ack is not None
+        if self._trace is not None:
+            self._note("batch-ack", actor=actor_id, first=first.version, last=last.version, id=last.id,
+                       expected_seq=expected_seq, seq=ack.seq, duplicate=ack.duplicate,
+                       err=None if ack.error is None else ack.error.err_code)
         if ack.error is not None:
             await self._handle_ack_error(ack, first, last, subject, expected_seq)
             return
@@ -521,6 +553,9 @@ class JetStreamEventStore:
                     prefetch.cancel()
                 with contextlib.suppress(BaseException):
                     await prefetch
+        if self._trace is not None:
+            self._note("read", actor=actor_id, from_version=from_version, min_last_seq=request.get("min_last_seq"),
+                       last_version=last_version, last_seq=last_seq)
         if last_seq:
             self._remember(actor_id, last_version, last_seq, subject)
 
