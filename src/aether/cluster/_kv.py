@@ -22,7 +22,14 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from aether._nats import ERR_STREAM_NAME_IN_USE, ERR_STREAM_NOT_FOUND, ERR_WRONG_LAST_SEQUENCE, JetStreamApiError, JsApi
+from aether._nats import (
+    ERR_STREAM_NAME_IN_USE,
+    ERR_STREAM_NOT_FOUND,
+    ERR_WRONG_LAST_SEQUENCE,
+    ERR_WRONG_LAST_SEQUENCE_CLUSTERED,
+    JetStreamApiError,
+    JsApi,
+)
 from aether.errors import ClusterError, InvalidNameError, StoreError
 
 __all__ = ["ClusterBucket", "KvConflict", "KvEntry", "bucket_name", "validate_cluster_name"]
@@ -244,7 +251,8 @@ class ClusterBucket:
         ack = await self.api.publish_acked(self.prefix + key, value, hdrs, timeout=timeout,
                                            what=f"writing {key!r} of cluster {self.cluster!r}")
         if ack.error is not None:
-            if ack.error.err_code == ERR_WRONG_LAST_SEQUENCE:
+            # a replicated bucket also answers 10164 when another write of the key is in flight
+            if ack.error.err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CLUSTERED):
                 raise KvConflict(f"{key!r}: {ack.error.description}")
             raise JetStreamApiError(f"write {key!r}", ack.error.code, ack.error.err_code, ack.error.description)
         return ack.seq
