@@ -50,11 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "aether-fault-loop"),
                         help="folder for run artefacts (default $TMPDIR/aether-fault-loop)")
     parser.add_argument("--stop-on-fail", action="store_true", help="stop at the first failing run")
+    parser.add_argument("--snapshot", action="store_true",
+                        help="test a copy of the committed HEAD (git archive), so edits made while the loop "
+                             "runs do not change the code under test")
     parser.add_argument("pytest_args", nargs="*", help="pytest arguments (after --)")
     args = parser.parse_args(argv)
     tests = args.pytest_args or ([] if args.suite else FAULT_TESTS)
     out = Path(args.out) / time.strftime("%Y%m%dT%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
+    cwd, extra_env = ROOT, {}
+    if args.snapshot:
+        commit = subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], text=True).strip()
+        cwd = out / f"src-{commit}"
+        cwd.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(cwd)], input=archive.stdout, check=True)
+        extra_env["PYTHONPATH"] = str(cwd / "src")
+        print(f"testing a snapshot of commit {commit} in {cwd}", flush=True)
     hog = _start_hog(args.hog)
     passes = failures = streak = best = 0
     print(f"fault loop: {args.runs} runs of {' '.join(tests) or 'the whole suite'} beside {args.hog} busy "
@@ -64,12 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             folder = out / f"run-{run:03d}"
             folder.mkdir()
             env = dict(os.environ, AETHER_FAULT_ARTIFACTS=str(folder),
-                       AETHER_STORE_TRACE=str(folder / "store-trace.jsonl"), CI=os.environ.get("CI", "true"))
+                       AETHER_STORE_TRACE=str(folder / "store-trace.jsonl"), CI=os.environ.get("CI", "true"),
+                       **extra_env)
             started = time.monotonic()
             with open(folder / "pytest.log", "wb") as log:
                 code = subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                                         "--basetemp", str(folder / "basetemp"), *tests],
-                                       cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                       cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
             took = time.monotonic() - started
             if code == 0:
                 passes += 1
