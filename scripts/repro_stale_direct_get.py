@@ -19,6 +19,7 @@ import asyncio
 import json
 
 import nats
+import nats.errors
 
 from aether.testing import NatsCluster
 
@@ -27,7 +28,14 @@ async def main(writes: int) -> int:
     async with NatsCluster(3) as cluster:
         admin = await nats.connect(servers=cluster.urls)
         js = admin.jetstream()
-        await js.add_stream(name="STALE", subjects=["stale.>"], num_replicas=3, allow_direct=True)
+        for attempt in range(100):  # the cluster may still be forming
+            try:
+                await js.add_stream(name="STALE", subjects=["stale.>"], num_replicas=3, allow_direct=True)
+                break
+            except nats.errors.Error:
+                if attempt == 99:
+                    raise
+                await asyncio.sleep(0.2)
         info = json.loads((await admin.request("$JS.API.STREAM.INFO.STALE", b"", timeout=10)).data)
         leader = info["cluster"]["leader"]
         follower = next(s for s in cluster.servers if s.server_name != leader)

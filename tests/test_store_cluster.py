@@ -53,3 +53,37 @@ async def test_r3_store_semantics_and_idempotent_retries(nats_cluster_factory: C
     finally:
         await nc1.close()
         await nc2.close()
+
+
+async def test_a_lagging_follower_never_shortens_a_history(nats_cluster_factory: Callable[..., NatsCluster]) -> None:
+    """A direct get may be answered by a follower that has not applied the latest writes yet
+    (it was paused here while they were committed by the other two servers): the history read
+    through it still holds every acknowledged event (the store completes it from the leader).
+    Without that, the read right after SIGCONT returns a short prefix (docs/reliability.md)."""
+    cluster = nats_cluster_factory(3)
+    admin = await nats.connect(servers=cluster.urls)
+    try:
+        probe = await _create(admin, "LAG")
+        leader_name = (await probe.stream_info())["cluster"]["leader"]
+        follower = next(s for s in cluster.servers if s.server_name != leader_name)
+        others = [s.url for s in cluster.servers if s is not follower]
+        writer_nc = await nats.connect(servers=others, max_reconnect_attempts=-1)
+        reader_nc = await nats.connect(servers=[follower.url], max_reconnect_attempts=-1)
+        writer = await _create(writer_nc, "LAG")
+        reader = await _create(reader_nc, "LAG")  # a reader that never wrote: no cache to go by
+        version = 0
+        for _ in range(5):
+            await follower.pause()
+            try:
+                for _ in range(4):
+                    batch = [Event("E", "acc", version + i + 1) for i in range(50)]
+                    await writer.save_events(batch)
+                    version += 50
+            finally:
+                await follower.resume()
+            events = await reader.get_events("acc")  # right away: the follower is still catching up
+            assert [e.version for e in events] == list(range(1, version + 1))
+        await writer_nc.close()
+        await reader_nc.close()
+    finally:
+        await admin.close()

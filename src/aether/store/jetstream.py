@@ -102,6 +102,9 @@ class JetStreamEventStore:
         self._ns_label = namespace or ""
         self._max_event_size = self.options.max_event_size
         self._trace = trace_from_env()  # diagnostics only: see aether.store._trace
+        # on a replicated stream any replica may answer a direct get, and a follower may not have
+        # applied the latest writes yet: history reads are then completed from the stream leader
+        self._replicated = self.options.replicas > 1
 
     # ---- construction -----------------------------------------------------------------
     @classmethod
@@ -161,12 +164,14 @@ class JetStreamEventStore:
                 raise StoreError(f"stream {self.stream!r} does not exist (create_stream=False)") from None
             try:
                 await self._api.api(f"STREAM.CREATE.{self.stream}", config)
+                self._replicated = int(config["num_replicas"]) > 1
                 return
             except JetStreamApiError as create_exc:
                 if create_exc.err_code != ERR_STREAM_NAME_IN_USE:
                     raise
                 info = await self._api.api(f"STREAM.INFO.{self.stream}")
         existing = info["config"]
+        self._replicated = int(existing.get("num_replicas", 1)) > 1
         if config["subjects"][0] not in existing.get("subjects", []):
             raise StoreError(
                 f"stream {self.stream!r} exists but does not hold subjects {config['subjects'][0]!r}"
@@ -484,22 +489,27 @@ class JetStreamEventStore:
         subject = self._subject(actor_id)
         page_size = self.options.page_size
         what = f"reading the history of {actor_id!r}"
+        start_seq = self._start_seq(actor_id, from_version)
         # no_hdr: the server sends bare payloads (nats-py would otherwise parse ~8 headers per event in
         # Python, 2/3 of the read time); the end-of-batch status still carries Nats-Last-Sequence and
         # Nats-Num-Pending. A server that ignores no_hdr sends headers again: both cases are handled.
-        request: dict[str, Any] = {"seq": self._start_seq(actor_id, from_version), "next_by_subj": subject,
+        request: dict[str, Any] = {"seq": start_seq, "next_by_subj": subject,
                                    "batch": page_size, "max_bytes": _PAGE_BYTES, "no_hdr": True}
-        known = self._cache.get(actor_id)
-        if known is not None and known.seq:
-            # any replica may answer a direct get: one that has not applied what this store
-            # already saw of the actor hands the request to the leader (read-your-writes)
-            request["min_last_seq"] = known.seq
         fetch = self._api.request_many
         direct_get = self._direct_get
         last_version = last_seq = 0
         stream = self.stream
         decode = decode_event
         prefetch: asyncio.Task[list[Msg]] | None = None
+        # Any replica may answer a direct get, and a follower can lag behind the leader (it applies a
+        # write only once it learns the write committed): its answer is then a true but short prefix
+        # of the history, missing writes already acknowledged. nats-server 2.12+ has no request
+        # field to make a lagging replica defer (min_last_seq was removed before 2.12.0), so on a
+        # replicated stream the leader is asked, at the same time as the first page, for the actor's
+        # last sequence, and whatever the pages lack is read from the leader (docs/reliability.md).
+        leader: asyncio.Task[tuple[int, bytes] | None] | None = None
+        if self._replicated:
+            leader = asyncio.ensure_future(self._msg_get({"last_by_subj": subject}, what))
         try:
             msgs = await fetch(direct_get, _encode_json(request), what=what)
             while True:
@@ -547,15 +557,37 @@ class JetStreamEventStore:
                     break
                 msgs = await prefetch
                 prefetch = None
+            direct_last_seq = last_seq
+            leader_seq = 0
+            if leader is not None:
+                found, leader = await leader, None
+                leader_seq = found[0] if found is not None else 0
+                tail: list[Event] = []
+                next_seq = max(last_seq + 1, start_seq)
+                while next_seq <= leader_seq:  # what the replica that answered had not applied yet
+                    got = await self._msg_get({"seq": next_seq, "next_by_subj": subject}, what)
+                    if got is None:
+                        break
+                    seq, data = got
+                    event = self._decode(data, actor_id, seq)
+                    if last_version and event.version != last_version + 1:
+                        raise StoreError(f"{what}: version {event.version} follows version {last_version}: "
+                                         "the history read has a gap (messages lost or deleted)")
+                    if event.version >= from_version:
+                        tail.append(event)
+                    last_version, last_seq, next_seq = event.version, seq, seq + 1
+                if tail:
+                    yield tail
         finally:
-            if prefetch is not None:
-                if not prefetch.done():
-                    prefetch.cancel()
-                with contextlib.suppress(BaseException):
-                    await prefetch
+            for task in (prefetch, leader):
+                if task is not None:
+                    if not task.done():
+                        task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
         if self._trace is not None:
-            self._note("read", actor=actor_id, from_version=from_version, min_last_seq=request.get("min_last_seq"),
-                       last_version=last_version, last_seq=last_seq)
+            self._note("read", actor=actor_id, from_version=from_version, last_version=last_version,
+                       last_seq=last_seq, direct_last_seq=direct_last_seq, leader_seq=leader_seq)
         if last_seq:
             self._remember(actor_id, last_version, last_seq, subject)
 
