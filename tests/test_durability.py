@@ -57,6 +57,18 @@ class _Writers:
             assert stored.get(version) == event_id, f"{actor}: acknowledged version {version} lost"
 
 
+async def _read_when_available(store: JetStreamEventStore, actor: str) -> list[Event]:
+    """The actor's history; an R3 read needs the stream leader, which may be mid-election."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await store.get_events(actor)
+        except AetherError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def _safe_store(nc: Any, name: str, **options: Any) -> JetStreamEventStore:
     deadline = time.monotonic() + 60
     while True:
@@ -126,7 +138,7 @@ async def test_r3_stream_leader_killed_during_writes(nats_cluster_factory: Calla
         times = sorted(writers.ack_times)
         stall = max(b - a for a, b in itertools.pairwise(times) if b > killed_at)
         print(f"\nR3 stream leader {leader_name} killed: longest pause between acknowledged writes {stall:.2f}s")
-        read = {actor: await store.get_events(actor) for actor in actors}
+        read = {actor: await _read_when_available(store, actor) for actor in actors}
         try:
             for actor in actors:
                 writers.verify(actor, read[actor])

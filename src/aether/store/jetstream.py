@@ -40,6 +40,7 @@ from aether.errors import (
     CorruptEventError,
     EventTooLargeError,
     StoreError,
+    StoreUnavailableError,
     VersionConflictError,
 )
 from aether.event import ActorSnapshot, Event
@@ -211,12 +212,23 @@ class JetStreamEventStore:
         Unlike a direct get, which any replica may answer (a lagging follower gives a stale
         answer), this is answered by the leader: what the concurrency decisions rely on.
         """
-        try:
-            reply = await self._api.api(f"STREAM.MSG.GET.{self.stream}", body)
-        except JetStreamApiError as exc:
-            if exc.err_code == ERR_NO_MESSAGE_FOUND:
-                return None
-            raise StoreError(f"{what}: {exc.description}") from exc
+        deadline = time.monotonic() + self.options.timeout
+        pause = 0.05
+        while True:
+            try:
+                reply = await self._api.api(f"STREAM.MSG.GET.{self.stream}", body)
+                break
+            except JetStreamApiError as exc:
+                if exc.err_code == ERR_NO_MESSAGE_FOUND:
+                    return None
+                # 503 (e.g. 10008): no stream leader right now (an election after a server died);
+                # wait for the new one within the store's timeout instead of failing at once
+                if exc.code != 503 or time.monotonic() + pause > deadline:
+                    if exc.code == 503:
+                        raise StoreUnavailableError(f"{what}: {exc.description}") from exc
+                    raise StoreError(f"{what}: {exc.description}") from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
         message = reply.get("message") or {}
         try:
             return int(message["seq"]), base64.b64decode(message.get("data") or "")
