@@ -485,7 +485,11 @@ class JetStreamEventStore:
     async def iter_events(self, actor_id: str, from_version: int = 0) -> AsyncIterator[Event]:
         """Stream the actor's events with ``version >= from_version`` in pages.
 
-        Only the actor's subject is read (batched direct get); nothing is left on the server.
+        Only the actor's subject is read (batched direct get); nothing is left on the server. On a
+        replicated stream the stream leader is asked for the actor's last sequence alongside the
+        first page, and what a lagging replica's answer lacks is read from the leader: the events
+        returned include every write acknowledged before the call (while the stream has no
+        leader, the call waits up to the store's timeout, then raises).
 
         Raises:
             CorruptEventError: a message in the actor's history is not an Aether event.
