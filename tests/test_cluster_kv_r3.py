@@ -14,9 +14,22 @@ import nats
 import pytest
 
 from aether.cluster._kv import ClusterBucket, KvConflict
+from aether.errors import AetherError
 from aether.testing import NatsCluster
 
 pytestmark = pytest.mark.anyio
+
+
+async def _eventually_writable(bucket: ClusterBucket, key: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            await bucket.write(key, b"")
+            return
+        except AetherError:  # "no responders" until the stream's interest reached this server
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def test_racing_compare_and_set_on_r3_bucket_is_a_conflict_never_an_error(
@@ -27,6 +40,8 @@ async def test_racing_compare_and_set_on_r3_bucket_is_a_conflict_never_an_error(
                for nc in clients]
     try:
         await buckets[0].ensure()
+        for i, bucket in enumerate(buckets):  # the new stream's subjects reach every server
+            await _eventually_writable(bucket, f"warm-{i}")
         revision = await buckets[0].write("map", b"0", last=0)
         for round_ in range(20):
             outcomes = await asyncio.gather(
