@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: build test lint bench soak demo clean install fault-loop
+.PHONY: build test test-fast test-slow lint bench soak demo clean install fault-loop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ build: $(STAMP)
 
 test: $(STAMP)
 	CI=$${CI:-true} $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# the quick loop while developing: everything but the slow (multi-process scale and fault) tests
+test-fast: $(STAMP)
+	CI=$${CI:-true} $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# only the slow tests (CI runs them as part of `make test`)
+test-slow: $(STAMP)
+	CI=$${CI:-true} $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks examples

@@ -25,7 +25,7 @@ def main() -> int:
     here = Path(__file__).parent
     areas = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
     if args.only:
-        wanted = set(args.only.split(","))
+        wanted = {a.strip().replace("-", "_") for a in args.only.split(",")}  # cluster-scale = cluster_scale
         areas = [a for a in areas if a in wanted]
     report = Report()
     print("| area | benchmark | Aether | baseline | unit | ratio | target | notes |\n|---|---|---|---|---|---|---|---|")

@@ -343,6 +343,8 @@ async def test_nodes_cluster_status_and_metrics(nats_url: str, unique_name: str,
     assert all(m["reachable"] for m in state["members"])
     table = await asyncio.to_thread(invoke, "cluster", "status", "--cluster", cluster_name, "--nats-url", nats_url)
     assert table.exit_code == 0 and "leader" in table.stdout and "n2" in table.stdout
+    assert state["balance"] == {"min_shards": 32, "max_shards": 32, "balanced": True}
+    assert "shards per node: min 32, max 32, balanced" in table.stdout
 
     # the bank accounts are served; metrics are exposed
     nc = await nats.connect(nats_url)

@@ -404,6 +404,7 @@ async def test_cluster_metrics(connect: Callable[..., Awaitable[Client]], unique
 
     try:
         await eventually(lambda: sum(value("aether_cluster_shards_owned", n.node_id) for n in nodes) == 64
+                         and all(value("aether_cluster_shards_owned", n.node_id) == 32 for n in nodes)
                          and all(value("aether_cluster_members", n.node_id) == 2 for n in nodes),
                          what="member and shard gauges")
         leader = next(n for n in nodes if n.is_leader)

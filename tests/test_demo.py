@@ -174,3 +174,34 @@ async def test_verification_compares_the_rebuilt_state() -> None:
     rebuilt["acct-1"].balance += 1  # a snapshot that lies
     report = verify_histories(histories, ledger, rebuilt=rebuilt)
     assert not report.ok and "repository rebuilt" in report.problems[0]
+
+
+def test_demo_serves_its_dashboard(tmp_path: Path) -> None:
+    import json
+    import urllib.request
+
+    proc = _demo(tmp_path, "--accounts", "20", "--duration", "6", "--concurrency", "8", "--seed", "3", "--dashboard")
+    assert proc.stdout is not None
+    lines: list[str] = []
+    url = ""
+    while not url:
+        line = proc.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+        if "dashboard of cluster" in line:
+            url = line.split(": ", 1)[1].split()[0]
+    cluster = lines[-1].split("dashboard of cluster ", 1)[1].split(":", 1)[0]
+    members: set[str] = set()
+    deadline = time.monotonic() + 120
+    while len(members) < 3 and time.monotonic() < deadline:
+        with urllib.request.urlopen(url + "api/state", timeout=10) as response:
+            state = json.loads(response.read())
+        assert state["cluster_name"] == cluster
+        if state["cluster"] is not None:
+            members = {m["id"] for m in state["cluster"]["members"]}
+        time.sleep(0.2)
+    assert members == {"node-1", "node-2", "node-3"}
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "VERIFIED: 20 accounts" in out
+    assert list(tmp_path.iterdir()) == []

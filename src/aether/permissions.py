@@ -23,6 +23,7 @@ user holding the lists of namespace ``tenant-a`` is refused by the server for an
   :class:`~aether.cluster.ClusterManager` node / a :class:`~aether.cluster.ClusterClient`;
 * :func:`projection_permissions` / :func:`catch_up_permissions` — a
   :class:`~aether.projection.ProjectionRunner` / a :class:`~aether.projection.CatchUpSubscription`;
+* :func:`dashboard_permissions` — ``aether dashboard`` (reads only);
 * :func:`merge` combines several (one connection used by several components);
   :func:`authorization_config` renders a nats-server ``authorization`` block.
 """
@@ -30,13 +31,14 @@ user holding the lists of namespace ``tenant-a`` is refused by the server for an
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
 from aether.bus.wire import DEFAULT_SUBJECT_PREFIX as BUS_SUBJECT_PREFIX
 from aether.bus.wire import check_bus_prefix, pattern_subject
 from aether.cluster._kv import bucket_name, validate_cluster_name
-from aether.errors import InvalidInputError
+from aether.errors import InvalidInputError, InvalidNameError
 from aether.names import (
     encode_token,
     stream_name,
@@ -57,6 +59,7 @@ __all__ = [
     "catch_up_permissions",
     "cluster_client_permissions",
     "cluster_node_permissions",
+    "dashboard_permissions",
     "inbox_permissions",
     "merge",
     "projection_permissions",
@@ -65,6 +68,7 @@ __all__ = [
 
 JS_API = "$JS.API"
 STORE_SUBJECT_PREFIX = "aether"
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 CLUSTER_SUBJECT_PREFIX = "_aether"
 
 
@@ -360,6 +364,52 @@ def projection_permissions(stream_base: str, namespace: str | None, name: str, *
     if may_create:
         publish.append(f"{JS_API}.STREAM.CREATE.{dlq}")
     return _make(publish, _allowed(base, "subscribe"))
+
+
+def dashboard_permissions(cluster: str, *, inbox_prefix: str, event_streams: Iterable[str] = (),
+                          checkpoint_bucket: str = "aether-projections", lease_ttls: Iterable[int] = (10,),
+                          subject_prefix: str = CLUSTER_SUBJECT_PREFIX) -> Permissions:
+    """What ``aether dashboard`` (:class:`~aether.dashboard.Collector`) of ``cluster`` needs: reads only.
+
+    Publish:
+
+    * ``$JS.API.STREAM.INFO.KV_<cluster bucket>`` and ``$JS.API.DIRECT.GET.KV_<cluster bucket>``
+      — the leader lease, the shard map and the heartbeats (as ``aether cluster status``);
+    * ``<prefix>.cluster.<cluster>.node.*.status`` — each member's live status;
+    * ``$JS.API.STREAM.LIST`` — the configuration and state of every stream (names, message and
+      byte counts, leaders; no message content);
+    * ``$JS.API.DIRECT.GET.KV_<checkpoint_bucket>`` and ``$JS.API.DIRECT.GET.KV_<lease bucket>``
+      for each of ``lease_ttls`` — projection positions and holders;
+    * ``$JS.API.STREAM.INFO.__DLQ_<stream>`` for each of ``event_streams`` (full stream names) —
+      dead letters per projection. Streams not listed show no dead-letter count.
+
+    Subscribe: ``$KV.<cluster bucket>.leader`` / ``.map`` / ``.node.*`` (change hints) and
+    ``<inbox_prefix>.>``. No ``allow_responses``: the dashboard answers nothing.
+
+    Raises:
+        InvalidNameError: a bad cluster name, stream name, prefix or inbox prefix.
+        InvalidInputError: a bad lease TTL or bucket name.
+    """
+    bucket, kv_stream, nodes = _cluster_subjects(cluster, subject_prefix)
+    opts = ProjectionOptions(checkpoint_bucket=checkpoint_bucket)
+    publish = [f"{JS_API}.STREAM.INFO.{kv_stream}", f"{JS_API}.DIRECT.GET.{kv_stream}", f"{nodes}.*.status",
+               f"{JS_API}.STREAM.LIST", f"{JS_API}.DIRECT.GET.KV_{opts.checkpoint_bucket}"]
+    for ttl in _ints(lease_ttls):
+        publish.append(f"{JS_API}.DIRECT.GET.KV_{ProjectionOptions(lease_ttl=ttl).lease_bucket_name()}")
+    for stream in _strings(event_streams):
+        if not isinstance(stream, str) or not _STREAM_NAME.fullmatch(stream):
+            raise InvalidNameError(f"stream name {stream!r} may only contain A-Z a-z 0-9 _ -")
+        publish.append(f"{JS_API}.STREAM.INFO.{dead_letter_stream_name(stream)}")
+    subscribe = [f"$KV.{bucket}.leader", f"$KV.{bucket}.map", f"$KV.{bucket}.node.*", f"{_inbox(inbox_prefix)}.>"]
+    return _make(publish, subscribe)
+
+
+def _ints(values: Iterable[int]) -> list[int]:
+    found = list(values)
+    for value in found:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"lease TTLs are whole seconds >= 1, got {value!r}")
+    return found
 
 
 def merge(*permissions: Permissions) -> Permissions:

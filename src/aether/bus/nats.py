@@ -28,6 +28,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from aether import tracing as _tracing
 from aether._nats import watch_permission_denials
 from aether.codec import decode_event, encode_event
 from aether.errors import (
@@ -193,6 +194,8 @@ class _Group:
         subs = self.subs
         if subs:
             fanout(subs, event, route)
+        if _tracing.TRACER is not None:
+            _tracing.bus_deliver(msg.headers, msg.subject, event, len(subs))
 
     def _new_publisher(self, node: bytes) -> dict[Route, int]:
         seen = self.seen
@@ -341,7 +344,8 @@ class NATSEventBus:
         seq = route.seq + 1
         route.seq = seq
         try:
-            await self._nc.publish(subject, pack_header(self._head, seq) + payload)
+            trace = _tracing.bus_publish(route.namespace, subject, event) if _tracing.TRACER is not None else None
+            await self._nc.publish(subject, pack_header(self._head, seq) + payload, headers=trace)
         except _NOT_SENT as exc:
             if route.seq == seq:
                 route.seq = seq - 1  # nothing was queued: receivers must not see a gap

@@ -1,6 +1,7 @@
 """The ``aether`` command line (extra ``cli``: click + rich).
 
-Commands: ``server``, ``events show|tail|stats``, ``cluster status``, ``node``, ``demo``.
+Commands: ``server``, ``events show|tail|stats``, ``cluster status``, ``node``, ``demo``,
+``dashboard``.
 Every failure prints one line on stderr and exits non-zero; see ``docs/cli.md``.
 """
 
@@ -11,6 +12,7 @@ import click
 from aether import __version__
 from aether.cli._common import AetherGroup
 from aether.cli.cluster import cluster
+from aether.cli.dashboard import dashboard
 from aether.cli.demo import demo
 from aether.cli.events import events
 from aether.cli.node import node
@@ -31,6 +33,7 @@ cli.add_command(events)
 cli.add_command(cluster)
 cli.add_command(node)
 cli.add_command(demo)
+cli.add_command(dashboard)
 
 
 def main() -> int:

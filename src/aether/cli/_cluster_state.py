@@ -66,14 +66,41 @@ class ClusterState:
     members: list[MemberState] = field(default_factory=list)
     shard_map: ShardMap | None = None
 
+    def _up(self) -> list[MemberState]:
+        return [m for m in self.members if m.status == "up"]
+
+    def shard_spread(self) -> tuple[int, int]:
+        """(fewest, most) shards held by a live ``up`` member — one holding none counts as 0;
+        ``(0, 0)`` without members."""
+        counts = [m.shards for m in self._up()]
+        return (min(counts), max(counts)) if counts else (0, 0)
+
+    def fair_range(self) -> tuple[int, int]:
+        """The balanced range for equal weights: ``floor(S/N)`` to ``ceil(S/N)`` over the ``up`` members."""
+        n = len(self._up())
+        return (self.shard_count // n, -(-self.shard_count // n)) if n and self.shard_count else (0, 0)
+
+    @property
+    def balanced(self) -> bool:
+        """Every shard assigned, none in handoff, and every ``up`` member holds its weighted share
+        rounded down or up (equal weights: ``floor(S/N)`` or ``ceil(S/N)``)."""
+        up = self._up()
+        if not up or not self.shard_count or self.unassigned or self.handoffs:
+            return False
+        total = sum(max(1, m.weight) for m in up)
+        return all(self.shard_count * max(1, m.weight) // total <= m.shards
+                   <= -(-self.shard_count * max(1, m.weight) // total) for m in up)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (without the raw shard map's owner list)."""
+        low, high = self.shard_spread()
         return {
             "cluster": self.cluster,
             "leader": {"id": self.leader_id, "term": self.term},
             "map": {"version": self.map_version, "term": self.map_term, "shard_count": self.shard_count,
                     "handoffs": self.handoffs, "unassigned": self.unassigned},
             "shards_per_node": self.shards_per_node,
+            "balance": {"min_shards": low, "max_shards": high, "balanced": self.balanced},
             "members": [msgspec.to_builtins(m.__dict__) for m in self.members],
         }
 

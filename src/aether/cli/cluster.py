@@ -47,6 +47,11 @@ def render_status(console: Console, state: ClusterState) -> None:
     console.print(f"cluster [bold]{state.cluster}[/]: leader {leader}; shard map v{state.map_version} "
                   f"(term {state.map_term}), {state.shard_count} shards, {state.handoffs} in handoff, "
                   f"{state.unassigned} unassigned")
+    if state.members:
+        low, high = state.shard_spread()
+        fair_low, fair_high = state.fair_range()
+        verdict = "[green]balanced[/]" if state.balanced else f"[yellow]not balanced[/] (fair: {fair_low}-{fair_high})"
+        console.print(f"shards per node: min {low}, max {high}, {verdict}")
     table = Table(show_edge=False)
     for column in ("node", "status", "shards", "in flight", "requests", "loop lag", "up since", "address"):
         table.add_column(column, justify="right" if column in ("shards", "in flight", "requests", "loop lag")

@@ -22,6 +22,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from aether import tracing as _tracing
 from aether._ids import new_id
 from aether._nats import translate_nats_error
 from aether.cluster._kv import ClusterBucket
@@ -103,7 +104,7 @@ class Requester:
         future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         self._waiting[token] = future
         try:
-            await self._nc.publish(subject, payload, reply=self._prefix + token)
+            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=_tracing.headers())
         except Exception as exc:
             self._waiting.pop(token, None)
             raise translate_nats_error(exc, f"sending a request to {subject!r}") from exc
@@ -328,6 +329,7 @@ class Router:
                 await self._pause(min(backoff, max(0.0, deadline - loop.time())))
                 backoff = min(backoff * 2, 0.2)
 
+    @_tracing.traced_hop
     async def _remote(self, owner: str, req: Request, sent_map: ShardMap, deadline: float) -> Reply | None:
         """One attempt; ``None`` when there was no usable answer (no responders, owner gone, timeout)."""
         loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ import contextlib
 
 from nats.aio.client import Client
 
+from aether import tracing as _tracing
 from aether.cluster._kv import ClusterBucket, validate_cluster_name
 from aether.cluster._routing import MapWatcher, Requester, Router
 from aether.cluster.types import ShardMap
@@ -96,6 +97,7 @@ class ClusterClient:
         assert current is not None
         return current
 
+    @_tracing.traced_request
     async def request(self, actor_id: str, payload: bytes, *, timeout: float | None = None) -> bytes:
         """Send ``payload`` to the owner of ``actor_id``; see :meth:`ClusterManager.request`.
 

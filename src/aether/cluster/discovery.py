@@ -13,6 +13,16 @@ and the loser learns it (the evicted node's next heartbeat fails its compare-and
 
 A graceful :meth:`NodeDiscovery.stop` writes a tombstone at once (``leave``); an evicted or
 expired heartbeat is a ``failure``. A node that restarts is a new *incarnation*.
+
+Cost at scale (N members): every node receives each heartbeat once as a core-NATS hint (2N/s
+at the default 0.5 s interval) and takes the member's new fields from it, without a read. The
+full read of all heartbeats (one ``multi_last`` request, N entries) runs every ``check_interval``
+only while some member is overdue, else every ``failure_timeout / 2``. The eviction clock of a
+revision starts when the hint of that very heartbeat (same incarnation and beat) arrived — it
+was sent before that — or at the read that first showed it, whichever is earlier; so slower
+polling does not slow failover, and the argument above is unchanged. While this process's event
+loop lags (or the member reported lag), eviction waits that much longer (at most
+``failure_timeout`` more): a CPU storm delays heartbeats without making anyone flap.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from nats.aio.msg import Msg
 
 from aether._nats import translate_nats_error
 from aether.cluster._kv import ClusterBucket, KvConflict, KvEntry
+from aether.cluster._lag import lag_tracker, suspicion_grace
 from aether.cluster._notify import Listener, Listeners, logger, spawn
 from aether.cluster.observer import ClusterObserver
 from aether.cluster.types import NodeInfo, NodeLoad
@@ -45,12 +56,28 @@ REASON_HEADER = "Aether-Reason"
 
 
 class _Member:
-    __slots__ = ("info", "revision", "seen_at")
+    __slots__ = ("heard", "info", "revision", "seen_at")
 
     def __init__(self, info: NodeInfo, revision: int, seen_at: float) -> None:
         self.info = info
         self.revision = revision
         self.seen_at = seen_at
+        self.heard: dict[int, float] = {}  # beat → when its hint arrived (the last few)
+
+    def hear(self, beat: int, at: float) -> None:
+        if beat not in self.heard:
+            self.heard[beat] = at
+            if len(self.heard) > 8:
+                del self.heard[min(self.heard)]
+
+    def last_heard(self) -> float:
+        return max(self.heard.values(), default=0.0)
+
+    def written_before(self, info: NodeInfo, read_at: float) -> float:
+        """When the write holding ``info`` was surely already sent: its hint's arrival if it
+        was heard (the hint is a copy of the published message), else the read's time."""
+        heard = self.heard.get(info.beat) if info.incarnation == self.info.incarnation else None
+        return min(read_at, heard) if heard is not None else read_at
 
 
 def _significant(info: NodeInfo) -> tuple[Any, ...]:
@@ -281,6 +308,7 @@ class NodeDiscovery:
     def _note_lag(self, lag: float) -> None:
         if lag > self._lag:
             self._lag = lag
+        lag_tracker().note(lag)
 
     def _extend(self, sent_at: float) -> None:
         until = sent_at + self.failure_timeout - self.liveness_margin
@@ -293,11 +321,17 @@ class NodeDiscovery:
         self._alive_handle = loop.call_at(until, self._check_alive)
         if not self._alive and time.monotonic() < until:
             self._alive = True
+            self._report_members()
             spawn(self._liveness_listeners.emit(True))
+
+    def _report_members(self) -> None:
+        if self._observer is not None:
+            self._observer.on_members(self.cluster, self.node_id, len(self._members) + (1 if self.is_alive else 0))
 
     def _check_alive(self) -> None:
         if self._alive and time.monotonic() >= self._live_until:
             self._alive = False
+            self._report_members()
             logger.warning("node %s: liveness lease lapsed (no heartbeat acknowledged in time)", self.node_id)
             spawn(self._liveness_listeners.emit(False))
 
@@ -418,15 +452,38 @@ class NodeDiscovery:
         if info.id == self._info.id or encode_token(info.id) != node_token:
             return
         m = self._members.get(info.id)
-        if m is None or m.info.incarnation != info.incarnation or _significant(m.info) != _significant(info):
-            self._wake.set()
+        if m is None or m.info.incarnation != info.incarnation:
+            self._wake.set()  # a join or a new incarnation: read it (its revision is needed)
+            return
+        m.hear(info.beat, time.monotonic())
+        if info.beat <= m.info.beat:
+            return
+        # the same incarnation, newer: take its fields now, without reading every heartbeat
+        # (a shard-map round changes every member's applied_map: N hints, not N full reads)
+        changed = _significant(m.info) != _significant(info)
+        m.info = info
+        if changed:
+            await self._update_listeners.emit(info)
+
+    def _poll_interval(self) -> float:
+        """``check_interval`` while some member is overdue (or unheard), slower while every
+        member's heartbeats arrive on time: the hints carry their content, and the eviction
+        clock starts when the last heard heartbeat arrived, so failover is not slower."""
+        relaxed = max(self.check_interval, self.failure_timeout / 2)
+        if relaxed == self.check_interval:
+            return relaxed
+        overdue = time.monotonic() - self.heartbeat_interval - self.check_interval
+        if any(m.last_heard() < overdue for m in self._members.values()):
+            return self.check_interval
+        return relaxed
 
     async def _watch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closing:
-            planned = loop.time() + self.check_interval
+            interval = self._poll_interval()
+            planned = loop.time() + interval
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.check_interval):
+                async with asyncio.timeout(interval):
                     await self._wake.wait()
             self._wake.clear()
             self._note_lag(max(0.0, loop.time() - planned))
@@ -471,19 +528,26 @@ class NodeDiscovery:
                 events.append((self._failure_listeners, member.info))
                 events.append((self._join_listeners, info))
             elif entry.revision != member.revision:
-                changed = _significant(member.info) != _significant(info)
-                member.info, member.revision, member.seen_at = info, entry.revision, now
-                if changed:
-                    events.append((self._update_listeners, info))
-            elif now - member.seen_at >= self.failure_timeout:
+                member.revision, member.seen_at = entry.revision, member.written_before(info, now)
+                if info.beat >= member.info.beat:  # a hint may already have brought it (or newer)
+                    changed = _significant(member.info) != _significant(info)
+                    member.info = info
+                    if changed:
+                        events.append((self._update_listeners, info))
+            elif now - member.seen_at >= self.failure_timeout + self._grace(member):
                 await self._evict(node_id, member, events)
         for node_id in [n for n in self._members if n not in seen]:
             member = self._members.pop(node_id)  # the heartbeat expired (TTL): failed
             events.append((self._failure_listeners, member.info))
-        if events and self._observer is not None:
-            self._observer.on_members(self.cluster, self.node_id, len(self._members) + (1 if self.is_alive else 0))
+        if events:
+            self._report_members()
         for listeners, info in events:
             await listeners.emit(info)
+
+    def _grace(self, member: _Member) -> float:
+        """Extra silence tolerated while this loop (or, by its last report, the member's) lags."""
+        local = lag_tracker().recent(self.failure_timeout + self.heartbeat_interval)
+        return suspicion_grace(self.failure_timeout, local=local, remote=member.info.load.event_loop_lag)
 
     async def _evict(self, node_id: str, member: _Member,
                      events: list[tuple[Listeners[NodeInfo], NodeInfo]]) -> None:

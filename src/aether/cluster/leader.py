@@ -44,6 +44,7 @@ from nats.aio.msg import Msg
 
 from aether._nats import translate_nats_error
 from aether.cluster._kv import ClusterBucket, KvConflict
+from aether.cluster._lag import lag_tracker, suspicion_grace
 from aether.cluster._notify import Listener, Listeners, logger, spawn
 from aether.cluster.observer import ClusterObserver
 from aether.errors import AetherError, AetherTimeoutError, FencedError, InvalidInputError
@@ -291,10 +292,12 @@ class LeaderElection:
             except Exception:
                 logger.exception("node %s: election error", self.node_id)
             if not self._leading:
+                planned = loop.time() + self.check_interval
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.check_interval):
                         await self._wake.wait()
                 self._wake.clear()
+                lag_tracker().note(max(0.0, loop.time() - planned))
 
     def _record(self, term: int) -> bytes:
         return _encode(LeaseRecord(node_id=self.node_id, term=term, token=self._token))
@@ -319,7 +322,10 @@ class LeaderElection:
             self._leader_id = record.node_id
             self._term = record.term or entry.revision
             self._pending.append(("change", 0))
-        elif now - self._seen_at >= self.lease_ttl:
+        elif now - self._seen_at >= self.lease_ttl + suspicion_grace(
+                self.lease_ttl, local=lag_tracker().recent(self.lease_ttl + self.check_interval)):
+            # (a takeover waits longer while this process's loop lags: the leader's renewals
+            # may be queued behind the same CPU storm; waiting longer is always safe)
             logger.info("node %s: lease of %s (term %d) expired; taking over", self.node_id, record.node_id,
                         record.term or entry.revision)
             await self._acquire(entry.revision)

@@ -35,6 +35,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from aether import tracing as _tracing
 from aether._nats import translate_nats_error
 from aether.cluster._kv import ClusterBucket, KvConflict, validate_cluster_name
 from aether.cluster._notify import Listener, Listeners, logger
@@ -388,6 +389,7 @@ class ClusterManager:
         await self._bucket.aclose()
 
     # ---- requests ------------------------------------------------------------------------------------
+    @_tracing.traced_request
     async def request(self, actor_id: str, payload: bytes, *, timeout: float | None = None) -> bytes:
         """Send ``payload`` to the node that owns ``actor_id`` and return its handler's reply.
 
@@ -438,6 +440,7 @@ class ClusterManager:
         else:
             self._in_flight[shard] = left
 
+    @_tracing.traced_handler
     async def _dispatch(self, req: Request) -> Reply:
         """Serve one request locally (remote ones come through :meth:`_on_rpc`)."""
         async with self._semaphore:
@@ -471,6 +474,7 @@ class ClusterManager:
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
 
+    @_tracing.traced_serve
     async def _serve(self, msg: Msg) -> None:
         try:
             req = decode_request(msg.data)

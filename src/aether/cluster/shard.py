@@ -2,13 +2,14 @@
 
 * ``shard_for(actor_id)`` = 64-bit BLAKE2b of the id modulo ``shard_count``: the same in every
   process, so any node (or client) finds an actor's shard without asking anyone.
-* Placement is **balanced and sticky**: every node gets at most ``ceil(shard_count * weight /
-  total weight)`` shards (so no node carries more than its share plus one), nodes keep the shards
-  they own up to that cap (preferring the shards whose ring order ranks them first), and every
-  other shard goes to the first node with room in its ring order (``ring.get_nodes("shard-<n>")``).
-  So a failed node's shards are the only ones that move, and a joining node receives shards only
-  from nodes above their new cap — while the load stays even (a plain ring leaves nodes 20-30%
-  above or below their share at 64 shards).
+* Placement is **balanced and sticky**: every node gets its quota — its weighted share
+  ``shard_count * weight / total weight`` rounded down or up (equal weights: ``floor(S/N)`` or
+  ``ceil(S/N)``), the rounded-up ones being the nodes that already hold the most. Nodes keep
+  their shards up to their quota; only the surplus and the unowned shards move, each to its ring
+  node (``ring.get_node("shard-<n>")``) when that node is short, else to the next short node.
+  So a failed node's shards are the only ones that move, a joining node receives shards only
+  from nodes above their new quota, and the load is as even as integers allow, for any number
+  of nodes (a plain ring leaves nodes 20-30% above or below their share at 64 shards).
 * :meth:`ShardManager.next_map` turns the current map and the live members into the next map:
 
   - a shard whose owner is gone (failed, left, or restarted as a new incarnation) is given to
@@ -59,8 +60,7 @@ class ShardManager:
         self._ring = ConsistentHashRing(virtual_nodes)
         self._ring_keys = [f"shard-{s}".encode() for s in range(shard_count)]
         self._nodes: dict[str, int] = {}
-        self._prefs: list[list[str]] = []
-        self._ranks: list[dict[str, int]] = []
+        self._primary: list[str] = []
         self._map: ShardMap | None = None
         self._last_moves = 0
 
@@ -111,14 +111,47 @@ class ShardManager:
         return self._map.shards_of(node_id) if self._map is not None else frozenset()
 
     # ---- placement ---------------------------------------------------------------------------------
-    def _preferences(self, nodes: Mapping[str, int]) -> None:
-        if dict(nodes) == self._nodes:
-            return
-        self._nodes = dict(nodes)
-        self._ring.set_nodes(dict(nodes))
-        count = len(nodes)
-        self._prefs = [self._ring.get_nodes(key, count) for key in self._ring_keys]
-        self._ranks = [{node: rank for rank, node in enumerate(pref)} for pref in self._prefs]
+    def _primaries(self, nodes: Mapping[str, int]) -> list[str]:
+        """Each shard's first ring node (``ring.get_node("shard-<n>")``), cached per node set."""
+        if self._nodes.keys() != nodes.keys():
+            self._nodes = dict.fromkeys(nodes, 1)
+            # every node gets the same number of ring points: weights act through the quotas,
+            # so a heavy node never costs thousands of ring points per placement
+            self._ring.set_nodes(self._nodes)
+            get = self._ring.get_node
+            self._primary = [get(key) or "" for key in self._ring_keys]
+        return self._primary
+
+    def quotas(self, nodes: Mapping[str, int], held: Mapping[str, int] | None = None) -> dict[str, int]:
+        """How many shards each node should hold: ``floor`` or ``ceil`` of its share
+        ``shard_count * weight / total weight``, summing to ``shard_count``.
+
+        The ``shard_count - sum(floor)`` extra shards go to nodes whose share is fractional,
+        those already holding the most above their floor first (``held``: shards each node holds
+        now), so that as few shards as possible move, and no shard moves twice while the cluster
+        converges round by round; ties are broken by the larger fractional part, then by a
+        stable hash of the node id (the same in every process).
+
+        Raises:
+            InvalidInputError: a weight that is not a positive int.
+        """
+        for node, weight in nodes.items():
+            if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+                raise InvalidInputError(f"weight of {node!r} must be a positive int, got {weight!r}")
+        total = sum(nodes.values())
+        n = self.shard_count
+        quota = {node: n * weight // total for node, weight in nodes.items()}
+        extra = n - sum(quota.values())
+        if extra:
+            have = held or {}
+            fractional = [node for node, weight in nodes.items() if (n * weight) % total]
+            # by how many shards a node holds above its floor: a node that is given the extra
+            # shard then never has to give it up in a later round as the others converge
+            fractional.sort(key=lambda node: (quota[node] - have.get(node, 0), -((n * nodes[node]) % total),
+                                              stable_hash(node)))
+            for node in fractional[:extra]:
+                quota[node] += 1
+        return quota
 
     def capacities(self, nodes: Mapping[str, int]) -> dict[str, int]:
         """The most shards each node may hold: ``ceil(shard_count * weight / total weight)``."""
@@ -128,37 +161,53 @@ class ShardManager:
     def placement(self, nodes: Mapping[str, int], owners: Sequence[str] | None = None) -> list[str]:
         """The target node per shard for ``{node_id: weight}`` (``""`` when no nodes).
 
-        Balanced: no node gets more than :meth:`capacities` allows. Sticky: given the current
-        ``owners``, a node keeps its shards up to its capacity (those whose ring order ranks it
-        highest first); every other shard goes to the first node with room in its ring order.
-        Deterministic: the same inputs give the same placement in every process.
+        Balanced: every node gets exactly its :meth:`quotas` (its weighted share rounded down or
+        up; with equal weights ``floor(S/N)`` or ``ceil(S/N)``). Sticky and minimal: given the
+        current ``owners``, a node keeps its shards up to its quota (those whose ring node is it
+        first), the extra shards of a fractional share go to the nodes holding the most, and
+        only the surplus and the unowned shards move — each to its ring node if that node is
+        still short, else to the next node short of its quota. Deterministic: the same inputs
+        give the same placement in every process. Cost: O(shards + nodes · virtual nodes).
+
+        Raises:
+            InvalidInputError: a weight that is not a positive int.
         """
         n = self.shard_count
         if not nodes:
             return [""] * n
-        self._preferences(nodes)
-        caps = self.capacities(nodes)
-        counts = dict.fromkeys(nodes, 0)
-        targets = [""] * n
+        primary = self._primaries(nodes)
+        held: dict[str, list[int]] = {}
         if owners is not None:
-            held: dict[str, list[int]] = {}
             for shard, owner in enumerate(owners):
-                if owner in caps:
+                if owner in nodes:
                     held.setdefault(owner, []).append(shard)
-            ranks = self._ranks
-            for owner, shards in held.items():
-                shards.sort(key=lambda shard, owner=owner: (ranks[shard][owner], shard))  # type: ignore[misc]
-                for shard in shards[:caps[owner]]:
-                    targets[shard] = owner
-                counts[owner] = min(len(shards), caps[owner])
-        for shard in range(n):
-            if targets[shard]:
-                continue
-            for node in self._prefs[shard]:
-                if counts[node] < caps[node]:
-                    targets[shard] = node
-                    counts[node] += 1
-                    break
+        quota = self.quotas(nodes, {node: len(shards) for node, shards in held.items()})
+        targets = [""] * n
+        short = dict(quota)
+        for owner, shards in held.items():
+            keep = quota[owner]
+            if len(shards) > keep:
+                shards.sort(key=lambda shard, owner=owner: (primary[shard] != owner, shard))  # type: ignore[misc]
+                del shards[keep:]
+            for shard in shards:
+                targets[shard] = owner
+            short[owner] = keep - len(shards)
+        pool = [shard for shard in range(n) if not targets[shard]]
+        rest: list[int] = []
+        for shard in pool:
+            node = primary[shard]
+            if short[node] > 0:
+                targets[shard] = node
+                short[node] -= 1
+            else:
+                rest.append(shard)
+        if rest:
+            needy = sorted((node for node, missing in short.items() if missing > 0), key=stable_hash)
+            it = iter(rest)
+            for node in needy:
+                for _ in range(short[node]):
+                    targets[next(it)] = node
+                short[node] = 0
         return targets
 
     def next_map(self, current: ShardMap | None, live: Mapping[str, NodeInfo], term: int) -> ShardMap | None:

@@ -55,6 +55,8 @@ class DemoConfig:
         stream: stream base name; each run uses its own namespace and cluster name.
         seed: workload seed.
         live: a live-updating view (``None``: when the console is a terminal).
+        dashboard: serve the web dashboard (:mod:`aether.dashboard`) of the demo's cluster while
+            it runs, on ``127.0.0.1:dashboard_port`` (0: a free port); its URL is printed.
     """
 
     accounts: int = 200
@@ -68,6 +70,8 @@ class DemoConfig:
     stream: str = DEFAULT_STREAM
     seed: int | None = None
     live: bool | None = None
+    dashboard: bool = False
+    dashboard_port: int = 0
 
 
 @dataclass
@@ -83,6 +87,7 @@ class DemoResult:
     elapsed: float = 0.0
     namespace: str = ""
     cluster: str = ""
+    dashboard_url: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -165,6 +170,19 @@ class _Demo:
         self.view.log(time.monotonic() - self.started, text)
 
     async def run(self) -> DemoResult:
+        if not self.config.dashboard:
+            return await self._run()
+        from aether.dashboard import DashboardServer
+
+        server = DashboardServer(self.nc, self.cluster, port=self.config.dashboard_port, interval=0.5)
+        url = self.result.dashboard_url = await server.start()
+        self.console.print(f"dashboard of cluster {self.cluster}: [bold]{url}[/] (open it in a browser)")
+        try:
+            return await self._run()
+        finally:
+            await server.aclose()
+
+    async def _run(self) -> DemoResult:
         config = self.config
         args = ["--cluster", self.cluster, "--stream", config.stream, "--namespace", self.namespace,
                 "--metrics-port", "0", "--json", *self.connect.as_args()]
@@ -211,7 +229,7 @@ class _Demo:
         self.view.summary(self.result, driver)
         return self.result
 
-    async def _wait_for_cluster(self, client: ClusterClient, timeout: float = 60.0) -> None:
+    async def _wait_for_cluster(self, client: ClusterClient, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             for node in self.nodes:
@@ -219,11 +237,10 @@ class _Demo:
                     raise AetherError(f"node {node.node_id} exited during start-up: {node.log_tail()}")
             with contextlib.suppress(AetherError):
                 state = await read_cluster_state(self.nc, self.cluster)
-                if (len(state.shards_per_node) == len(self.nodes) and not state.handoffs
-                        and not state.unassigned and client.shard_map is not None):
+                if (len(state.shards_per_node) == len(self.nodes) and len(state.members) == len(self.nodes)
+                        and state.balanced and client.shard_map is not None):
                     self.state = state
-                    self.log(f"cluster formed: leader {state.leader_id} (term {state.term}), "
-                             + ", ".join(f"{n} {c}" for n, c in sorted(state.shards_per_node.items())) + " shards")
+                    self.log(f"cluster formed: leader {state.leader_id} (term {state.term}), {_balance(state)}")
                     return
             if time.monotonic() > deadline:
                 raise AetherTimeoutError(f"the cluster did not form within {timeout:g}s")
@@ -267,9 +284,8 @@ class _Demo:
                 if (victim.node_id not in state.shards_per_node and not state.unassigned and not state.handoffs
                         and state.shard_map is not None):
                     self.result.failover_seconds = time.monotonic() - killed_at
-                    spread = ", ".join(f"{n} {c}" for n, c in sorted(state.shards_per_node.items()))
                     self.log(f"failover done in {self.result.failover_seconds:.1f}s: every shard served again "
-                             f"({spread})")
+                             f"({_balance(state)})")
                     break
             await asyncio.sleep(0.05)
         else:
@@ -281,11 +297,17 @@ class _Demo:
         deadline = max(load_started + config.duration, restarted_at) + 20.0
         while time.monotonic() < deadline:
             state = self.state
-            if (state is not None and state.shards_per_node.get(victim.node_id, 0) > 0 and not state.handoffs
-                    and not state.unassigned):
+            if (state is not None and state.shards_per_node.get(victim.node_id, 0) > 0 and state.balanced):
                 self.result.moved_back_seconds = time.monotonic() - restarted_at
-                spread = ", ".join(f"{n} {c}" for n, c in sorted(state.shards_per_node.items()))
-                self.log(f"shards moved back in {self.result.moved_back_seconds:.1f}s ({spread})")
+                self.log(f"shards moved back in {self.result.moved_back_seconds:.1f}s ({_balance(state)})")
                 return
             await asyncio.sleep(0.1)
         self.log(f"{victim.node_id} did not get shards back in time")
+
+
+def _balance(state: ClusterState) -> str:
+    """``min 4, max 5 shards per node (balanced): node-1 4, node-2 5, …``."""
+    low, high = state.shard_spread()
+    verdict = "balanced" if state.balanced else "not balanced yet"
+    spread = ", ".join(f"{n} {c}" for n, c in sorted(state.shards_per_node.items()))
+    return f"min {low}, max {high} shards per node ({verdict}): {spread}"

@@ -105,7 +105,8 @@ class DemoView:
             parts.append(Text.from_markup(
                 f"cluster [bold]{state.cluster}[/]: leader [bold yellow]{state.leader_id or '—'}[/] "
                 f"(term {state.term})   shard map v{state.map_version}   in handoff {state.handoffs}   "
-                f"unassigned {state.unassigned}"))
+                f"unassigned {state.unassigned}   shards per node {'-'.join(map(str, state.shard_spread()))} "
+                + ("[green](balanced)[/]" if state.balanced else "[yellow](rebalancing)[/]")))
             parts.append(self._members_table(state))
         timeline = Table.grid(padding=(0, 1))
         for at, text in self.timeline[-10:]:

@@ -34,6 +34,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from aether import tracing as _tracing
 from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
 from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, InvalidInputError, StoreError
 from aether.event import Event
@@ -535,7 +536,10 @@ class ProjectionRunner:
                         self._skipped += 1
                     else:
                         try:
-                            await handler(event, seq)
+                            if _tracing.TRACER is None:
+                                await handler(event, seq)
+                            else:
+                                await _tracing.projection_handle(handler, event, seq, msg.headers, self.name, stream)
                             self._processed += 1
                         except Exception as exc:
                             await self._retry(handler, event, seq, msg, exc)
@@ -640,7 +644,11 @@ class ProjectionRunner:
                 continue
             handler, event, seq, msg = items[0]
             try:
-                await handler(event, seq)
+                if _tracing.TRACER is None:
+                    await handler(event, seq)
+                else:
+                    await _tracing.projection_handle(handler, event, seq, msg.headers, self.name,
+                                                     self.source.stream)
                 self._processed += 1
             except Exception as exc:
                 await self._retry(handler, event, seq, msg, exc)
@@ -685,7 +693,11 @@ class ProjectionRunner:
             await asyncio.sleep(delay)
             attempts += 1
             try:
-                await handler(event, seq)
+                if _tracing.TRACER is None:
+                    await handler(event, seq)
+                else:
+                    await _tracing.projection_handle(handler, event, seq, msg.headers, self.name,
+                                                     self.source.stream)
             except Exception as again:
                 exc = again
                 continue

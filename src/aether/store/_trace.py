@@ -1,4 +1,5 @@
-"""Diagnostic trace of the store's append decisions, for fault investigations.
+"""Diagnostic trace of the store's append decisions, for fault investigations (a plain JSON-lines
+file; unrelated to the OpenTelemetry spans of :mod:`aether.tracing`).
 
 Off unless the environment variable ``AETHER_STORE_TRACE`` names a file: then every
 :class:`~aether.store.JetStreamEventStore` created in the process appends one JSON line per

@@ -20,6 +20,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from aether import tracing as _tracing
 from aether._ids import new_id
 from aether._nats import (
     ERR_BATCH_DUPLICATE_MSG_ID,
@@ -320,6 +321,7 @@ class JetStreamEventStore:
         return await self._api.publish_acked(subject, payload, headers, what=what)
 
     # ---- EventStore -------------------------------------------------------------------
+    @_tracing.traced_append
     async def save_event(self, event: Event) -> None:
         """Append one event with server-enforced optimistic concurrency.
 
@@ -364,11 +366,10 @@ class JetStreamEventStore:
         if self._trace is not None:
             self._note("append", actor=actor_id, version=version, id=event.id, expected_seq=expected_seq,
                        cached=None if entry is None else [entry.version, entry.seq])
-        ack = await self._publish(
-            subject, payload,
-            {"Nats-Msg-Id": event.id, "Nats-Expected-Last-Subject-Sequence": str(expected_seq)},
-            f"appending version {version} of {actor_id!r}",
-        )
+        headers = {"Nats-Msg-Id": event.id, "Nats-Expected-Last-Subject-Sequence": str(expected_seq)}
+        if _tracing.TRACER is not None:
+            _tracing.inject(headers)
+        ack = await self._publish(subject, payload, headers, f"appending version {version} of {actor_id!r}")
         if self._trace is not None:
             self._note("ack", actor=actor_id, version=version, id=event.id, seq=ack.seq, duplicate=ack.duplicate,
                        err=None if ack.error is None else ack.error.err_code)
@@ -408,6 +409,7 @@ class JetStreamEventStore:
             raise EventTooLargeError(first.actor_id, -1, self._max_event_size)
         raise api_error(ack.error, f"appending to {first.actor_id!r}")
 
+    @_tracing.traced_append
     async def save_events(self, events: Sequence[Event]) -> None:
         """Append consecutive events of one actor atomically (JetStream atomic batch).
 
@@ -450,9 +452,11 @@ class JetStreamEventStore:
                            "Nats-Msg-Id": events[i].id}
                 if i == 0:
                     headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_seq)
+                _tracing.inject(headers)
                 await self._api.publish_nowait(subject, payloads[i], headers, what)
             commit = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n), "Nats-Batch-Commit": "1",
                       "Nats-Msg-Id": last.id}
+            _tracing.inject(commit)
             try:
                 ack = await self._api.publish_acked(subject, payloads[-1], commit, what=what)
                 break
@@ -616,6 +620,7 @@ class JetStreamEventStore:
             return None
         return int(data[-1].headers["Nats-Sequence"])  # type: ignore[index]
 
+    @_tracing.traced_read
     async def get_events(self, actor_id: str, from_version: int = 0) -> list[Event]:
         """The actor's events with ``version >= from_version``, ascending.
 
@@ -631,6 +636,7 @@ class JetStreamEventStore:
             self._observer.on_read(self._ns_label, len(events), time.perf_counter() - started)
         return events
 
+    @_tracing.traced_read
     async def get_latest_version(self, actor_id: str) -> int:
         """The actor's latest version as stored on the server now (0 if none).
 

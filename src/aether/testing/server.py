@@ -121,6 +121,13 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     @property
+    def monitor_port(self) -> int:
+        """The HTTP monitoring port (``/varz``, ``/connz``, ``/healthz``; valid once started)."""
+        if self._monitor_port is None:
+            raise NatsServerError("server not started")
+        return self._monitor_port
+
+    @property
     def store_dir(self) -> Path:
         """The JetStream store folder."""
         return self._work_dir / "jetstream"
