@@ -91,6 +91,8 @@ async def main() -> int:
     parser.add_argument("--checkpoint-bucket", default="aether-projections")
     parser.add_argument("--until-caught-up", action="store_true")
     parser.add_argument("--slow", action="store_true")
+    parser.add_argument("--namespace", default=None)
+    parser.add_argument("--partitions", type=int, default=1)
     args = parser.parse_args()
 
     db = open_db(args.db)
@@ -100,8 +102,9 @@ async def main() -> int:
                                 checkpoint_bucket=args.checkpoint_bucket,
                                 retry=RetryPolicy(max_attempts=3, initial_backoff=0.01))
     reporter = ActiveReporter()
-    runner = ProjectionRunner(nc, build_projection(args.name, db, args.slow), EventSource(args.stream),
-                              options=options, observer=reporter, node_id=args.node_id)
+    source = EventSource(args.stream, args.namespace, partitions=args.partitions)
+    runner = ProjectionRunner(nc, build_projection(args.name, db, args.slow), source, options=options,
+                              observer=reporter, node_id=args.node_id)
     reporter.runner = runner
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -306,8 +306,9 @@ def test_streams_are_recognised_and_grouped() -> None:
         _info("orders", ["aether.orders.>"]),
         _info("orders__tenant-a", ["aether.orders__tenant-a.>"]),
         _info("orders__a_2Eb", ["aether.orders__a_2Eb.>"]),
-        _info("orders__tenant-b__p0", ["aether.orders__tenant-b__p0.>"]),
-        _info("orders__tenant-b__p1", ["aether.orders__tenant-b__p1.>"]),
+        _info("orders__tenant-b___p0", ["aether.orders__tenant-b___p0.>"]),
+        _info("orders__tenant-b___p1", ["aether.orders__tenant-b___p1.>"]),
+        _info("orders___p0", ["aether.orders___p0.>"], {"aether_partitions": "2", "aether_partition": "0"}),
         _info("custom", ["aether.custom.>"], {"aether.stream": "orders", "aether.namespace": "t.c",
                                               "aether.partition": "2"}),
         _info("__DLQ_orders", ["aether.__dlq.orders.*"]),
@@ -316,12 +317,14 @@ def test_streams_are_recognised_and_grouped() -> None:
         _info("mismatch", ["aether.elsewhere.>"]),
     ]
     views = {v.name: v for v in read_streams(infos)}
-    assert set(views) == {"orders", "orders__tenant-a", "orders__a_2Eb", "orders__tenant-b__p0",
-                          "orders__tenant-b__p1", "custom"}
+    assert set(views) == {"orders", "orders__tenant-a", "orders__a_2Eb", "orders__tenant-b___p0",
+                          "orders__tenant-b___p1", "orders___p0", "custom"}
     assert (views["orders"].base, views["orders"].namespace, views["orders"].partition) == ("orders", None, None)
     assert views["orders__tenant-a"].namespace == "tenant-a"
     assert views["orders__a_2Eb"].namespace == "a.b"
-    assert (views["orders__tenant-b__p1"].namespace, views["orders__tenant-b__p1"].partition) == ("tenant-b", 1)
+    assert (views["orders__tenant-b___p1"].namespace, views["orders__tenant-b___p1"].partition) == ("tenant-b", 1)
+    assert (views["orders___p0"].base, views["orders___p0"].namespace, views["orders___p0"].partition) == (
+        "orders", None, 0)
     assert (views["custom"].base, views["custom"].namespace, views["custom"].partition) == ("orders", "t.c", 2)
     assert views["orders"].leader == "s1" and views["orders"].replicas_current == ["s2"]
     assert stream_view({"config": {}}) is None

@@ -50,6 +50,7 @@ from aether.projection.checkpoint import checkpoint_key
 from aether.projection.deadletter import dead_letter_stream_name
 from aether.projection.options import ProjectionOptions
 from aether.projection.projection import validate_projection_name
+from aether.store.partitioning import partition_stream_name, validate_partitions
 
 __all__ = [
     "AllowList",
@@ -137,10 +138,24 @@ def inbox_permissions(*, inbox_prefix: str) -> Permissions:
     return _make([], [f"{_inbox(inbox_prefix)}.>"])
 
 
+def _streams(stream: str, partitions: int) -> list[str]:
+    """The streams of a namespace: itself, or its partition streams."""
+    if validate_partitions(partitions) == 1:
+        return [stream]
+    return [partition_stream_name(stream, i) for i in range(partitions)]
+
+
 def store_permissions(stream_base: str, namespace: str | None = None, *, inbox_prefix: str,
                       may_create: bool = False, read_only: bool = False, snapshots: bool = True,
-                      subject_prefix: str = STORE_SUBJECT_PREFIX) -> Permissions:
+                      subject_prefix: str = STORE_SUBJECT_PREFIX, partitions: int = 1) -> Permissions:
     """What a :class:`~aether.store.JetStreamEventStore` on ``namespace`` needs.
+
+    With ``partitions=P > 1`` every item below is given for each partition stream
+    ``<stream>___p<i>``, plus ``$JS.API.STREAM.INFO.<stream>`` (opening checks that no
+    unpartitioned stream holds the namespace) and, with ``may_create``,
+    ``$JS.API.STREAM.LEADER.STEPDOWN.<partition>`` (new replicated partitions get their leaders
+    spread over the servers). A P = 1 store that may create its stream also needs
+    ``$JS.API.STREAM.INFO.<stream>___p0`` (it checks the namespace is not partitioned first).
 
     Publish:
 
@@ -167,19 +182,30 @@ def store_permissions(stream_base: str, namespace: str | None = None, *, inbox_p
         read_only: reads only: no appends, snapshots or purges.
         snapshots: allow saving snapshots (needs the purge permission).
         subject_prefix: ``JetStreamOptions.subject_prefix``.
+        partitions: the namespace's partition count (``JetStreamOptions.partitions``).
 
     Raises:
         InvalidNameError: a name breaks the rules of :mod:`aether.names`.
+        InvalidInputError: bad ``partitions``.
     """
     stream = stream_name(stream_base, namespace)
     prefix = validate_subject_prefix(subject_prefix)
-    publish = [f"{JS_API}.DIRECT.GET.{stream}", f"{JS_API}.STREAM.MSG.GET.{stream}", f"{JS_API}.STREAM.INFO.{stream}"]
-    if not read_only:
-        publish.append(f"{prefix}.{stream}.e.*")
-        if snapshots:
-            publish += [f"{prefix}.{stream}.s.*", f"{JS_API}.STREAM.PURGE.{stream}"]
-    if may_create:
-        publish += [f"{JS_API}.STREAM.CREATE.{stream}", f"{JS_API}.STREAM.UPDATE.{stream}"]
+    streams = _streams(stream, partitions)
+    publish: list[str] = []
+    if partitions > 1:
+        publish.append(f"{JS_API}.STREAM.INFO.{stream}")
+    for name in streams:
+        publish += [f"{JS_API}.DIRECT.GET.{name}", f"{JS_API}.STREAM.MSG.GET.{name}", f"{JS_API}.STREAM.INFO.{name}"]
+        if not read_only:
+            publish.append(f"{prefix}.{name}.e.*")
+            if snapshots:
+                publish += [f"{prefix}.{name}.s.*", f"{JS_API}.STREAM.PURGE.{name}"]
+        if may_create:
+            publish += [f"{JS_API}.STREAM.CREATE.{name}", f"{JS_API}.STREAM.UPDATE.{name}"]
+            if partitions > 1:
+                publish.append(f"{JS_API}.STREAM.LEADER.STEPDOWN.{name}")
+    if may_create and partitions == 1:
+        publish.append(f"{JS_API}.STREAM.INFO.{partition_stream_name(stream, 0)}")
     return _make(publish, [f"{_inbox(inbox_prefix)}.>"])
 
 
@@ -288,8 +314,9 @@ def cluster_client_permissions(cluster: str, *, inbox_prefix: str, status_reques
 
 
 def catch_up_permissions(stream_base: str, namespace: str | None = None, *, inbox_prefix: str,
-                         subject_prefix: str = STORE_SUBJECT_PREFIX) -> Permissions:
-    """What a :class:`~aether.projection.CatchUpSubscription` over one namespace's stream needs.
+                         subject_prefix: str = STORE_SUBJECT_PREFIX, partitions: int = 1) -> Permissions:
+    """What a :class:`~aether.projection.CatchUpSubscription` over one namespace's stream needs
+    (with ``partitions=P > 1``: the same for each partition stream).
 
     Publish:
 
@@ -308,8 +335,10 @@ def catch_up_permissions(stream_base: str, namespace: str | None = None, *, inbo
     """
     stream = stream_name(stream_base, namespace)
     validate_subject_prefix(subject_prefix)
-    publish = [f"{JS_API}.CONSUMER.CREATE.{stream}.*", f"{JS_API}.CONSUMER.DELETE.{stream}.*",
-               f"$JS.FC.{stream}.>", f"{JS_API}.STREAM.MSG.GET.{stream}"]
+    publish: list[str] = []
+    for name in _streams(stream, partitions):
+        publish += [f"{JS_API}.CONSUMER.CREATE.{name}.*", f"{JS_API}.CONSUMER.DELETE.{name}.*",
+                    f"$JS.FC.{name}.>", f"{JS_API}.STREAM.MSG.GET.{name}"]
     return _make(publish, [f"{_inbox(inbox_prefix)}.>"])
 
 
@@ -325,12 +354,14 @@ def _kv_key(bucket: str, key: str, *, may_create: bool) -> list[str]:
 def projection_permissions(stream_base: str, namespace: str | None, name: str, *, inbox_prefix: str,
                            may_create: bool = True, clustered: bool = False,
                            options: ProjectionOptions | None = None,
-                           subject_prefix: str = STORE_SUBJECT_PREFIX) -> Permissions:
+                           subject_prefix: str = STORE_SUBJECT_PREFIX, partitions: int = 1) -> Permissions:
     """What a :class:`~aether.projection.ProjectionRunner` named ``name`` over one namespace needs.
 
     Everything of :func:`catch_up_permissions`, and publish:
 
-    * ``$JS.API.STREAM.INFO.<stream>`` — start-up check of the source stream;
+    * ``$JS.API.STREAM.INFO.<stream>`` — start-up check of the source stream (with
+      ``partitions=P > 1``: of every partition stream; the checkpoint key, lease and dead-letter
+      stream below stay named after ``<stream>``, one for all partitions);
     * checkpoint bucket ``C`` (``options.checkpoint_bucket``, key ``<stream>.<encoded name>``):
       ``$JS.API.STREAM.INFO.KV_C``, ``$JS.API.DIRECT.GET.KV_C.$KV.C.<key>`` (load) and
       ``$KV.C.<key>`` (save) — this projection's key only;
@@ -353,9 +384,10 @@ def projection_permissions(stream_base: str, namespace: str | None, name: str, *
     stream = stream_name(stream_base, namespace)
     prefix = validate_subject_prefix(subject_prefix)
     key = checkpoint_key(stream, validate_projection_name(name))
-    base = catch_up_permissions(stream_base, namespace, inbox_prefix=inbox_prefix, subject_prefix=subject_prefix)
+    base = catch_up_permissions(stream_base, namespace, inbox_prefix=inbox_prefix, subject_prefix=subject_prefix,
+                                partitions=partitions)
     dlq = opts.dead_letter_stream or dead_letter_stream_name(stream)
-    publish = [*_allowed(base, "publish"), f"{JS_API}.STREAM.INFO.{stream}",
+    publish = [*_allowed(base, "publish"), *(f"{JS_API}.STREAM.INFO.{name}" for name in _streams(stream, partitions)),
                *_kv_key(opts.checkpoint_bucket, key, may_create=may_create)]
     if clustered:
         publish += _kv_key(opts.lease_bucket_name(), key, may_create=may_create)

@@ -14,16 +14,24 @@ from aether.connect import ConnectOptions, close
 from aether.errors import StoreError
 from aether.names import decode_token, stream_name, validate_namespace, validate_stream_base
 from aether.store import JetStreamEventStore
+from aether.store.partitioning import parse_partition_stream_name
 
 __all__ = ["StreamRef", "connected", "list_streams", "matches_namespace", "open_store", "subject_counts"]
 
 
 @dataclass(frozen=True, slots=True)
 class StreamRef:
-    """One Aether stream: its JetStream name and the namespace it belongs to (``None``: no namespace)."""
+    """One Aether namespace: its stream name, the namespace (``None``: no namespace) and, when it
+    is partitioned, its partition streams."""
 
     stream: str
     namespace: str | None
+    partitions: tuple[str, ...] = ()
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The JetStream streams holding the namespace's events."""
+        return self.partitions or (self.stream,)
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +77,8 @@ def matches_namespace(pattern: str, namespace: str | None) -> bool:
 
 
 async def list_streams(nc: Client, base: str, prefix: str = "aether") -> list[StreamRef]:
-    """Every Aether stream of base name ``base`` (the un-namespaced one and one per namespace).
+    """Every Aether namespace of base name ``base`` (the un-namespaced one and one per namespace),
+    partitioned ones with their partition streams.
 
     Raises:
         StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
@@ -88,16 +97,24 @@ async def list_streams(nc: Client, base: str, prefix: str = "aether") -> list[St
                 break
     finally:
         await api.aclose()
+    partitions: dict[str, dict[int, str]] = {}
+    for name in set(names):
+        parsed = parse_partition_stream_name(name)
+        if parsed is not None:
+            partitions.setdefault(parsed[0], {})[parsed[1]] = name
+    logical = (set(names) - {n for parts in partitions.values() for n in parts.values()}) | set(partitions)
     found: list[StreamRef] = []
-    for name in sorted(set(names)):
+    for name in sorted(logical):
+        parts = partitions.get(name, {})
+        members = tuple(parts[i] for i in sorted(parts))
         if name == base:
-            found.append(StreamRef(name, None))
+            found.append(StreamRef(name, None, members))
         elif name.startswith(base + "__"):
             try:
                 namespace = validate_namespace(decode_token(name[len(base) + 2:]))
             except ValueError:
                 continue
-            found.append(StreamRef(name, namespace))
+            found.append(StreamRef(name, namespace, members))
     return found
 
 

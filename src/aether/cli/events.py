@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fnmatch
 import signal
+from collections import Counter
 from typing import Any
 
 import click
@@ -107,28 +108,40 @@ def stats(all_namespaces: bool, as_json: bool, stream: str, namespace: str | Non
 async def _stream_stats(nc: Any, ref: StreamRef) -> dict[str, Any]:
     store = await open_store(nc, ref.stream.split("__", 1)[0], ref.namespace)
     try:
-        info = await store.stream_info()
+        infos = await store.partition_info()
+        placements = await store.placement()
     finally:
         await store.aclose()
-    events_per_actor = await subject_counts(nc, ref.stream, f"{_PREFIX}.{ref.stream}.e.*")
-    snapshots = await subject_counts(nc, ref.stream, f"{_PREFIX}.{ref.stream}.s.*")
-    state = info.get("state", {})
-    config = info.get("config", {})
-    return {
+    events_per_actor: dict[str, int] = {}
+    snapshots: dict[str, int] = {}
+    for name in store.streams:
+        events_per_actor.update(await subject_counts(nc, name, f"{_PREFIX}.{name}.e.*"))
+        snapshots.update(await subject_counts(nc, name, f"{_PREFIX}.{name}.s.*"))
+    states = [info.get("state", {}) for info in infos]
+    config = infos[0].get("config", {})
+    row: dict[str, Any] = {
         "stream": ref.stream,
         "namespace": ref.namespace,
+        "partitions": store.partitions,
         "actors": len(events_per_actor),
         "events": sum(events_per_actor.values()),
         "snapshots": sum(snapshots.values()),
         "max_events_per_actor": max(events_per_actor.values(), default=0),
-        "messages": int(state.get("messages", 0)),
-        "bytes": int(state.get("bytes", 0)),
-        "first_seq": int(state.get("first_seq", 0)),
-        "last_seq": int(state.get("last_seq", 0)),
-        "replicas": int(config.get("num_replicas", 1)),
-        "storage": config.get("storage", ""),
-        "created": info.get("created"),
+        "messages": sum(int(state.get("messages", 0)) for state in states),
+        "bytes": sum(int(state.get("bytes", 0)) for state in states),
     }
+    if store.partitions == 1:
+        row["first_seq"] = int(states[0].get("first_seq", 0))
+        row["last_seq"] = int(states[0].get("last_seq", 0))
+    row.update({"replicas": int(config.get("num_replicas", 1)), "storage": config.get("storage", ""),
+                "created": infos[0].get("created")})
+    leaders = Counter(p.leader for p in placements if p.leader)
+    row["leaders"] = ", ".join(f"{server}: {n}" for server, n in sorted(leaders.items())) or None
+    row["placement"] = [{"partition": i, "stream": p.stream, "leader": p.leader,
+                         "messages": int(state.get("messages", 0)),
+                         "replicas": [name for name, _ in p.replicas]}
+                        for i, (p, state) in enumerate(zip(placements, states, strict=True))]
+    return row
 
 
 async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: str | None,
@@ -149,14 +162,16 @@ async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: st
     console = out_console()
     if all_namespaces:
         table = Table(title=f"streams of {stream!r}", title_justify="left")
-        for column in ("namespace", "stream", "actors", "events", "snapshots", "bytes", "replicas"):
-            if column in ("namespace", "stream"):
+        for column in ("namespace", "stream", "partitions", "actors", "events", "snapshots", "bytes", "replicas",
+                       "leaders"):
+            if column in ("namespace", "stream", "leaders"):
                 table.add_column(column, overflow="fold")
             else:
                 table.add_column(column, justify="right", no_wrap=True)
         for row in rows:
-            table.add_row(row["namespace"] or "(none)", row["stream"], f"{row['actors']:,}", f"{row['events']:,}",
-                          f"{row['snapshots']:,}", f"{row['bytes']:,}", str(row["replicas"]))
+            table.add_row(row["namespace"] or "(none)", row["stream"], str(row["partitions"]), f"{row['actors']:,}",
+                          f"{row['events']:,}", f"{row['snapshots']:,}", f"{row['bytes']:,}", str(row["replicas"]),
+                          row["leaders"] or "")
         console.print(table)
         return
     row = rows[0]
@@ -164,8 +179,74 @@ async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: st
     table.add_column("key", style="bold")
     table.add_column("value")
     for key, value in row.items():
+        if key == "placement":
+            continue
         table.add_row(key, "" if value is None else f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
+    _print_placement(console, row["placement"])
+
+
+def _print_placement(console: Console, placement: list[dict[str, Any]]) -> None:
+    """One row per partition: its stream, leader, replicas and messages."""
+    if len(placement) < 2 and not any(p["leader"] for p in placement):
+        return
+    table = Table(title="placement", title_justify="left")
+    for column in ("partition", "stream", "leader", "replicas", "messages"):
+        table.add_column(column, justify="right" if column in ("partition", "messages") else "left")
+    for p in placement:
+        table.add_row(str(p["partition"]), p["stream"], p["leader"] or "[red]none[/]", ", ".join(p["replicas"]),
+                      f"{p['messages']:,}")
+    console.print(table)
+
+
+# ---- rebalance ----------------------------------------------------------------------------
+@events.command()
+@click.option("--all", "all_namespaces", is_flag=True, help="Every namespace of the stream.")
+@click.option("--timeout", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+              help="Seconds to spend moving leaders (per namespace).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_options
+@connection_options
+def rebalance(all_namespaces: bool, timeout: float, as_json: bool, stream: str, namespace: str | None,
+              connect: ConnectOptions) -> None:
+    """Spread the partition leaders of a namespace evenly over the NATS servers."""
+    run(_rebalance(all_namespaces, timeout, as_json, stream, namespace, connect))
+
+
+async def _rebalance(all_namespaces: bool, timeout: float, as_json: bool, stream: str, namespace: str | None,
+                     connect: ConnectOptions) -> None:
+    async with connected(connect) as nc:
+        if all_namespaces:
+            if namespace is not None:
+                fail("--all and --namespace exclude each other", code=2)
+            refs = await list_streams(nc, stream)
+            if not refs:
+                fail(f"no stream of base name {stream!r} exists")
+        else:
+            refs = [StreamRef(stream_name(stream, namespace), namespace)]
+        results: list[dict[str, Any]] = []
+        for ref in refs:
+            store = await open_store(nc, stream, ref.namespace)
+            try:
+                before = await store.placement()
+                after = await store.rebalance_leaders(timeout=timeout)
+            finally:
+                await store.aclose()
+            moved = sum(1 for a, b in zip(before, after, strict=True) if a.leader != b.leader)
+            results.append({"stream": ref.stream, "namespace": ref.namespace, "partitions": store.partitions,
+                            "moved": moved,
+                            "placement": [{"partition": i, "stream": p.stream, "leader": p.leader,
+                                           "replicas": [name for name, _ in p.replicas], "messages": 0}
+                                          for i, p in enumerate(after)]})
+    if as_json:
+        emit_json(results if all_namespaces else results[0])
+        return
+    console = out_console()
+    for result in results:
+        leaders = Counter(p["leader"] for p in result["placement"] if p["leader"])
+        spread = ", ".join(f"{server}: {n}" for server, n in sorted(leaders.items())) or "no leaders (not clustered)"
+        console.print(f"stream {result['stream']}: {result['partitions']} partition(s), {result['moved']} leader(s) "
+                      f"moved; leaders per server: {spread}")
 
 
 # ---- tail ---------------------------------------------------------------------------------
@@ -214,7 +295,7 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
                 ns = validate_namespace(namespace) if namespace is not None else None
                 store = await open_store(nc, stream, ns)  # fails clearly when the stream is missing
                 await store.aclose()
-                refs = [StreamRef(store.stream, ns)]
+                refs = [StreamRef(store.stream, ns, store.streams if store.partitions > 1 else ())]
             js = nc.jetstream()
             subs = []
             for ref in refs:
@@ -224,12 +305,13 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
                     with contextlib.suppress(asyncio.QueueFull):
                         queue.put_nowait((ref, msg))
 
-                try:
-                    subs.append(await js.subscribe(
-                        f"{_PREFIX}.{ref.stream}.e.{token}", stream=ref.stream, cb=deliver, ordered_consumer=True,
-                        deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.NEW))
-                except Exception as exc:
-                    raise StoreError(f"cannot follow stream {ref.stream!r}: {exc}") from exc
+                for name in ref.streams:  # every partition of a partitioned namespace
+                    try:
+                        subs.append(await js.subscribe(
+                            f"{_PREFIX}.{name}.e.{token}", stream=name, cb=deliver, ordered_consumer=True,
+                            deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.NEW))
+                    except Exception as exc:
+                        raise StoreError(f"cannot follow stream {name!r}: {exc}") from exc
             names = ", ".join(r.stream for r in refs)
             console.print(f"following {names} (actors: {pattern!r}); Ctrl-C to stop", style="dim")
             deadline = None if timeout is None else loop.time() + timeout

@@ -8,15 +8,15 @@ created, changed or consumed.
 Which streams are Aether event streams: those holding exactly the subjects
 ``<prefix>.<stream name>.>`` (what :class:`~aether.store.JetStreamEventStore` creates), apart
 from dead-letter streams (``__DLQ_…``). A stream named ``<base>__<encoded namespace>`` belongs
-to that namespace. A partitioned namespace spreads over several streams: a stream whose
-configuration carries the metadata ``aether.namespace`` / ``aether.partition`` (or whose
-name ends in ``__p<N>``) is grouped with the other partitions of its namespace.
+to that namespace. A partitioned namespace spreads over several streams (``<stream>___p<N>``,
+see :mod:`aether.store.partitioning`, whose metadata ``aether_partition`` names the index; a
+stream carrying ``aether.namespace`` / ``aether.partition`` metadata is placed by those): they
+are grouped with the other partitions of their namespace.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +26,11 @@ from aether._nats import JetStreamApiError, JsApi
 from aether.errors import AetherError, InvalidNameError
 from aether.names import decode_token
 from aether.projection.checkpoint import Checkpoint
+from aether.store.partitioning import PARTITION_METADATA_KEY, parse_partition_stream_name, partition_stream_name
 
 __all__ = ["ProjectionView", "StreamView", "read_projections", "read_streams"]
 
 _DLQ = "__DLQ_"
-_PARTITION = re.compile(r"^(?P<rest>.+)__p(?P<index>\d+)$")
 _decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
 
 
@@ -94,15 +94,16 @@ async def list_streams(api: JsApi) -> list[dict[str, Any]]:
 def _namespace_of(name: str, metadata: dict[str, str]) -> tuple[str, str | None, int | None]:
     """(base, namespace, partition) of a stream name (metadata first, then the naming rules)."""
     partition: int | None = None
-    if "aether.partition" in metadata:
-        with contextlib.suppress(ValueError):
-            partition = int(metadata["aether.partition"])
+    for key in ("aether.partition", PARTITION_METADATA_KEY):
+        if key in metadata and partition is None:
+            with contextlib.suppress(ValueError):
+                partition = int(metadata[key])
     rest = name
-    match = _PARTITION.match(name)
-    if match is not None:
-        rest = match.group("rest")
+    parsed = parse_partition_stream_name(name)
+    if parsed is not None:
+        rest = parsed[0]
         if partition is None:
-            partition = int(match.group("index"))
+            partition = parsed[1]
     base, sep, encoded = rest.partition("__")
     namespace: str | None = metadata.get("aether.namespace")
     if namespace is None and sep:
@@ -214,10 +215,15 @@ async def read_projections(api: JsApi, infos: list[dict[str, Any]], streams: lis
                 problems.append(f"dead letters of {stream}: {exc}")
                 dead[dlq] = {}
         dead_letters = sum(n for s, n in dead.get(dlq, {}).items() if s.endswith(f".{stream}.{encoded}"))
-        head = last_seq.get(stream)
+        lag: int | None = None
+        if checkpoint.positions is not None:  # a partitioned namespace: one position per partition
+            heads = [last_seq.get(partition_stream_name(stream, i)) for i in range(len(checkpoint.positions))]
+            if all(h is not None for h in heads):
+                lag = sum(max(0, (h or 0) - p) for h, p in zip(heads, checkpoint.positions, strict=True))
+        elif (head := last_seq.get(stream)) is not None:
+            lag = max(0, head - checkpoint.position)
         views.append(ProjectionView(
-            name=name, stream=stream, position=checkpoint.position,
-            lag=max(0, head - checkpoint.position) if head is not None else None, dead_letters=dead_letters,
+            name=name, stream=stream, position=checkpoint.position, lag=lag, dead_letters=dead_letters,
             holder=holders.get(key), saved_by=checkpoint.node, term=checkpoint.term,
             updated=checkpoint.updated.isoformat()))
     return views

@@ -22,16 +22,21 @@ class Checkpoint(msgspec.Struct, frozen=True):
     """A saved position: every message of the stream up to ``position`` has been handled.
 
     Attributes:
-        position: the stream sequence handled last (0 = nothing yet).
+        position: the stream sequence handled last (0 = nothing yet); in a partitioned
+            namespace the sum of ``positions``.
         node: the node that saved it.
         term: the lease revision of that node (0 outside cluster mode).
         updated: when it was saved (UTC).
+        positions: partitioned namespaces only: per partition, the stream sequence handled
+            last (all of them saved in one write). ``None`` for a single stream (the format
+            of checkpoints written before partitions existed).
     """
 
     position: int
     node: str = ""
     term: int = 0
     updated: datetime = msgspec.field(default_factory=utc_now)
+    positions: tuple[int, ...] | None = None
 
 
 _encode = msgspec.json.encode

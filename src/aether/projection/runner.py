@@ -26,7 +26,7 @@ import os
 import socket
 import traceback
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -50,6 +50,7 @@ from aether.projection.options import ProjectionOptions
 from aether.projection.projection import Handler, Projection
 from aether.projection.source import EventSource
 from aether.store.jetstream import JetStreamEventStore
+from aether.store.partitioning import PARTITIONS_METADATA_KEY
 
 __all__ = ["ProjectionRunner", "ProjectionStats"]
 
@@ -120,7 +121,19 @@ class ProjectionRunner:
             projection only while it holds it (one node per cluster).
 
     Use as ``async with ProjectionRunner(...) as runner:`` or call :meth:`start` / :meth:`stop`.
+
+    A partitioned source (``source.partitions > 1``) reads every partition, in parallel, each
+    from its own position; the checkpoint holds one position per partition, saved in one KV
+    write. See :mod:`aether.projection._partitioned`.
     """
+
+    def __new__(cls, nc: Client, projection: Projection, source: EventSource | JetStreamEventStore,
+                *args: Any, **kwargs: Any) -> ProjectionRunner:
+        if cls is ProjectionRunner and source.partitions > 1:
+            from aether.projection._partitioned import PartitionedRunner
+
+            return super().__new__(PartitionedRunner)
+        return super().__new__(cls)
 
     def __init__(self, nc: Client, projection: Projection, source: EventSource | JetStreamEventStore, *,
                  options: ProjectionOptions | None = None, observer: ProjectionObserver | None = None,
@@ -181,6 +194,12 @@ class ProjectionRunner:
         return self._current_position()
 
     @property
+    def positions(self) -> tuple[int, ...]:
+        """Per partition of the source, the sequence up to which every message has been handled
+        (``(position,)`` for a single stream)."""
+        return (self._current_position(),)
+
+    @property
     def lag(self) -> int:
         """Matching messages stored after the position (0 when caught up)."""
         consumer = self._consumer
@@ -215,11 +234,15 @@ class ProjectionRunner:
         api = self._api or JsApi(self._nc, timeout=opts.timeout)
         self._api = api
         try:
-            info = await api.api(f"STREAM.INFO.{self.source.stream}")
+            info = await api.api(f"STREAM.INFO.{self.source.streams[0]}")
         except JetStreamApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
-                raise StoreError(f"stream {self.source.stream!r} does not exist") from exc
+                raise StoreError(f"stream {self.source.streams[0]!r} does not exist") from exc
             raise
+        recorded = (info.get("config", {}).get("metadata") or {}).get(PARTITIONS_METADATA_KEY, "1")
+        if self.source.partitions > 1 and recorded != str(self.source.partitions):
+            raise StoreError(f"the source has {self.source.partitions} partitions but stream "
+                             f"{self.source.streams[0]!r} records {recorded}: use EventSource.of(store)")
         replicas = opts.replicas or int(info.get("config", {}).get("num_replicas", 1) or 1)
         checkpoints = CheckpointStore(self._nc, opts.checkpoint_bucket, replicas=replicas)
         await checkpoints.open()
@@ -306,13 +329,20 @@ class ProjectionRunner:
         await self.stop()
 
     # ---- waiting ------------------------------------------------------------------------------
-    async def wait_until(self, position: int, timeout: float | None = None) -> None:
-        """Wait until every message up to stream sequence ``position`` has been handled.
+    async def wait_until(self, position: int | Sequence[int], timeout: float | None = None) -> None:
+        """Wait until every message up to stream sequence ``position`` has been handled (with
+        partitions: up to the sum ``position``, or one position per partition, see :attr:`positions`).
 
         Raises:
+            InvalidInputError: a sequence with not one entry per partition.
             AetherTimeoutError: not reached within ``timeout`` seconds.
             ProjectionError: the runner stopped or failed.
         """
+        if not isinstance(position, int):
+            values = tuple(position)
+            if len(values) != 1:
+                raise InvalidInputError(f"expected 1 position, got {len(values)}")
+            position = values[0]
         if self._failure is not None:
             raise ProjectionError(f"projection {self.name!r} failed: {self._failure!r}") from self._failure
         if self._current_position() >= position:
@@ -406,20 +436,29 @@ class ProjectionRunner:
             hook = self.projection.rebuild_hook
             if hook is not None:
                 await hook()
-            assert self._checkpoints is not None
-            async with self._save_lock:
-                await self._checkpoints.save(self._key, Checkpoint(0, self._node, lease.term if lease else 0))
-                self._saved = 0
-            self._position = self._dispatched = 0
+            await self._reset_checkpoint(lease.term if lease else 0)
             log.info("projection %s: rebuilding from the start", self.name)
             if was_active and not self._stopping and (lease is None or lease.held):
                 await self._activate()
 
+    async def _reset_checkpoint(self, term: int) -> None:
+        """Save position 0 (rebuild)."""
+        assert self._checkpoints is not None
+        async with self._save_lock:
+            await self._checkpoints.save(self._key, Checkpoint(0, self._node, term))
+            self._saved = 0
+        self._position = self._dispatched = 0
+
     # ---- activation ---------------------------------------------------------------------------------
-    async def _activate(self) -> None:
-        assert self._checkpoints is not None and self._api is not None
+    async def _load_position(self) -> int:
+        """The position to resume after (the checkpoint's)."""
+        assert self._checkpoints is not None
         checkpoint = await self._checkpoints.load(self._key)
-        position = checkpoint.position if checkpoint is not None else 0
+        return checkpoint.position if checkpoint is not None else 0
+
+    async def _activate(self) -> None:
+        assert self._api is not None
+        position = await self._load_position()
         if position:
             info = await self._api.api(f"STREAM.INFO.{self.source.stream}")
             first = int(info.get("state", {}).get("first_seq", 0) or 0)

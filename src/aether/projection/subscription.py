@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 
 from nats.aio.client import Client
@@ -14,6 +14,7 @@ from aether.errors import InvalidInputError, StoreError
 from aether.names import encode_token
 from aether.projection._consumer import FLOW_CONTROL, OrderedConsumer, head_sequence
 from aether.projection._decode import decode_stored
+from aether.projection._merge import Merged, partition_positions
 from aether.projection.source import EventSource, StoredEvent
 
 __all__ = ["CatchUpSubscription"]
@@ -34,10 +35,17 @@ class CatchUpSubscription:
     The subscription keeps no state on the server beyond its lifetime and remembers nothing:
     for a durable, named position use :class:`~aether.projection.ProjectionRunner`.
 
+    **Partitioned namespaces** (``source.partitions > 1``): every partition is read (one
+    server-side consumer each) and the events are merged: every event once, each actor's
+    events in version order, no order across actors of different partitions. Each
+    :class:`StoredEvent` names its ``partition``; :attr:`positions` holds one position per
+    partition (pass it as ``after`` to resume), :attr:`position` is their sum.
+
     Args:
         nc: a connected nats-py client (not owned).
-        source: the stream to read (:class:`EventSource`).
-        after: start after this stream sequence (a saved :attr:`position`).
+        source: the stream(s) to read (:class:`EventSource`).
+        after: start after this stream sequence (a saved :attr:`position`); with partitions,
+            ``0`` or one position per partition (a saved :attr:`positions`).
         event_types: deliver only events of these types (the position still moves past others).
         actor_prefix: deliver only events of actors whose id starts with this.
         heartbeat: the server-side consumer's idle heartbeat in seconds.
@@ -47,8 +55,17 @@ class CatchUpSubscription:
         InvalidInputError: ``after < 0``, an empty ``actor_prefix`` or bad numbers.
     """
 
-    def __init__(self, nc: Client, source: EventSource, *, after: int = 0, event_types: Iterable[str] | None = None,
-                 actor_prefix: str | None = None, heartbeat: float = 2.0, timeout: float = 5.0) -> None:
+    def __init__(self, nc: Client, source: EventSource, *, after: int | Sequence[int] = 0,
+                 event_types: Iterable[str] | None = None, actor_prefix: str | None = None, heartbeat: float = 2.0,
+                 timeout: float = 5.0) -> None:
+        self._merged: Merged | None = None
+        if source.partitions > 1:
+            positions = partition_positions(after, source.partitions)
+            children = [CatchUpSubscription(nc, part, after=start, event_types=event_types, actor_prefix=actor_prefix,
+                                            heartbeat=heartbeat, timeout=timeout)
+                        for part, start in zip(source.parts, positions, strict=True)]
+            self._merged = Merged(children, positions)
+            after = 0
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise InvalidInputError("after must be an int >= 0")
         if actor_prefix is not None and (not isinstance(actor_prefix, str) or not actor_prefix):
@@ -71,12 +88,25 @@ class CatchUpSubscription:
 
     @property
     def position(self) -> int:
-        """The stream sequence of the last message consumed (delivered or passed over)."""
+        """The stream sequence of the last message consumed (delivered or passed over); with
+        partitions the sum of :attr:`positions`."""
+        if self._merged is not None:
+            return sum(self._merged.positions)
         return self._position
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """One position per partition: the sequence of the last event delivered from it
+        (``(position,)`` without partitions)."""
+        if self._merged is not None:
+            return tuple(self._merged.positions)
+        return (self._position,)
 
     @property
     def lag(self) -> int:
         """Matching messages stored after :attr:`position` (as last reported by the server)."""
+        if self._merged is not None:
+            return self._merged.lag
         return int(self._lag)
 
     @property
@@ -93,6 +123,10 @@ class CatchUpSubscription:
         """
         if self._started or self._closed:
             return
+        if self._merged is not None:
+            await self._merged.start()
+            self._started = True
+            return
         try:
             await self._consumer.start()
         except JetStreamApiError as exc:
@@ -102,12 +136,23 @@ class CatchUpSubscription:
         self._started = True
 
     async def head(self) -> int:
-        """The stream sequence of the newest event stored now (0 if none).
+        """The stream sequence of the newest event stored now (0 if none); with partitions the
+        sum of :meth:`heads`.
 
         Raises:
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
         """
-        return await head_sequence(self._api, self.source.stream, self.source.event_filter)
+        return sum(await self.heads())
+
+    async def heads(self) -> tuple[int, ...]:
+        """Per partition, the stream sequence of the newest event stored now (0 if none).
+
+        Raises:
+            StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
+        """
+        if self._merged is not None:
+            return tuple(await asyncio.gather(*(child.head() for child in self._merged.children)))
+        return (await head_sequence(self._api, self.source.stream, self.source.event_filter),)
 
     def __aiter__(self) -> CatchUpSubscription:
         return self
@@ -117,6 +162,13 @@ class CatchUpSubscription:
             if self._closed:
                 raise StopAsyncIteration
             await self.start()
+        if self._merged is not None:
+            if self._closed:
+                raise StopAsyncIteration
+            item = await self._merged.next()
+            if item is None or self._closed:
+                raise StopAsyncIteration
+            return item
         consumer = self._consumer
         accept = consumer.accept
         types = self._types
@@ -154,11 +206,15 @@ class CatchUpSubscription:
         if self._closed:
             return
         self._closed = True
+        if self._merged is not None:
+            self._merged.close()
         self._consumer.close()
         with contextlib.suppress(RuntimeError):  # no running loop: nothing to clean up asynchronously
             self._cleanup = asyncio.get_running_loop().create_task(self._aclose_resources())
 
     async def _aclose_resources(self) -> None:
+        if self._merged is not None:
+            await self._merged.aclose()
         await self._consumer.aclose()
         await self._api.aclose()
 

@@ -5,6 +5,10 @@ See DESIGN.md section 2: the server enforces optimistic concurrency with
 avoids a lookup per append and is refreshed from the server on any mismatch; every append
 carries ``Nats-Msg-Id`` so retries are idempotent; ``save_events`` is a JetStream atomic
 batch; histories are read with batched direct gets (no consumer is ever created).
+
+A partitioned namespace (``partitions=P > 1``, see :mod:`aether.store.partitioning`) is P
+streams: the store then holds one single-stream store per partition (each exactly the logic
+above, on its own stream and subjects) and routes every call to the actor's partition.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import msgspec
 from nats.aio.client import Client
@@ -37,9 +42,11 @@ from aether._nats import (
 )
 from aether.codec import decode_event, decode_snapshot, encode_event, encode_snapshot
 from aether.errors import (
+    AetherError,
     AetherTimeoutError,
     CorruptEventError,
     EventTooLargeError,
+    InvalidInputError,
     StoreError,
     StoreUnavailableError,
     VersionConflictError,
@@ -50,8 +57,24 @@ from aether.store._trace import trace_from_env
 from aether.store._validation import check_batch, check_event, check_from_version
 from aether.store.observer import StoreObserver
 from aether.store.options import JetStreamOptions
+from aether.store.partitioning import (
+    PARTITION_METADATA_KEY,
+    PARTITIONS_METADATA_KEY,
+    partition_for,
+    partition_stream_name,
+)
+from aether.store.placement import PartitionPlacement, current_placement, rebalance
 
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
+
+_log = logging.getLogger("aether.store")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _untraced(method: _F) -> _F:
+    """``method`` without its tracing wrapper: a partitioned store's call is one span (its own),
+    not a second one around the partition store's call."""
+    return cast(_F, getattr(method, "__wrapped__", method))
 
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
@@ -81,17 +104,28 @@ class _Latest(msgspec.Struct):
 
 
 class JetStreamEventStore:
-    """Event and snapshot store on a JetStream stream (one stream per namespace).
+    """Event and snapshot store on JetStream: one stream per namespace, or ``partitions``
+    streams (see :attr:`streams`, :meth:`partition_of`).
 
     Create it with :meth:`create`; the constructor does no I/O. The store never closes the
     nats-py client it was given.
     """
 
     def __init__(self, nc: Client, stream: str, *, namespace: str | None = None,
-                 options: JetStreamOptions | None = None, observer: StoreObserver | None = None) -> None:
+                 options: JetStreamOptions | None = None, observer: StoreObserver | None = None,
+                 _partition: tuple[int, int] | None = None) -> None:
         self.options = options or JetStreamOptions()
         self.namespace = namespace
         self.stream = stream_name(stream, namespace)
+        # a partitioned namespace: the per-partition stores (empty with one stream); a
+        # partition store itself knows its (index, count) and works on its own stream
+        self.partitions = 1
+        self._units: tuple[JetStreamEventStore, ...] = ()
+        self._base = stream
+        self._partition = _partition
+        self._single_info: dict[str, Any] | None = None
+        if _partition is not None:
+            self.stream = partition_stream_name(self.stream, _partition[0])
         self._nc = nc
         self._api = JsApi(nc, timeout=self.options.timeout)
         prefix = self.options.subject_prefix
@@ -113,7 +147,12 @@ class JetStreamEventStore:
     async def create(cls, nc: Client, stream_name: str, *, namespace: str | None = None,
                      options: JetStreamOptions | None = None, observer: StoreObserver | None = None,
                      **option_fields: Any) -> JetStreamEventStore:
-        """Connect a store to its stream, creating or upgrading the stream when needed.
+        """Connect a store to its stream(s), creating or upgrading them when needed.
+
+        With ``partitions`` unset, an existing namespace is opened with the partition count
+        recorded on the server (1 for a new one); see :attr:`streams` and :meth:`partition_of`.
+        Creating a replicated partitioned namespace also spreads its partition leaders over the
+        servers (:meth:`rebalance_leaders`).
 
         Args:
             nc: a connected nats-py client.
@@ -124,7 +163,8 @@ class JetStreamEventStore:
 
         Raises:
             InvalidNameError: bad stream name or namespace.
-            InvalidInputError: bad options.
+            InvalidInputError: bad options, or ``partitions`` differs from the count recorded
+                for the namespace (re-partitioning is not supported).
             StoreError: the stream cannot be created or is configured incompatibly.
             StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
         """
@@ -133,9 +173,10 @@ class JetStreamEventStore:
                 raise TypeError("pass either options= or option keyword arguments, not both")
             options = JetStreamOptions(**option_fields)
         store = cls(nc, stream_name, namespace=namespace, options=options, observer=observer)
-        await store._ensure_stream()
+        await store._open()
         payload_limit = nc.max_payload - _HEADER_ALLOWANCE if nc.max_payload else store._max_event_size
-        store._max_event_size = min(store._max_event_size, payload_limit)
+        for each in (store, *store._units):
+            each._max_event_size = min(each._max_event_size, payload_limit)
         return store
 
     def _stream_config(self) -> dict[str, Any]:
@@ -153,12 +194,13 @@ class JetStreamEventStore:
             "discard": "old",
             "allow_direct": True,
             "allow_atomic": True,
+            **self._partition_metadata(),
         }
 
-    async def _ensure_stream(self) -> None:
+    async def _ensure_stream(self, known: dict[str, Any] | None = None) -> None:
         config = self._stream_config()
         try:
-            info = await self._api.api(f"STREAM.INFO.{self.stream}")
+            info = known or await self._api.api(f"STREAM.INFO.{self.stream}")
         except JetStreamApiError as exc:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
@@ -174,6 +216,7 @@ class JetStreamEventStore:
                 info = await self._api.api(f"STREAM.INFO.{self.stream}")
         existing = info["config"]
         self._replicated = int(existing.get("num_replicas", 1)) > 1
+        self._check_recorded_count(existing)
         if config["subjects"][0] not in existing.get("subjects", []):
             raise StoreError(
                 f"stream {self.stream!r} exists but does not hold subjects {config['subjects'][0]!r}"
@@ -181,6 +224,120 @@ class JetStreamEventStore:
         if not existing.get("allow_direct") or not existing.get("allow_atomic"):
             existing.update(allow_direct=True, allow_atomic=True)
             await self._api.api(f"STREAM.UPDATE.{self.stream}", existing)
+
+    # ---- partitions -----------------------------------------------------------------------
+    def _partition_metadata(self) -> dict[str, Any]:
+        if self._partition is None:
+            return {}
+        index, count = self._partition
+        return {"metadata": {PARTITIONS_METADATA_KEY: str(count), PARTITION_METADATA_KEY: str(index)}}
+
+    def _check_recorded_count(self, config: dict[str, Any]) -> None:
+        expected = str(self._partition[1]) if self._partition is not None else None
+        recorded = (config.get("metadata") or {}).get(PARTITIONS_METADATA_KEY)
+        if recorded != expected:
+            raise InvalidInputError(
+                f"stream {self.stream!r} belongs to a namespace with {recorded or 1} partition(s), not "
+                f"{expected or 1}: re-partitioning is not supported (see docs/scaling.md)")
+
+    async def _stream_info_or_none(self, name: str) -> dict[str, Any] | None:
+        try:
+            info: dict[str, Any] = await self._api.api(f"STREAM.INFO.{name}")
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            return None
+        return info
+
+    async def _recorded_partitions(self) -> int | None:
+        """The partition count the server records for this namespace (``None``: nothing exists).
+
+        An existing unpartitioned stream answers it in one request, as before partitions existed
+        (and with the same permissions); otherwise partition 0's metadata holds the count.
+        """
+        self._single_info = await self._stream_info_or_none(self.stream)
+        if self._single_info is not None:
+            return 1
+        first = await self._stream_info_or_none(partition_stream_name(self.stream, 0))
+        if first is None:
+            return None
+        text = (first.get("config", {}).get("metadata") or {}).get(PARTITIONS_METADATA_KEY, "")
+        if not (isinstance(text, str) and text.isascii() and text.isdigit() and int(text) > 1):
+            raise StoreError(f"stream {partition_stream_name(self.stream, 0)!r} does not record a partition "
+                             f"count ({PARTITIONS_METADATA_KEY} metadata is {text!r})")
+        return int(text)
+
+    async def _open(self) -> None:
+        """Adopt or check the recorded partition count, then create or check every stream."""
+        options = self.options
+        requested = options.partitions if options.partitions_explicit else None
+        recorded = await self._recorded_partitions()
+        if recorded is not None and requested is not None and requested != recorded:
+            raise InvalidInputError(
+                f"namespace stream {self.stream!r} has {recorded} partition(s); it cannot be opened with "
+                f"partitions={requested} (re-partitioning is not supported: move the events to a new "
+                "namespace with a projection, see docs/scaling.md)")
+        count = recorded or requested or 1
+        if count == 1:
+            known, self._single_info = self._single_info, None
+            await self._ensure_stream(known)  # one STREAM.INFO when the stream exists, as before partitions
+        else:
+            self.partitions = count
+            self._units = tuple(
+                type(self)(self._nc, self._base, namespace=self.namespace, options=options,
+                           observer=self._observer, _partition=(i, count))
+                for i in range(count))
+            await self._units[0]._ensure_stream()  # partition 0 first: it records the count
+            await asyncio.gather(*(unit._ensure_stream() for unit in self._units[1:]))
+        if recorded is None and await self._recorded_partitions() != count:
+            # another process created the namespace at the same time with another count
+            raise InvalidInputError(f"namespace stream {self.stream!r} was created concurrently with a "
+                                    f"different partition count than {count}")
+        if recorded is None and count > 1 and options.replicas > 1:
+            # new partitions on a cluster: spread their leaders over the servers now, while idle
+            try:
+                await self.rebalance_leaders()
+            except AetherError as exc:
+                _log.warning("spreading the partition leaders of %s failed: %s", self.stream, exc)
+
+    async def placement(self) -> list[PartitionPlacement]:
+        """Per partition (partition 0 first): its stream, leading server and replicas. A
+        partition electing a leader right now (it does not answer) shows no leader.
+
+        Raises:
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        return await current_placement(self._api, self.streams)
+
+    async def rebalance_leaders(self, *, timeout: float = 30.0) -> list[PartitionPlacement]:
+        """Move partition leaders so every server of the cluster leads an even share of the
+        partitions (leader step-down with a preferred server); returns the placement after.
+
+        Done automatically when a replicated partitioned namespace is created; call it again
+        after servers restart (leaders move to the survivors when a server dies and do not come
+        back on their own). Each move pauses that partition's writes briefly (an election).
+        Does nothing on a single server, with ``replicas=1`` or with one partition.
+
+        Raises:
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        return await rebalance(self._api, self.streams, timeout=timeout)
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The JetStream streams of the namespace, partition 0 first (one with ``partitions=1``)."""
+        return tuple(unit.stream for unit in self._units) or (self.stream,)
+
+    def partition_of(self, actor_id: str) -> int:
+        """The partition holding ``actor_id`` (see :func:`aether.store.partitioning.partition_for`).
+
+        Raises:
+            InvalidNameError: bad actor id.
+        """
+        return partition_for(actor_id, self.partitions)
+
+    def _unit(self, actor_id: str) -> JetStreamEventStore:
+        return self._units[partition_for(actor_id, self.partitions)]
 
     # ---- helpers ------------------------------------------------------------------------
     def _note(self, kind: str, **fields: Any) -> None:
@@ -332,6 +489,10 @@ class JetStreamEventStore:
             CorruptEventError: the actor's last stored message is not an Aether event.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        if self._units:
+            check_event(event)
+            await _untraced(JetStreamEventStore.save_event)(self._unit(event.actor_id), event)
+            return
         started = time.perf_counter()
         check_event(event)
         actor_id = event.actor_id
@@ -420,6 +581,9 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         check_batch(events)
+        if self._units:
+            await _untraced(JetStreamEventStore.save_events)(self._unit(events[0].actor_id), events)
+            return
         if len(events) == 1:
             await self.save_event(events[0])
             return
@@ -501,6 +665,10 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         check_from_version(from_version)
+        if self._units:
+            async for event in self._unit(actor_id).iter_events(actor_id, from_version):
+                yield event
+            return
         async for page in self._pages(actor_id, from_version):
             for event in page:
                 yield event
@@ -628,6 +796,8 @@ class JetStreamEventStore:
             as :meth:`iter_events`.
         """
         check_from_version(from_version)
+        if self._units:
+            return await _untraced(JetStreamEventStore.get_events)(self._unit(actor_id), actor_id, from_version)
         started = time.perf_counter()
         events: list[Event] = []
         async for page in self._pages(actor_id, from_version):
@@ -645,6 +815,8 @@ class JetStreamEventStore:
             InvalidNameError: bad actor id.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        if self._units:
+            return await _untraced(JetStreamEventStore.get_latest_version)(self._unit(actor_id), actor_id)
         latest = await self._fetch_latest(actor_id, self._subject(actor_id))
         return latest.version
 
@@ -657,6 +829,9 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         check_event(snapshot)
+        if self._units:
+            await self._unit(snapshot.actor_id).save_snapshot(snapshot)
+            return
         actor_id = snapshot.actor_id
         subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
         entry = self._cache.get(actor_id)
@@ -697,6 +872,8 @@ class JetStreamEventStore:
             CorruptEventError: the stored snapshot cannot be decoded.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        if self._units:
+            return await self._unit(actor_id).get_latest_snapshot(actor_id)
         subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
         msg = await self._api.request(self._direct_get, _encode_json({"last_by_subj": subject}),
                                       what=f"reading the snapshot of {actor_id!r}")
@@ -716,11 +893,14 @@ class JetStreamEventStore:
 
     # ---- inspection -----------------------------------------------------------------------
     async def actor_ids(self) -> list[str]:
-        """Every actor id with at least one event in this store's stream.
+        """Every actor id with at least one event in this store's stream(s).
 
         Raises:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        if self._units:
+            parts = await asyncio.gather(*(unit.actor_ids() for unit in self._units))
+            return [actor for part in parts for actor in part]
         prefix = self._event_prefix
         found: list[str] = []
         offset = 0
@@ -736,12 +916,39 @@ class JetStreamEventStore:
         return found
 
     async def stream_info(self) -> dict[str, Any]:
-        """The raw JetStream stream info (config and state) of this store's stream."""
+        """The raw JetStream stream info (config and state) of this store's stream.
+
+        With partitions: an aggregate ``{"stream", "partitions", "config", "state", "streams"}``
+        where ``config`` is partition 0's, ``state`` sums ``messages``, ``bytes``,
+        ``num_subjects`` and ``consumer_count`` over the partitions and ``streams`` holds the
+        raw info of every partition (as :meth:`partition_info`).
+
+        Raises:
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        if self._units:
+            infos = await self.partition_info()
+            state = {key: sum(int(info.get("state", {}).get(key, 0) or 0) for info in infos)
+                     for key in ("messages", "bytes", "num_subjects", "consumer_count")}
+            return {"stream": self.stream, "partitions": self.partitions, "config": infos[0].get("config", {}),
+                    "state": state, "streams": infos}
         info: dict[str, Any] = await self._api.api(f"STREAM.INFO.{self.stream}")
         return info
 
+    async def partition_info(self) -> list[dict[str, Any]]:
+        """The raw JetStream stream info of every partition stream, partition 0 first.
+
+        Raises:
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        if not self._units:
+            return [await self.stream_info()]
+        return list(await asyncio.gather(*(unit.stream_info() for unit in self._units)))
+
     async def aclose(self) -> None:
         """Release the store's reply subscription (the nats-py client stays open)."""
+        for unit in self._units:
+            await unit.aclose()
         await self._api.aclose()
 
     async def __aenter__(self) -> JetStreamEventStore:

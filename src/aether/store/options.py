@@ -8,6 +8,19 @@ from typing import Literal
 __all__ = ["JetStreamOptions"]
 
 
+class _DefaultPartitions(int):
+    """The default partition count (1), told apart from an explicit ``partitions=1``: a store
+    opened with the default adopts the count recorded on the server."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "1"
+
+
+_DEFAULT_PARTITIONS = _DefaultPartitions(1)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class JetStreamOptions:
     """Options of :class:`~aether.store.JetStreamEventStore`.
@@ -26,6 +39,10 @@ class JetStreamOptions:
         publish_retries: how often a publish that got no ack is re-sent (idempotently).
         subject_prefix: first subject token(s) of every Aether subject.
         create_stream: create the stream when missing (else a missing stream is an error).
+        partitions: streams the namespace is spread over (1..256; 1 = one stream, the layout
+            of Aether before partitions). The count is recorded on the server: a store opened
+            without ``partitions`` adopts the recorded count, an explicit different count is
+            an ``InvalidInputError``. See :mod:`aether.store.partitioning` and docs/scaling.md.
     """
 
     replicas: int = 1
@@ -41,6 +58,7 @@ class JetStreamOptions:
     publish_retries: int = 2
     subject_prefix: str = "aether"
     create_stream: bool = True
+    partitions: int = _DEFAULT_PARTITIONS
 
     def __post_init__(self) -> None:
         from aether.errors import InvalidInputError
@@ -61,3 +79,11 @@ class JetStreamOptions:
         if self.max_event_size < 64:
             raise InvalidInputError("max_event_size must be >= 64 bytes")
         validate_subject_prefix(self.subject_prefix)
+        from aether.store.partitioning import validate_partitions
+
+        validate_partitions(self.partitions)
+
+    @property
+    def partitions_explicit(self) -> bool:
+        """Whether ``partitions`` was given (else the count recorded on the server is adopted)."""
+        return self.partitions is not _DEFAULT_PARTITIONS

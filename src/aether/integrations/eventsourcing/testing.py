@@ -1,0 +1,64 @@
+"""Test helpers: start a test on empty streams, the way ``eventsourcing``'s PostgreSQL tests drop
+their tables::
+
+    from aether.integrations.eventsourcing.testing import drop_streams
+
+    class TestMyRecorder(ApplicationRecorderTestCase):
+        def setUp(self):
+            drop_streams("MyApp")               # AETHER_NATS_URL from the environment
+            self.factory = JetStreamFactory(Environment("MyApp"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from eventsourcing.utils import Environment
+
+from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
+from aether.connect import close
+from aether.integrations.eventsourcing._settings import Settings, purpose_stream
+
+__all__ = ["drop_streams", "streams_of"]
+
+
+def streams_of(application_name: str, env: dict[str, str] | None = None, *,
+               purposes: tuple[str, ...] = ("snapshots",)) -> list[str]:
+    """The streams an application of that name uses with these settings: its own (events, tracking
+    records) and one per aggregate-recorder purpose (``snapshots``).
+
+    Raises:
+        InvalidInputError / InvalidNameError: malformed settings or an unusable name.
+    """
+    stream = Settings.from_env(Environment(application_name, env)).stream
+    return [stream, *(purpose_stream(stream, purpose) for purpose in purposes)]
+
+
+def drop_streams(application_name: str, env: dict[str, str] | None = None, *,
+                 purposes: tuple[str, ...] = ("snapshots",)) -> None:
+    """Delete the application's streams (missing ones are fine). Settings as for the factory:
+    ``env`` first, then the process environment (``AETHER_NATS_URL`` …).
+
+    Raises:
+        NatsConnectionError / PermissionDeniedError: the server cannot be reached or refuses.
+        JetStreamApiError: the server refused a deletion.
+    """
+    settings = Settings.from_env(Environment(application_name, env))
+    streams = streams_of(application_name, env, purposes=purposes)
+
+    async def drop() -> None:
+        nc = await settings.connect.connect()
+        api = JsApi(nc, timeout=settings.timeout)
+        try:
+            for stream in streams:
+                try:
+                    await api.api(f"STREAM.DELETE.{stream}")
+                except JetStreamApiError as exc:
+                    if exc.err_code != ERR_STREAM_NOT_FOUND:
+                        raise
+        finally:
+            await api.aclose()
+            await close(nc)
+
+    asyncio.run(drop())
+

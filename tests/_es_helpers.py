@@ -1,0 +1,63 @@
+"""Helpers for the eventsourcing-module tests: a module-wide nats-server and stream clean-up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
+from aether.connect import close, connect
+from aether.integrations.eventsourcing.testing import streams_of as _streams_of
+from aether.testing import NatsServer
+
+__all__ = ["ModuleServer", "drop_streams", "streams_of"]
+
+
+def streams_of(application_name: str) -> list[str]:
+    """The streams an application of that name uses (events and snapshots)."""
+    return _streams_of(application_name, {})
+
+
+def drop_streams(url: str, *streams: str) -> None:
+    """Delete the streams (missing ones are fine)."""
+    asyncio.run(_drop(url, list(streams)))
+
+
+async def _drop(url: str, streams: list[str]) -> None:
+    nc = await connect(url)
+    api = JsApi(nc)
+    try:
+        for stream in streams:
+            try:
+                await api.api(f"STREAM.DELETE.{stream}")
+            except JetStreamApiError as exc:
+                if exc.err_code != ERR_STREAM_NOT_FOUND:
+                    raise
+    finally:
+        await api.aclose()
+        await close(nc)
+
+
+class ModuleServer:
+    """One nats-server for a test module, published as ``AETHER_NATS_URL`` while it runs."""
+
+    def __init__(self) -> None:
+        self.server = NatsServer()
+        self._saved: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> None:
+        self.server.start_sync()
+        self._saved = os.environ.get("AETHER_NATS_URL")
+        os.environ["AETHER_NATS_URL"] = self.server.url
+
+    def stop(self) -> None:
+        if self._saved is None:
+            os.environ.pop("AETHER_NATS_URL", None)
+        else:
+            os.environ["AETHER_NATS_URL"] = self._saved
+        self.server.stop_sync()
+        self.server.cleanup()
