@@ -25,6 +25,7 @@ from aether.aggregate import (
     Upcasters,
     applies,
 )
+from aether.aggregate.payload import decode_payload, encode_payload
 from aether.errors import AetherError, InvalidInputError, StoreError, VersionConflictError
 from aether.event import ActorSnapshot, Event
 from aether.store import InMemoryEventStore, JetStreamEventStore
@@ -453,3 +454,25 @@ async def test_cache_forget_and_processed_version(store: Any) -> None:
     repo.forget()
     await repo.execute("keep-1", lambda c: c.inc())
     assert repo.stats.loads == loads + 2
+
+
+class Shipped(EventPayload, frozen=True):
+    parcel: tuple[str, int]
+    tags: frozenset[str]
+    raw: bytes
+    at: datetime
+    weight: float = 1.5
+
+
+async def test_typed_payloads_with_non_json_field_types_still_work(store: Any) -> None:
+    """Tuples, sets, bytes and datetimes in a typed payload become JSON values in ``data`` (the
+    value model refuses them raw) and come back as the annotated types."""
+    payload = Shipped(parcel=("box", 3), tags=frozenset({"a", "b"}), raw=b"\x00\xff", at=datetime.now(UTC))
+    data = encode_payload(payload)
+    event = Event(Shipped.event_type, "parcel-1", 1, data)
+    await store.save_event(event)
+    stored = (await store.get_events("parcel-1"))[0]
+    assert decode_payload(stored.data, Shipped) == payload
+    with pytest.raises(InvalidInputError, match="nan is not a JSON number"):
+        Event("Shipped", "parcel-1", 2, encode_payload(Shipped(parcel=("b", 1), tags=frozenset(), raw=b"",
+                                                               at=datetime.now(UTC), weight=float("nan"))))

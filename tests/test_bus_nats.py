@@ -184,7 +184,7 @@ async def test_tenant_isolation_whatever_the_pattern(nodes: list[NATSEventBus]) 
 
 
 async def test_odd_event_types_are_carried_and_filtered(nodes: list[NATSEventBus]) -> None:
-    types = ["a.b", "*", ">", "", "über type", "x" * 200]
+    types = ["a.b", "*", ">", "_", "über type", "x" * 200]  # "" is not an event type (Event refuses it)
     sub = nodes[1].subscribe("t", event_types=types[:4])
     everything = nodes[2].subscribe("t")
     await sub.ready()

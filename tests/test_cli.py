@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from click.testing import CliRunner, Result
 from aether.cli import cli
 from aether.cluster import ClusterClient
 from aether.demo.bank import BankCommand, decode_reply, encode_command
+from aether.errors import AetherError
 from aether.event import Event
 from aether.store import JetStreamEventStore
 from aether.testing import NatsServer
@@ -169,6 +171,16 @@ def test_unreachable_server_is_one_line() -> None:
     assert_one_line_error(result, 1, "cannot connect to NATS")
 
 
+def test_tls_against_a_plaintext_server_is_one_line(nats_server: NatsServer, tmp_path: Path) -> None:
+    from aether.testing.security import make_tls_files
+
+    ca = str(make_tls_files(tmp_path).ca)
+    tls_url = f"tls://127.0.0.1:{nats_server.port}"
+    for args in (["--nats-url", tls_url], ["--nats-url", nats_server.url, "--tls-ca", ca]):
+        result = run_cli("events", "stats", *args, "--connect-timeout", "20")
+        assert_one_line_error(result, 1, "does not offer TLS", "refusing a plaintext connection")
+
+
 # ---- events -----------------------------------------------------------------------------------
 async def test_events_show(nats_url: str, unique_name: str) -> None:
     events = await seed_events(nats_url, unique_name, "shop.eu", "user@example.com", 5)
@@ -257,6 +269,137 @@ async def test_events_tail(nats_url: str, unique_name: str, procs: list[Proc]) -
 
 
 # ---- auth ---------------------------------------------------------------------------------------
+class Lines:
+    """Collects a pipe's lines in a thread (so waiting on one stream never blocks on the other)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait until the pipe is closed (the process ended) and every line is read."""
+        self._thread.join(30)
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def count(self, needle: str) -> int:
+        return sum(needle in line for line in self.lines)
+
+
+async def _append_when_ready(url: str, stream: str, events: list[Event], **store_args: Any) -> None:
+    """Append (each actor's events as one batch) once the (restarted) server's JetStream answers."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+            continue
+        try:
+            store = await JetStreamEventStore.create(nc, stream, **store_args)
+            for actor in dict.fromkeys(e.actor_id for e in events):
+                await store.save_events([e for e in events if e.actor_id == actor])
+            return
+        except AetherError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+async def test_events_tail_says_when_the_connection_is_lost_and_back(
+        nats_server_factory: Callable[..., NatsServer], unique_name: str, procs: list[Proc], partitions: int) -> None:
+    """The server dies under a running `events tail` (no --timeout): one line says the connection
+    is lost, reminders follow while it stays lost, one line says it is back once a server runs on
+    the same port again, and the events stored after that flow, each once (every partition stream
+    of a partitioned namespace is resumed)."""
+    server = nats_server_factory()
+    store_args: dict[str, Any] = {"namespace": "t", "partitions": partitions}
+    actors = [f"acc-{i}" for i in range(6)]
+    await _append_when_ready(server.url, unique_name, [Event("E", a, 1, {"n": 1}) for a in actors], **store_args)
+    tail = Proc(["events", "tail", "--json", "--stream", unique_name, "--namespace", "t", "--nats-url", server.url],
+                env={"AETHER_RECONNECT_REMINDER": "1"})
+    procs.append(tail)
+    out, err = Lines(tail.proc.stdout), Lines(tail.proc.stderr)
+    wait_for(lambda: err.count("following"), timeout=60)
+    await _append_when_ready(server.url, unique_name, [Event("E", a, 2, {"n": 2}) for a in actors], **store_args)
+    wait_for(lambda: len(out.lines) == len(actors), timeout=60)
+    server.kill_sync()
+    wait_for(lambda: err.count("connection to NATS lost"), timeout=60)
+    wait_for(lambda: err.count("still reconnecting to NATS"), timeout=60)
+    assert tail.proc.poll() is None  # no --timeout: it keeps trying
+    server.start_sync()  # the same port and store
+    wait_for(lambda: err.count("connection to NATS is back"), timeout=60)
+    await _append_when_ready(server.url, unique_name,
+                             [Event("E", a, v, {"n": v}) for a in actors for v in (3, 4)], **store_args)
+    wait_for(lambda: len(out.lines) >= 3 * len(actors), timeout=60)
+    assert tail.stop() == 0  # SIGTERM
+    out.join()
+    got = sorted((json.loads(line)["actor_id"], json.loads(line)["version"]) for line in out.lines)
+    assert got == sorted((a, v) for a in actors for v in (2, 3, 4))  # each once, none skipped
+    assert err.count("connection to NATS lost") == 1 and err.count("connection to NATS is back") == 1
+    assert "Traceback" not in "".join(err.lines)
+
+
+async def test_events_tail_timeout_ending_while_disconnected_exits_1(
+        nats_server_factory: Callable[..., NatsServer], unique_name: str, procs: list[Proc]) -> None:
+    server = nats_server_factory()
+    await _append_when_ready(server.url, unique_name, [Event("E", "acc", 1)])
+    tail = Proc(["events", "tail", "--stream", unique_name, "--nats-url", server.url, "--timeout", "8"])
+    procs.append(tail)
+    err = Lines(tail.proc.stderr)
+    wait_for(lambda: err.count("following"), timeout=60)
+    server.kill_sync()
+    assert tail.proc.wait(60) == 1
+    wait_for(lambda: err.count("--timeout ended while the connection to NATS was lost"), timeout=10)
+    assert err.count("connection to NATS lost") == 1
+
+
+async def test_node_says_when_the_connection_is_lost_and_back(
+        nats_server_factory: Callable[..., NatsServer], unique_name: str, procs: list[Proc]) -> None:
+    server = nats_server_factory()
+    node = Proc(["node", "--node-id", "n1", "--cluster", unique_name[:40], "--stream", unique_name, "--json",
+                 "--no-metrics", "--nats-url", server.url], env={"AETHER_RECONNECT_REMINDER": "1"})
+    procs.append(node)
+    out, err = Lines(node.proc.stdout), Lines(node.proc.stderr)
+    wait_for(lambda: any('"ready"' in line for line in out.lines), timeout=90)
+    server.kill_sync()
+    wait_for(lambda: err.count("node n1: connection to NATS lost"), timeout=60)
+    wait_for(lambda: err.count("node n1: still reconnecting to NATS"), timeout=60)
+    assert node.proc.poll() is None
+    server.start_sync()
+    wait_for(lambda: err.count("node n1: connection to NATS is back"), timeout=60)
+    assert node.stop() == 0  # SIGTERM
+    assert any('"stopped"' in line for line in out.lines)
+    assert err.count("connection to NATS lost") == 1 and err.count("connection to NATS is back") == 1
+    assert "Traceback" not in "".join(err.lines)
+
+
+async def test_dashboard_says_when_the_connection_is_lost_and_back(
+        nats_server_factory: Callable[..., NatsServer], procs: list[Proc]) -> None:
+    server = nats_server_factory()
+    dash = Proc(["dashboard", "--port", "0", "--no-scrape", "--nats-url", server.url],
+                env={"AETHER_RECONNECT_REMINDER": "1"})
+    procs.append(dash)
+    out, err = Lines(dash.proc.stdout), Lines(dash.proc.stderr)
+    wait_for(lambda: any("aether dashboard of cluster" in line for line in out.lines), timeout=90)
+    server.kill_sync()
+    wait_for(lambda: err.count("dashboard: connection to NATS lost"), timeout=60)
+    wait_for(lambda: err.count("dashboard: still reconnecting to NATS"), timeout=60)
+    assert dash.proc.poll() is None
+    server.start_sync()
+    wait_for(lambda: err.count("dashboard: connection to NATS is back"), timeout=60)
+    assert dash.stop() == 0  # SIGTERM
+    assert err.count("connection to NATS lost") == 1 and err.count("connection to NATS is back") == 1
+
+
 def test_credentials_are_used_and_refusals_are_one_line(nats_server_factory: Callable[..., NatsServer]) -> None:
     server = nats_server_factory(extra_config="authorization { user: alice, password: s3cret }")
     wrong = run_cli("events", "stats", "--nats-url", server.url, "--user", "alice", "--password", "nope")

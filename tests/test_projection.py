@@ -453,6 +453,44 @@ async def test_exactly_one_runner_holds_the_lease_and_a_survivor_resumes(nc: Any
     assert len(total) == 150 and max(total.values()) == 1
 
 
+async def test_graceful_stop_hands_the_lease_over_at_once(nc: Any, unique_name: str) -> None:
+    """A standby hears the holder's key deletion through a KV watch: with a 60 s lease (the old
+    standby retried every TTL/4 = 15 s) the takeover after stop() comes within seconds."""
+    store = await make_store(nc, unique_name)
+    await populate_accounts(store, accounts=2, per_account=3)
+    options = ProjectionOptions(lease_ttl=60, checkpoint_interval=0.1, heartbeat=0.5,
+                                lease_bucket=f"leases-{unique_name}"[:60])
+    first = ProjectionRunner(nc, Projection("handover"), store, options=options, node_id="first")
+    second = ProjectionRunner(nc, Projection("handover"), store, options=options, node_id="second")
+    await first.start()
+    try:
+        await eventually(lambda: _is(first.is_active), what="the first runner to hold the lease")
+        await second.start()
+        lease = second._lease
+        assert lease is not None
+
+        async def standing_by() -> bool:
+            return lease.watching  # tried, failed, and now follows the key
+
+        await eventually(standing_by, what="the standby to watch the lease key")
+        assert not second.is_active
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        await first.stop()
+        await eventually(lambda: _is(second.is_active), timeout=60, what="the standby to take over")
+        took = loop.time() - stopped_at
+        assert took < 10, f"handover took {took:.1f}s"  # well before TTL/4 = 15 s; normally milliseconds
+        assert await second.holder() == "second"
+        await second.catch_up(timeout=60)
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
 async def test_prometheus_metrics_count_progress_failures_and_lag(nc: Any, unique_name: str) -> None:
     prometheus_client = pytest.importorskip("prometheus_client")
     from aether.metrics.projection import ProjectionMetrics

@@ -12,9 +12,11 @@ from aether import ActorSnapshot, Event
 from aether.errors import (
     AetherError,
     CorruptEventError,
+    DuplicateEventIdError,
     EventTooLargeError,
     InvalidInputError,
     InvalidNameError,
+    NatsConnectionError,
     StoreError,
     VersionConflictError,
 )
@@ -92,6 +94,54 @@ async def test_unencodable_event_is_input_error(nc: Any, unique_name: str) -> No
     with pytest.raises(InvalidInputError):
         await store.save_event(Event("E", "a", 1, {"x": object()}))
     assert await store.get_events("a") == []
+
+
+async def test_bad_input_is_refused_before_any_io(nats_url: str, unique_name: str) -> None:
+    """With the connection closed, any I/O would fail with a connection error: bad input must be
+    refused first, with its own InvalidInputError (the same as the in-memory store)."""
+    nc = await nats.connect(nats_url)
+    store = await JetStreamEventStore.create(nc, unique_name)
+    await store.save_event(Event("E", "known", 1))
+    await nc.close()
+    big = {"blob": "x" * 2_000_000}
+    cases: list[Any] = [
+        lambda: store.save_event(None), lambda: store.save_event({"version": 1}),  # type: ignore[arg-type]
+        lambda: store.save_events(None),  # type: ignore[arg-type]
+        lambda: store.save_events([Event("E", "a", 1), None]),  # type: ignore[list-item]
+        lambda: store.save_event(Event("E", "known", 2, big)),  # cached actor
+        lambda: store.save_event(Event("E", "unknown", 5, big)),  # would read its latest version first
+        lambda: store.save_events([Event("E", "unknown", 5), Event("E", "unknown", 6, big)]),
+        lambda: store.get_events(123), lambda: store.get_events("a", -1),  # type: ignore[arg-type]
+        lambda: store.get_latest_version(None), lambda: store.get_latest_snapshot(""),  # type: ignore[arg-type]
+        lambda: store.save_snapshot(Event("E", "a", 1)),  # type: ignore[arg-type]
+        lambda: store.save_snapshot(ActorSnapshot("a", 1, {"blob": big})),
+    ]
+    for call in cases:
+        with pytest.raises(InvalidInputError):
+            await call()
+
+
+async def test_create_refuses_what_is_not_a_client_and_bad_options(nc: Any, nats_url: str, unique_name: str) -> None:
+    bad: Any
+    for bad in (None, "nats://127.0.0.1:4222", nc.jetstream()):
+        with pytest.raises(InvalidInputError, match="nats-py client"):
+            await JetStreamEventStore.create(bad, unique_name)
+    with pytest.raises(InvalidInputError, match="option"):
+        await JetStreamEventStore.create(nc, unique_name, replica=3)  # a typo
+    with pytest.raises(InvalidInputError, match="either options= or"):
+        await JetStreamEventStore.create(nc, unique_name, options=JetStreamOptions(), replicas=1)
+    with pytest.raises(InvalidInputError, match="JetStreamOptions"):
+        await JetStreamEventStore.create(nc, unique_name, options={"replicas": 1})  # type: ignore[arg-type]
+    field: str
+    value: Any
+    for field, value in [("cache_size", "10"), ("timeout", "5"), ("replicas", 1.0), ("max_age", float("nan")),
+                         ("create_stream", 1), ("page_size", None), ("duplicate_window", -1)]:
+        with pytest.raises(InvalidInputError, match=field):
+            await JetStreamEventStore.create(nc, unique_name, **{field: value})
+    closed = await nats.connect(nats_url)
+    await closed.close()
+    with pytest.raises(NatsConnectionError, match="closed"):
+        await JetStreamEventStore.create(closed, unique_name)
 
 
 async def test_replay_after_snapshot_reads_only_the_tail(nc: Any, nats_url: str, unique_name: str) -> None:
@@ -217,9 +267,12 @@ async def test_reused_event_id_at_another_version_is_not_acknowledged(nc: Any, u
     store = await JetStreamEventStore.create(nc, unique_name)
     await store.save_event(Event("E", "x", 1, id="request-1"))
     await store.save_event(Event("E", "x", 2, id="request-2"))
-    with pytest.raises(VersionConflictError) as info:
+    with pytest.raises(DuplicateEventIdError) as info:
         await store.save_event(Event("E", "x", 3, id="request-1"))
-    assert info.value.current_version == 2
+    assert isinstance(info.value, VersionConflictError)
+    assert info.value.current_version == 2 and info.value.stored_version == 1
+    assert str(info.value) == ("event id 'request-1' is already used by version 1 of actor 'x': version 3 of "
+                               "actor 'x' was not stored (its current version is 2); give every new event a new id")
     await store.save_event(Event("E", "x", 3, id="request-3"))  # the cache still tells the truth
     assert [(e.version, e.id) for e in await store.get_events("x")] == [
         (1, "request-1"), (2, "request-2"), (3, "request-3")]

@@ -22,15 +22,23 @@ from nats.aio.msg import Msg
 from aether.errors import (
     AetherError,
     AetherTimeoutError,
+    InvalidInputError,
     PermissionDeniedError,
     StoreError,
     StoreUnavailableError,
 )
 
-__all__ = ["ApiError", "DenialListener", "JsApi", "PubAck", "refused_or", "translate_nats_error",
+__all__ = ["ApiError", "DenialListener", "JsApi", "PubAck", "check_client", "refused_or", "translate_nats_error",
            "watch_permission_denials"]
 
 T = TypeVar("T")
+
+
+def check_client(nc: object, who: str) -> None:
+    """Raise InvalidInputError unless ``nc`` is a nats-py client (checked before any I/O)."""
+    if not isinstance(nc, Client):
+        raise InvalidInputError(f"{who} needs a connected nats-py client (nats.aio.client.Client), got "
+                                f"{type(nc).__name__}")
 
 
 class ApiError(msgspec.Struct):

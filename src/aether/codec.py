@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from aether.errors import CorruptEventError, InvalidInputError
-from aether.event import ActorSnapshot, Event
+from aether.event import ActorSnapshot, Event, decode_trusted
 
 __all__ = [
     "EVENT_FORMAT_V1",
@@ -41,12 +41,16 @@ class SnapshotRecord(msgspec.Struct, frozen=True):
     sequence: int = 0
 
     def to_snapshot(self) -> ActorSnapshot:
+        """The stored snapshot (as stored: not checked again, see :func:`~aether.event.decode_trusted`)."""
+        return decode_trusted(self._build, None)
+
+    def _build(self, _: None) -> ActorSnapshot:
         return ActorSnapshot(self.actor_id, self.version, self.state, self.timestamp)
 
 
 _encoder = msgspec.msgpack.Encoder()
 _encode = _encoder.encode
-_event_decoder = msgspec.msgpack.Decoder(Event)
+_decode_event_body = msgspec.msgpack.Decoder(Event).decode
 _snapshot_decoder = msgspec.msgpack.Decoder(SnapshotRecord)
 _MSGSPEC_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 _SLICE_LIMIT = 16 * 1024
@@ -75,7 +79,7 @@ def decode_event(payload: bytes, *, stream: str | None = None, sequence: int | N
         try:
             # slicing small bytes is faster than a memoryview (msgspec); large ones are not copied
             body = payload[2:] if len(payload) <= _SLICE_LIMIT else memoryview(payload)[2:]
-            event = _event_decoder.decode(body)
+            event = decode_trusted(_decode_event_body, body)
         except _MSGSPEC_ERRORS as exc:
             raise CorruptEventError(f"undecodable event body: {exc}", actor_id=actor_id, stream=stream,
                                     sequence=sequence) from None

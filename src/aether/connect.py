@@ -14,6 +14,11 @@ and raises:
 * :class:`~aether.errors.InvalidInputError`: bad options (a missing TLS or credentials file,
   a password without a user, …).
 
+TLS is never downgraded: when it is asked for (a ``tls://`` URL, ``tls_ca``, ``tls_cert``), a
+server that does not offer TLS is refused before anything (credentials included) is sent to it,
+on the first connection (:class:`~aether.errors.NatsConnectionError` at once) and on every
+reconnection (the client keeps looking for a server that speaks TLS).
+
 Once connected, the client reconnects by itself (``max_reconnect_attempts=-1``: forever).
 """
 
@@ -85,6 +90,37 @@ def _tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLCo
     return context
 
 
+class _PlaintextServerError(nats.errors.Error):
+    """A server answered without TLS although TLS was asked for (raised inside nats-py's connect)."""
+
+    def __str__(self) -> str:
+        return "the server does not offer TLS, and TLS was asked for (refusing a plaintext connection)"
+
+
+class _TlsOnlyClient(Client):
+    """A nats-py client that upgrades every connection to TLS or drops it.
+
+    nats-py upgrades only when the server's INFO says ``tls_required``: against a plaintext server
+    a ``tls://`` URL or a TLS context silently gives a plaintext connection, and the CONNECT
+    (with credentials) goes out in the clear. Here the INFO is checked before that: a server that
+    offers TLS (``tls_available``) is upgraded; one that does not is an error, so nats-py moves on
+    to the next server (or, on the first connection, :func:`connect` fails at once).
+    """
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        if initial_connection and not info.get("tls_required"):
+            if not info.get("tls_available"):
+                if self._transport is not None:
+                    self._transport.close()  # type: ignore[no-untyped-call]  # nats-py leaves it open on a failed reconnect
+                raise _PlaintextServerError()
+            info["tls_required"] = True  # the server allows TLS: nats-py upgrades on this flag
+        await super()._process_info(info, initial_connection)
+
+
+def _tls_requested(servers: Sequence[str], tls: ssl.SSLContext | None) -> bool:
+    return tls is not None or any(server.lower().startswith("tls://") for server in servers)
+
+
 def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "no answer"
@@ -145,13 +181,15 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
     seed_file = _file("nkey seed", nkey_seed)
     tls = _tls_context(_file("TLS CA", tls_ca), _file("TLS certificate", tls_cert), _file("TLS key", tls_key))
 
-    auth_failed = asyncio.Event()
+    give_up = asyncio.Event()
     last_error: list[BaseException] = []
 
     async def on_error(exc: Exception) -> None:
         last_error[:] = [exc]
         if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower():
-            auth_failed.set()
+            give_up.set()
+        if isinstance(exc, _PlaintextServerError) and not nc.is_connected:
+            give_up.set()  # as final as refused credentials
         if error_cb is not None:
             await error_cb(exc)
         else:
@@ -171,9 +209,9 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
                 "closed_cb": closed_cb}
     kwargs.update({k: v for k, v in optional.items() if v is not None})
 
-    nc = Client()
+    nc = _TlsOnlyClient() if _tls_requested(servers, tls) else Client()
     task = asyncio.ensure_future(nc.connect(**kwargs))
-    waiter = asyncio.ensure_future(auth_failed.wait())
+    waiter = asyncio.ensure_future(give_up.wait())
     try:
         done, _ = await asyncio.wait({task, waiter}, timeout=connect_timeout, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
@@ -197,7 +235,10 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
         await close(nc)
     if failure is None and last_error:
         failure = last_error[0]
-    if auth_failed.is_set() or isinstance(failure, nats.errors.AuthorizationError):
+    if isinstance(failure, _PlaintextServerError):
+        raise NatsConnectionError(f"NATS at {where} does not offer TLS, and TLS was asked for "
+                                  "(tls:// URL or TLS CA/certificate): refusing a plaintext connection")
+    if give_up.is_set() or isinstance(failure, nats.errors.AuthorizationError):
         raise PermissionDeniedError(f"NATS at {where} refused the credentials (authorization violation)")
     if isinstance(failure, ImportError):
         raise InvalidInputError(f"credentials need the 'nkeys' package: pip install nkeys ({failure})")

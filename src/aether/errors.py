@@ -5,6 +5,7 @@ translated at the boundary (the original is kept as ``__cause__``)::
 
     AetherError
     ├── VersionConflictError        append with a version that is not latest+1
+    │   ├── DuplicateEventIdError    the event's id is already used by another stored event
     │   └── ConflictRetriesExhaustedError  (aether.aggregate) a command kept conflicting
     ├── AggregateError              (aether.aggregate) UnknownEventError, EventSchemaError
     ├── InvalidInputError (+ValueError)
@@ -35,6 +36,7 @@ __all__ = [
     "BusClosedError",
     "ClusterError",
     "CorruptEventError",
+    "DuplicateEventIdError",
     "EventTooLargeError",
     "FencedError",
     "InvalidBatchError",
@@ -77,6 +79,39 @@ class VersionConflictError(AetherError):
 
     def __reduce__(self) -> tuple[type[VersionConflictError], tuple[str, int, int]]:
         return (type(self), (self.actor_id, self.attempted_version, self.current_version))
+
+
+class DuplicateEventIdError(VersionConflictError):
+    """An append carried the id of an event that is already stored at another version or actor.
+
+    Event ids make retries idempotent: the server de-duplicates them (within the stream's
+    duplicate window), so an event that reuses a stored event's id is not stored. Build every new
+    event with a new id (the default). Still a :class:`VersionConflictError` (the append did not
+    happen), with the actor's real ``current_version``.
+
+    Attributes:
+        event_id: the reused id ("" when the store cannot tell which id of a batch it was).
+        stored_actor_id, stored_version: where the id is stored ("" / 0 when unknown).
+    """
+
+    def __init__(self, actor_id: str, attempted_version: int, current_version: int, event_id: str = "",
+                 stored_actor_id: str = "", stored_version: int = 0) -> None:
+        self.event_id = event_id
+        self.stored_actor_id = stored_actor_id
+        self.stored_version = stored_version
+        super().__init__(actor_id, attempted_version, current_version)
+        if event_id:
+            where = (f"version {stored_version} of actor {stored_actor_id!r}" if stored_version
+                     else "an event stored earlier")
+            what = f"event id {event_id!r} is already used by {where}"
+        else:
+            what = "an event id of the batch is already used by an event stored earlier"
+        self.args = (f"{what}: version {attempted_version} of actor {actor_id!r} was not stored "
+                     f"(its current version is {current_version}); give every new event a new id",)
+
+    def __reduce__(self) -> tuple[type[VersionConflictError], tuple[str, int, int, str, str, int]]:  # type: ignore[override]
+        return (type(self), (self.actor_id, self.attempted_version, self.current_version, self.event_id,
+                             self.stored_actor_id, self.stored_version))
 
 
 class InvalidInputError(AetherError, ValueError):

@@ -111,6 +111,11 @@ def validate_actor_id(actor_id: object) -> str:
         raise InvalidNameError(
             f"actor id is {len(actor_id)} characters long; the maximum is {MAX_ACTOR_ID_LENGTH}"
         )
+    if not actor_id.isascii():
+        try:
+            actor_id.encode()
+        except UnicodeEncodeError:
+            raise InvalidNameError(f"actor id {actor_id!r} holds a lone surrogate (not UTF-8 encodable)") from None
     return actor_id
 
 

@@ -30,6 +30,9 @@ SCHEMA_KEY = "aether.schema"
 
 P = TypeVar("P", bound="EventPayload")
 
+_msgpack_encode = msgspec.msgpack.encode
+_msgpack_decode = msgspec.msgpack.decode
+
 
 class EventPayload(msgspec.Struct, frozen=True, kw_only=True):
     """Base of typed event payloads (frozen, keyword-only msgspec Structs).
@@ -70,14 +73,18 @@ def schema_version_of(metadata: dict[str, str]) -> int:
 
 
 def encode_payload(payload: EventPayload) -> dict[str, Any]:
-    """The payload as JSON-compatible ``data`` (datetimes become ISO strings, Structs dicts).
+    """The payload as ``data`` of JSON values (see :mod:`aether.event`): datetimes, UUIDs and
+    decimals become strings, bytes base64 strings, Structs dicts, tuples and sets lists (the
+    payload's annotations turn them back on decode).
 
     Raises:
-        InvalidInputError: the payload holds a value that cannot be encoded.
+        InvalidInputError: the payload holds a value that cannot be encoded (or, when the event is
+            built, one that is no JSON value: NaN, infinities).
     """
     try:
-        data = msgspec.to_builtins(payload)
-    except (TypeError, ValueError) as exc:
+        # to_builtins keeps tuples; a MessagePack round trip (in C) makes them lists like JSON would
+        data = _msgpack_decode(_msgpack_encode(msgspec.to_builtins(payload)))
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInputError(f"{type(payload).__name__} cannot be encoded: {exc}") from exc
     assert isinstance(data, dict)
     return data

@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
-from aether._nats import watch_permission_denials
+from aether._nats import check_client, watch_permission_denials
 from aether.codec import decode_event, encode_event
 from aether.errors import (
     AetherError,
@@ -239,6 +239,7 @@ class NATSEventBus:
     def __init__(self, nc: Client, *, subject_prefix: str = DEFAULT_SUBJECT_PREFIX,
                  buffer_size: int = DEFAULT_BUFFER_SIZE, timeout: float = 5.0,
                  metrics: BusMetricsHook | None = None) -> None:
+        check_client(nc, "NATSEventBus")
         from aether.errors import InvalidInputError
 
         self._prefix = check_bus_prefix(subject_prefix)
@@ -281,6 +282,7 @@ class NATSEventBus:
             NatsConnectionError: the client is closed.
             InvalidNameError / InvalidInputError: invalid arguments.
         """
+        check_client(nc, "NATSEventBus.create")
         if nc.is_closed:
             raise NatsConnectionError("NATSEventBus.create: the NATS connection is closed")
         return cls(nc, subject_prefix=subject_prefix, buffer_size=buffer_size, timeout=timeout, metrics=metrics)

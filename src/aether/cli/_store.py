@@ -10,6 +10,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
+from aether.cli._status import ConnectionStatus
 from aether.connect import ConnectOptions, close
 from aether.errors import StoreError
 from aether.names import decode_token, stream_name, validate_namespace, validate_stream_base
@@ -35,12 +36,17 @@ class StreamRef:
 
 
 @contextlib.asynccontextmanager
-async def connected(options: ConnectOptions) -> AsyncIterator[Client]:
-    """A connection closed on exit (errors: as :func:`aether.connect.connect`)."""
-    nc = await options.connect()
+async def connected(options: ConnectOptions, status: ConnectionStatus | None = None) -> AsyncIterator[Client]:
+    """A connection closed on exit (errors: as :func:`aether.connect.connect`); ``status`` reports
+    when it is lost and back (long-running commands)."""
+    nc = await options.connect(**(status.callbacks() if status is not None else {}))
+    if status is not None:
+        status.nc = nc
     try:
         yield nc
     finally:
+        if status is not None:
+            status.close()
         with contextlib.suppress(Exception):
             await close(nc)
 

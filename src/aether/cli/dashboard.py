@@ -7,8 +7,10 @@ import signal
 import sys
 
 import click
+from rich.console import Console
 
 from aether.cli._common import connection_options, fail, run
+from aether.cli._status import ConnectionStatus
 from aether.cli._store import connected
 from aether.connect import ConnectOptions
 
@@ -55,7 +57,8 @@ async def _serve(cluster_name: str, host: str, port: int, interval: float, check
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with connected(connect) as nc:
+    status = ConnectionStatus(Console(stderr=True), "dashboard")
+    async with connected(connect, status) as nc:
         server = DashboardServer(nc, cluster_name, host=host, port=port, interval=interval,
                                  checkpoint_bucket=checkpoint_bucket, scrape_metrics=scrape)
         try:

@@ -11,11 +11,12 @@ from typing import Any
 
 import click
 import msgspec
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
 from rich.table import Table
 
 from aether.cli._common import connection_options, emit_json, fail, out_console, run, store_options
+from aether.cli._status import ConnectionStatus
 from aether.cli._store import StreamRef, connected, list_streams, matches_namespace, open_store, subject_counts
 from aether.codec import decode_event
 from aether.connect import ConnectOptions
@@ -281,11 +282,12 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
     wildcard = namespace is not None and any(t in ("*", ">") for t in namespace.split("."))
     exact_actor = pattern if not (_GLOB & set(pattern)) else None
     loop = asyncio.get_running_loop()
+    status = ConnectionStatus(console, "events tail")
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, done.set)
     try:
-        async with connected(connect) as nc:
+        async with connected(connect, status) as nc:
             if wildcard:
                 assert namespace is not None
                 refs = [r for r in await list_streams(nc, stream) if matches_namespace(namespace, r.namespace)]
@@ -296,22 +298,8 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
                 store = await open_store(nc, stream, ns)  # fails clearly when the stream is missing
                 await store.aclose()
                 refs = [StreamRef(store.stream, ns, store.streams if store.partitions > 1 else ())]
-            js = nc.jetstream()
-            subs = []
-            for ref in refs:
-                token = encode_token(exact_actor) if exact_actor is not None else "*"
-
-                async def deliver(msg: Any, ref: StreamRef = ref) -> None:
-                    with contextlib.suppress(asyncio.QueueFull):
-                        queue.put_nowait((ref, msg))
-
-                for name in ref.streams:  # every partition of a partitioned namespace
-                    try:
-                        subs.append(await js.subscribe(
-                            f"{_PREFIX}.{name}.e.{token}", stream=name, cb=deliver, ordered_consumer=True,
-                            deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.NEW))
-                    except Exception as exc:
-                        raise StoreError(f"cannot follow stream {name!r}: {exc}") from exc
+            follower = _Follower(nc, refs, exact_actor, queue)
+            await follower.start(from_start)
             names = ", ".join(r.stream for r in refs)
             console.print(f"following {names} (actors: {pattern!r}); Ctrl-C to stop", style="dim")
             deadline = None if timeout is None else loop.time() + timeout
@@ -320,11 +308,17 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
                     remaining = None if deadline is None else deadline - loop.time()
                     if remaining is not None and remaining <= 0:
                         break
+                    if status.back.is_set():  # reconnected: consumers may be gone (server restart)
+                        status.back.clear()
+                        if not await follower.resume(console, done):
+                            continue
                     getter = asyncio.ensure_future(queue.get())
                     stopper = asyncio.ensure_future(done.wait())
-                    finished, _ = await asyncio.wait({getter, stopper}, timeout=remaining,
+                    reconnected = asyncio.ensure_future(status.back.wait())
+                    finished, _ = await asyncio.wait({getter, stopper, reconnected}, timeout=remaining,
                                                      return_when=asyncio.FIRST_COMPLETED)
                     stopper.cancel()
+                    reconnected.cancel()
                     if getter not in finished:
                         getter.cancel()
                         continue
@@ -337,14 +331,88 @@ async def _tail(pattern: str, from_start: bool, count: int | None, timeout: floa
                     if count is not None and seen >= count:
                         break
             finally:
-                for sub in subs:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                await follower.stop()
+            lost = status.lost
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
     console.print(f"{seen} events", style="dim")
+    if lost and not done.is_set():
+        fail(f"--timeout ended while the connection to NATS was lost ({seen} events shown)")
+
+
+class _Follower:
+    """Ordered consumers on the followed streams (every partition of a partitioned namespace),
+    resumed right after the last event received when the connection comes back (the server may
+    have restarted and forgotten them)."""
+
+    def __init__(self, nc: Any, refs: list[StreamRef], exact_actor: str | None,
+                 queue: asyncio.Queue[tuple[StreamRef, Any]]) -> None:
+        self._js = nc.jetstream()
+        self._targets = [(ref, name) for ref in refs for name in ref.streams]
+        self._token = encode_token(exact_actor) if exact_actor is not None else "*"
+        self._queue = queue
+        self._next: dict[str, int] = {}  # per stream: the sequence to resume at (0: from the start)
+        self._subs: dict[str, Any] = {}
+
+    async def start(self, from_start: bool) -> None:
+        for ref, name in self._targets:
+            if from_start:
+                self._next[name] = 0
+            else:
+                try:
+                    info = await self._js.stream_info(name)
+                except Exception as exc:
+                    raise StoreError(f"cannot follow stream {name!r}: {exc}") from exc
+                self._next[name] = info.state.last_seq + 1
+            await self._subscribe(ref, name)
+
+    async def _subscribe(self, ref: StreamRef, name: str) -> None:
+        start = self._next[name]
+        policy: dict[str, Any] = ({"deliver_policy": DeliverPolicy.ALL} if not start else
+                                  {"config": ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                                            opt_start_seq=start)})
+
+        async def deliver(msg: Any) -> None:
+            try:
+                self._queue.put_nowait((ref, msg))
+            except asyncio.QueueFull:
+                return
+            with contextlib.suppress(Exception):
+                self._next[name] = msg.metadata.sequence.stream + 1
+
+        try:
+            self._subs[name] = await self._js.subscribe(
+                f"{_PREFIX}.{name}.e.{self._token}", stream=name, cb=deliver, ordered_consumer=True, **policy)
+        except Exception as exc:
+            raise StoreError(f"cannot follow stream {name!r}: {exc}") from exc
+
+    async def resume(self, console: Console, done: asyncio.Event) -> bool:
+        """Recreate the consumers after a reconnection; ``False`` when stopped meanwhile."""
+        await self.stop()
+        for ref, name in self._targets:
+            said = False
+            while not done.is_set():
+                try:
+                    await self._subscribe(ref, name)
+                    break
+                except StoreError as exc:  # e.g. JetStream not ready yet after a server restart
+                    if not said:
+                        console.print(f"aether: events tail: cannot resume following {name!r} yet "
+                                      f"({exc}); retrying", style="yellow", highlight=False, soft_wrap=True)
+                        said = True
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), 1.0)
+            if done.is_set():
+                return False
+        return True
+
+    async def stop(self) -> None:
+        subs, self._subs = self._subs, {}
+        for sub in subs.values():
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 def _decode(ref: StreamRef, msg: Any) -> Event | None:

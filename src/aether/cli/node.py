@@ -34,6 +34,7 @@ from nats.aio.client import Client
 from rich.console import Console
 
 from aether.cli._common import DEFAULT_STREAM, connection_options, emit_json, fail, run
+from aether.cli._status import ConnectionStatus
 from aether.cluster import ClusterManager, ClusterOptions
 from aether.connect import ConnectOptions, close
 from aether.errors import AetherError, AetherTimeoutError, InvalidInputError, MetricsUnavailableError
@@ -168,7 +169,9 @@ async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str
             server = start_metrics_server(metrics[1], host=metrics[0])
         except MetricsUnavailableError as exc:
             console.print(f"metrics disabled: {exc}", style="yellow")
-    nc = await connect.connect(name=f"aether-node-{node_id}")
+    status = ConnectionStatus(console, f"node {node_id}")
+    nc = await connect.connect(name=f"aether-node-{node_id}", **status.callbacks())
+    status.nc = nc
     manager: ClusterManager | None = None
     store: JetStreamEventStore | None = None
     context: NodeContext | None = None
@@ -221,6 +224,7 @@ async def _run_node(node_id: str, cluster_name: str, stream: str, namespace: str
                 console.print(f"node {node_id}: cleanup failed: {exc}", style="yellow")
         if store is not None:
             await store.aclose()
+        status.close()
         with contextlib.suppress(Exception):
             await close(nc)
         if server is not None:

@@ -13,6 +13,7 @@ import contextlib
 from nats.aio.client import Client
 
 from aether import tracing as _tracing
+from aether._nats import check_client
 from aether.cluster._kv import ClusterBucket, validate_cluster_name
 from aether.cluster._routing import MapWatcher, Requester, Router
 from aether.cluster.types import ShardMap
@@ -38,6 +39,7 @@ class ClusterClient:
 
     def __init__(self, nc: Client, *, cluster: str = "default", request_timeout: float = 5.0,
                  check_interval: float = 0.25, subject_prefix: str = "_aether") -> None:
+        check_client(nc, "ClusterClient")
         validate_cluster_name(cluster)
         validate_subject_prefix(subject_prefix)
         if request_timeout <= 0 or check_interval <= 0:

@@ -38,7 +38,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether.cluster._kv import ClusterBucket, KvConflict, KvEntry
 from aether.cluster._lag import lag_tracker, suspicion_grace
 from aether.cluster._notify import Listener, Listeners, logger, spawn
@@ -113,6 +113,7 @@ class NodeDiscovery:
                  check_interval: float | None = None, liveness_margin: float = 0.25, replicas: int = 1,
                  storage: str = "file", load_provider: Callable[[], NodeLoad] | None = None,
                  observer: ClusterObserver | None = None) -> None:
+        check_client(nc, "NodeDiscovery")
         if not isinstance(node_info, NodeInfo) or not node_info.id:
             raise InvalidInputError("node_info must be a NodeInfo with a non-empty id")
         if heartbeat_interval <= 0 or liveness_margin < 0:

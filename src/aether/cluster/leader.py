@@ -42,7 +42,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether.cluster._kv import ClusterBucket, KvConflict
 from aether.cluster._lag import lag_tracker, suspicion_grace
 from aether.cluster._notify import Listener, Listeners, logger, spawn
@@ -111,6 +111,7 @@ class LeaderElection:
     def __init__(self, nc: Client, *, cluster: str = "default", node_id: str, lease_ttl: float = 2.0,
                  renew_interval: float = 0.5, step_down_margin: float = 0.25, check_interval: float = 0.25,
                  replicas: int = 1, storage: str = "file", observer: ClusterObserver | None = None) -> None:
+        check_client(nc, "LeaderElection")
         if not isinstance(node_id, str) or not node_id:
             raise InvalidInputError("node_id must be a non-empty str")
         if renew_interval <= 0 or check_interval <= 0 or step_down_margin < 0:

@@ -36,7 +36,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether.cluster._kv import ClusterBucket, KvConflict, validate_cluster_name
 from aether.cluster._notify import Listener, Listeners, logger
 from aether.cluster._routing import (
@@ -106,6 +106,7 @@ class ClusterManager:
                  metadata: Mapping[str, str] | None = None, weight: int = 1, handler: RequestHandler | None = None,
                  options: ClusterOptions | None = None, observer: ClusterObserver | None = None,
                  **option_fields: Any) -> None:
+        check_client(nc, "ClusterManager")
         if option_fields:
             if options is not None:
                 raise TypeError("pass either options= or option keyword arguments, not both")

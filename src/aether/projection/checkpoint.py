@@ -9,7 +9,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether.errors import CorruptEventError, StoreError
 from aether.event import utc_now
 from aether.names import encode_token
@@ -58,6 +58,7 @@ class CheckpointStore:
     """
 
     def __init__(self, nc: Client, bucket: str = "aether-projections", *, replicas: int = 1) -> None:
+        check_client(nc, "CheckpointStore")
         self._nc = nc
         self.bucket = bucket
         self._replicas = replicas

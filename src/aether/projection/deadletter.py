@@ -15,7 +15,7 @@ from datetime import datetime
 import msgspec
 from nats.aio.client import Client
 
-from aether._nats import ERR_STREAM_NAME_IN_USE, ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi, api_error
+from aether._nats import ERR_STREAM_NAME_IN_USE, ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi, api_error, check_client
 from aether.codec import decode_event
 from aether.errors import StoreError
 from aether.event import Event, utc_now
@@ -91,6 +91,7 @@ class DeadLetterQueue:
 
     def __init__(self, nc: Client, source: EventSource, *, stream: str | None = None, replicas: int = 1,
                  api: JsApi | None = None) -> None:
+        check_client(nc, "DeadLetterQueue")
         self._own_api = api is None
         self._api = api if api is not None else JsApi(nc)
         self.source = source

@@ -7,22 +7,32 @@ TTL. The holder keeps a *local* deadline, measured from before it sent the acqui
 renewing write; the server's expiry is always later, so a holder that cannot renew stops
 acting before anyone else can acquire. The revision that acquired the lease is the fencing
 token (:attr:`ProjectionLease.term`); it increases with every new holder.
+
+A standby (:meth:`ProjectionLease.wait_for_turn`) follows the key with a KV watch: a graceful
+``release()`` deletes the key and the standby tries at once; otherwise it tries when the last
+write it saw is a TTL old (when the server expires the key of a holder that died) and then every
+:attr:`~ProjectionLease.retry_interval`. So failover after a crash takes at most the TTL plus one
+retry interval after the holder's last renewal. Without a watch (e.g. the NATS user may not create
+consumers on the lease bucket) it polls every retry interval: the same bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from aether._nats import translate_nats_error
+from aether._nats import check_client, translate_nats_error
 from aether.errors import AetherError, InvalidInputError, StoreError
 from aether.projection._kv import guarded, open_bucket
 
 __all__ = ["ProjectionLease"]
+
+log = logging.getLogger("aether.projection")
 
 
 class ProjectionLease:
@@ -38,6 +48,7 @@ class ProjectionLease:
     """
 
     def __init__(self, nc: Client, *, bucket: str, key: str, node_id: str, ttl: int, replicas: int = 1) -> None:
+        check_client(nc, "ProjectionLease")
         if not node_id:
             raise InvalidInputError("node_id must not be empty")
         self._nc = nc
@@ -50,6 +61,21 @@ class ProjectionLease:
         self._revision = 0
         self.term = 0
         self.deadline = 0.0
+        self._watch_task: asyncio.Task[None] | None = None
+        self._watch_failed = False
+        self._freed = asyncio.Event()  # set when the key is seen deleted
+        self._last_write: float | None = None  # loop time at which the last stored write was seen
+
+    @property
+    def watching(self) -> bool:
+        """Whether a KV watch follows the key (a standby that could not create one polls)."""
+        return self._watch_task is not None and not self._watch_task.done()
+
+    @property
+    def retry_interval(self) -> float:
+        """Seconds between acquisition attempts once the lease may have expired: a tenth of the
+        TTL, between 0.2 s and 1 s. Failover after a crash takes at most ``ttl + retry_interval``."""
+        return max(0.2, min(1.0, self.ttl / 10))
 
     async def open(self) -> None:
         """Open or create the bucket.
@@ -90,6 +116,7 @@ class ProjectionLease:
         """
         loop = asyncio.get_running_loop()
         sent = loop.time()
+        self._freed.clear()  # a deletion seen from now on means: try again
         try:
             revision = await guarded(self._nc, self.bucket, self._bucket().create(self.key, self.node_id.encode()))
         except nats.js.errors.KeyWrongLastSequenceError:
@@ -98,7 +125,70 @@ class ProjectionLease:
             raise translate_nats_error(exc, f"acquiring lease {self.key!r}") from exc
         self._revision = self.term = revision
         self.deadline = sent + self._safe_ttl()
+        await self._stop_watch()  # the holder needs no watch
         return True
+
+    async def wait_for_turn(self) -> None:
+        """After a failed :meth:`try_acquire`: wait until another attempt may succeed.
+
+        Returns at once when the holder deletes the key (graceful handover), else when the
+        holder's last write seen is :attr:`ttl` old (the server then expires the key), but never
+        later than :attr:`ttl` and never sooner than :attr:`retry_interval` (the holder still
+        renews, or the server has not expired the key yet). Never raises: without a watch it
+        sleeps one retry interval.
+        """
+        loop = asyncio.get_running_loop()
+        retry = self.retry_interval
+        if not await self._ensure_watch():
+            await asyncio.sleep(retry)
+            return
+        wait = retry
+        if self._last_write is not None:
+            wait = min(float(self.ttl), max(retry, self._last_write + self.ttl - loop.time()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._freed.wait(), wait)
+
+    async def _ensure_watch(self) -> bool:
+        if self._watch_task is not None and not self._watch_task.done():
+            return True
+        if self._watch_failed or self._kv is None:
+            return False
+        try:
+            watcher = await guarded(self._nc, self.bucket, self._kv.watch(self.key, include_history=False))
+        except Exception as exc:  # e.g. no permission to create a consumer on the bucket: poll instead
+            log.debug("lease %s: cannot watch the key, polling instead: %s", self.key, exc)
+            self._watch_failed = True
+            return False
+        self._last_write = None
+        self._watch_task = asyncio.get_running_loop().create_task(self._follow(watcher),
+                                                                  name=f"aether-lease-watch-{self.key}")
+        return True
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async for entry in watcher:
+                if entry is None:  # the initial value (if any) was delivered
+                    continue
+                if entry.operation in ("DEL", "PURGE"):
+                    self._last_write = None
+                    self._freed.set()
+                else:
+                    self._last_write = loop.time()
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _stop_watch(self) -> None:
+        task, self._watch_task = self._watch_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def close(self) -> None:
+        """Stop following the key (the lease itself is given up with :meth:`release`)."""
+        await self._stop_watch()
 
     async def renew(self) -> bool:
         """Extend the lease; ``False`` when it was lost (expired on the server or taken over).

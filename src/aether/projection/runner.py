@@ -14,7 +14,8 @@
   The position never moves past a message before it was handled or dead-lettered.
 * **Cluster**: with a ``node_id`` the runner only consumes while it holds the projection's
   lease (see :mod:`aether.projection.lease`); when the holder dies, another node acquires the
-  lease after at most the TTL and resumes from the checkpoint.
+  lease at most the TTL plus one retry interval (TTL/10, 0.2-1 s) after the holder's last renewal
+  and resumes from the checkpoint; after a graceful ``stop()`` a standby takes over at once.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from aether import tracing as _tracing
-from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
+from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi, check_client
 from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, InvalidInputError, StoreError
 from aether.event import Event
 from aether.names import encode_token
@@ -138,6 +139,7 @@ class ProjectionRunner:
     def __init__(self, nc: Client, projection: Projection, source: EventSource | JetStreamEventStore, *,
                  options: ProjectionOptions | None = None, observer: ProjectionObserver | None = None,
                  node_id: str | None = None) -> None:
+        check_client(nc, "ProjectionRunner")
         if node_id is not None and (not isinstance(node_id, str) or not node_id):
             raise InvalidInputError("node_id must be a non-empty str or None")
         self.projection = projection
@@ -296,6 +298,7 @@ class ProjectionRunner:
                 await self._deactivate(graceful=True)
             if self._lease is not None:
                 await self._lease.release()
+                await self._lease.close()
             if self._checkpoint_task is not None:
                 self._checkpoint_task.cancel()
                 await asyncio.wait({self._checkpoint_task})
@@ -811,7 +814,7 @@ class ProjectionRunner:
                     log.debug("projection %s: acquiring the lease failed: %s", self.name, exc)
                     acquired = False
                 if not acquired:
-                    await asyncio.sleep(idle)
+                    await lease.wait_for_turn()  # at once when the holder releases it
                     continue
                 try:
                     async with asyncio.timeout_at(lease.deadline):

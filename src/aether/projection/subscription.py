@@ -9,7 +9,7 @@ from types import TracebackType
 
 from nats.aio.client import Client
 
-from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
+from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi, check_client
 from aether.errors import InvalidInputError, StoreError
 from aether.names import encode_token
 from aether.projection._consumer import FLOW_CONTROL, OrderedConsumer, head_sequence
@@ -58,6 +58,7 @@ class CatchUpSubscription:
     def __init__(self, nc: Client, source: EventSource, *, after: int | Sequence[int] = 0,
                  event_types: Iterable[str] | None = None, actor_prefix: str | None = None, heartbeat: float = 2.0,
                  timeout: float = 5.0) -> None:
+        check_client(nc, "CatchUpSubscription")
         self._merged: Merged | None = None
         if source.partitions > 1:
             positions = partition_positions(after, source.partitions)

@@ -39,14 +39,17 @@ from aether._nats import (
     JsApi,
     PubAck,
     api_error,
+    check_client,
 )
-from aether.codec import decode_event, decode_snapshot, encode_event, encode_snapshot
+from aether.codec import decode_event, decode_snapshot, encode_snapshot
 from aether.errors import (
     AetherError,
     AetherTimeoutError,
     CorruptEventError,
+    DuplicateEventIdError,
     EventTooLargeError,
     InvalidInputError,
+    NatsConnectionError,
     StoreError,
     StoreUnavailableError,
     VersionConflictError,
@@ -54,7 +57,14 @@ from aether.errors import (
 from aether.event import ActorSnapshot, Event
 from aether.names import decode_token, encode_token, stream_name, validate_actor_id
 from aether.store._trace import trace_from_env
-from aether.store._validation import check_batch, check_event, check_from_version
+from aether.store._validation import (
+    check_actor_id,
+    check_batch,
+    check_event,
+    check_from_version,
+    check_snapshot,
+    encode_within,
+)
 from aether.store.observer import StoreObserver
 from aether.store.options import JetStreamOptions
 from aether.store.partitioning import (
@@ -114,6 +124,7 @@ class JetStreamEventStore:
     def __init__(self, nc: Client, stream: str, *, namespace: str | None = None,
                  options: JetStreamOptions | None = None, observer: StoreObserver | None = None,
                  _partition: tuple[int, int] | None = None) -> None:
+        check_client(nc, "JetStreamEventStore")
         self.options = options or JetStreamOptions()
         self.namespace = namespace
         self.stream = stream_name(stream, namespace)
@@ -162,16 +173,26 @@ class JetStreamEventStore:
             observer: receives metrics (see :mod:`aether.metrics`).
 
         Raises:
+            InvalidInputError: ``nc`` is not a nats-py client, bad options (unknown or ill-typed).
             InvalidNameError: bad stream name or namespace.
-            InvalidInputError: bad options, or ``partitions`` differs from the count recorded
-                for the namespace (re-partitioning is not supported).
+            InvalidInputError: ``partitions`` differs from the count recorded for the namespace
+                (re-partitioning is not supported).
+            NatsConnectionError: ``nc`` is closed.
             StoreError: the stream cannot be created or is configured incompatibly.
             StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
         """
+        check_client(nc, "JetStreamEventStore.create")
+        if nc.is_closed:
+            raise NatsConnectionError("the nats-py client given to JetStreamEventStore.create is closed")
         if option_fields:
             if options is not None:
-                raise TypeError("pass either options= or option keyword arguments, not both")
-            options = JetStreamOptions(**option_fields)
+                raise InvalidInputError("pass either options= or option keyword arguments, not both")
+            try:
+                options = JetStreamOptions(**option_fields)
+            except TypeError as exc:
+                raise InvalidInputError(f"bad JetStreamEventStore option: {exc}") from None
+        elif options is not None and not isinstance(options, JetStreamOptions):
+            raise InvalidInputError(f"options must be a JetStreamOptions, got {type(options).__name__}")
         store = cls(nc, stream_name, namespace=namespace, options=options, observer=observer)
         await store._open()
         payload_limit = nc.max_payload - _HEADER_ALLOWANCE if nc.max_payload else store._max_event_size
@@ -435,6 +456,7 @@ class JetStreamEventStore:
         another event, and poison the cache.
         """
         found = await self._msg_get({"seq": seq}, f"checking a de-duplicated append of {event.actor_id!r}")
+        stored: Event | None = None
         if found is not None:
             stored = decode_event(found[1], stream=self.stream, sequence=seq, actor_id=event.actor_id)
             if self._trace is not None:
@@ -447,7 +469,10 @@ class JetStreamEventStore:
         latest = await self._fetch_latest(event.actor_id, subject)
         if self._observer is not None:
             self._observer.on_conflict(self._ns_label)
-        raise VersionConflictError(event.actor_id, event.version, latest.version)
+        # the server de-duplicated the id: it is used by another event (another version or actor)
+        raise DuplicateEventIdError(event.actor_id, event.version, latest.version, event.id,
+                                    stored.actor_id if stored is not None else "",
+                                    stored.version if stored is not None else 0)
 
     async def _already_stored(self, actor_id: str, subject: str, first: Event, last: Event,
                               expected_seq: int | None, latest: _Latest) -> bool:
@@ -484,7 +509,8 @@ class JetStreamEventStore:
 
         Raises:
             VersionConflictError: ``event.version`` is not the latest version + 1.
-            InvalidVersionError / InvalidNameError: bad version or actor id.
+            DuplicateEventIdError: the event's id is already used by another stored event.
+            InvalidInputError: not an Event; InvalidVersionError / InvalidNameError: bad version or actor id.
             EventTooLargeError: the encoded event exceeds the size limit.
             CorruptEventError: the actor's last stored message is not an Aether event.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
@@ -495,6 +521,7 @@ class JetStreamEventStore:
             return
         started = time.perf_counter()
         check_event(event)
+        payload = encode_within(event, self._max_event_size)  # bad input fails before any I/O
         actor_id = event.actor_id
         version = event.version
         entry = self._cache.get(actor_id)
@@ -521,9 +548,6 @@ class JetStreamEventStore:
                 if version != latest.version + 1:
                     await self._resolve_mismatch(event, event, subject, None, latest)
                     return
-        payload = encode_event(event)
-        if len(payload) > self._max_event_size:
-            raise EventTooLargeError(actor_id, len(payload), self._max_event_size)
         if self._trace is not None:
             self._note("append", actor=actor_id, version=version, id=event.id, expected_seq=expected_seq,
                        cached=None if entry is None else [entry.version, entry.seq])
@@ -566,6 +590,10 @@ class JetStreamEventStore:
             if code != ERR_BATCH_DUPLICATE_MSG_ID or latest.version + 1 != first.version:
                 await self._resolve_mismatch(first, last, subject, expected_seq, latest)
                 return
+            # the actor is where the batch expects it, yet an id was de-duplicated: a reused id
+            if self._observer is not None:
+                self._observer.on_conflict(self._ns_label)
+            raise DuplicateEventIdError(first.actor_id, first.version, latest.version)
         if ack.error.err_code == ERR_MESSAGE_TOO_LARGE:
             raise EventTooLargeError(first.actor_id, -1, self._max_event_size)
         raise api_error(ack.error, f"appending to {first.actor_id!r}")
@@ -576,7 +604,9 @@ class JetStreamEventStore:
 
         Raises:
             VersionConflictError: the first version is not latest + 1; nothing is stored.
-            InvalidBatchError: empty, mixed actors, or more than 1000 events.
+            DuplicateEventIdError: an event id is already used by another stored event; nothing is stored.
+            InvalidBatchError: not a sequence of Events, empty, mixed actors, an id twice, or more than
+                1000 events.
             InvalidVersionError / InvalidNameError / EventTooLargeError: bad input; nothing is stored.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
@@ -587,6 +617,8 @@ class JetStreamEventStore:
         if len(events) == 1:
             await self.save_event(events[0])
             return
+        limit = self._max_event_size
+        payloads = [encode_within(e, limit) for e in events]  # bad input fails before any I/O
         started = time.perf_counter()
         first, last = events[0], events[-1]
         actor_id = first.actor_id
@@ -603,9 +635,6 @@ class JetStreamEventStore:
             if first.version != latest.version + 1:
                 await self._resolve_mismatch(first, last, subject, None, latest)
                 return
-        payloads = [encode_event(e) for e in events]
-        for event, payload in zip(events, payloads, strict=True):
-            self._check_size(event.actor_id, payload)
         what = f"appending versions {first.version}..{last.version} of {actor_id!r}"
         ack: PubAck | None = None
         for attempt in range(self.options.publish_retries + 1):
@@ -664,6 +693,7 @@ class JetStreamEventStore:
             InvalidVersionError / InvalidNameError: bad arguments.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        check_actor_id(actor_id)
         check_from_version(from_version)
         if self._units:
             async for event in self._unit(actor_id).iter_events(actor_id, from_version):
@@ -795,6 +825,7 @@ class JetStreamEventStore:
         Raises:
             as :meth:`iter_events`.
         """
+        check_actor_id(actor_id)
         check_from_version(from_version)
         if self._units:
             return await _untraced(JetStreamEventStore.get_events)(self._unit(actor_id), actor_id, from_version)
@@ -815,6 +846,7 @@ class JetStreamEventStore:
             InvalidNameError: bad actor id.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        check_actor_id(actor_id)
         if self._units:
             return await _untraced(JetStreamEventStore.get_latest_version)(self._unit(actor_id), actor_id)
         latest = await self._fetch_latest(actor_id, self._subject(actor_id))
@@ -828,7 +860,7 @@ class JetStreamEventStore:
             InvalidVersionError / InvalidNameError / EventTooLargeError: bad input.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
-        check_event(snapshot)
+        check_snapshot(snapshot)
         if self._units:
             await self._unit(snapshot.actor_id).save_snapshot(snapshot)
             return
@@ -872,6 +904,7 @@ class JetStreamEventStore:
             CorruptEventError: the stored snapshot cannot be decoded.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
+        check_actor_id(actor_id)
         if self._units:
             return await self._unit(actor_id).get_latest_snapshot(actor_id)
         subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))

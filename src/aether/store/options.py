@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["JetStreamOptions"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "JetStreamOptions"]
+
+DEFAULT_MAX_EVENT_SIZE = 1024 * 1024 - 512
+"""The largest encoded event a store accepts by default: what a default nats-server (1 MiB
+``max_payload``) leaves after the headers Aether adds. Both stores use it, so they accept and
+refuse the same events; a JetStream store also stays below its server's ``max_payload``."""
 
 
 class _DefaultPartitions(int):
@@ -33,7 +38,8 @@ class JetStreamOptions:
         max_msgs: message limit of the stream (-1 = unlimited).
         duplicate_window: seconds the server remembers event ids for de-duplication.
         cache_size: number of actors whose latest version and sequence are cached.
-        max_event_size: largest encoded event accepted (capped by the server's max payload).
+        max_event_size: largest encoded event accepted (capped by the server's max payload;
+            default 1 MiB - 512 B, the same as InMemoryEventStore).
         page_size: events fetched per request when reading a history.
         timeout: seconds to wait for any single server reply.
         publish_retries: how often a publish that got no ack is re-sent (idempotently).
@@ -52,7 +58,7 @@ class JetStreamOptions:
     max_msgs: int = -1
     duplicate_window: float = 120.0
     cache_size: int = 100_000
-    max_event_size: int = 1024 * 1024
+    max_event_size: int = DEFAULT_MAX_EVENT_SIZE
     page_size: int = 1000
     timeout: float = 5.0
     publish_retries: int = 2
@@ -64,6 +70,19 @@ class JetStreamOptions:
         from aether.errors import InvalidInputError
         from aether.names import validate_subject_prefix
 
+        for name in ("replicas", "max_bytes", "max_msgs", "cache_size", "max_event_size", "page_size",
+                     "publish_retries"):
+            value = getattr(self, name)
+            if type(value) is not int:
+                raise InvalidInputError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        for name in ("max_age", "duplicate_window", "timeout"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or value != value:
+                raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
+        if type(self.create_stream) is not bool:
+            raise InvalidInputError(f"create_stream must be a bool, got {self.create_stream!r}")
+        if self.max_age < 0 or self.duplicate_window < 0:
+            raise InvalidInputError("max_age and duplicate_window must be >= 0")
         if self.replicas not in (1, 2, 3, 4, 5):
             raise InvalidInputError(f"replicas must be 1..5, got {self.replicas}")
         if self.storage not in ("file", "memory"):

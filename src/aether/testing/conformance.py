@@ -15,9 +15,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import pytest
 
 from aether.errors import (
+    AetherError,
+    DuplicateEventIdError,
+    EventTooLargeError,
     InvalidBatchError,
     InvalidInputError,
     InvalidNameError,
@@ -26,7 +30,23 @@ from aether.errors import (
 )
 from aether.event import ActorSnapshot, Event
 
-__all__ = ["NASTY_ACTOR_IDS", "EventStoreConformance", "append_with_retry"]
+__all__ = ["BAD_VALUES", "NASTY_ACTOR_IDS", "EventStoreConformance", "append_with_retry", "forged"]
+
+BAD_VALUES: list[Any] = [object(), {1, 2}, frozenset(), b"bytes", bytearray(b"x"), (1, 2), float("nan"),
+                         float("inf"), -float("inf"), 2**64, -(2**63) - 1, "\ud800", {1: "int key"},
+                         {"k": {None: 1}}, [1, [object()]], Ellipsis, 1j]
+"""Values that are not JSON values: ``Event(...)`` refuses each in ``data`` (and every store with it)."""
+
+_TOO_BIG = 2 * 1024 * 1024  # above the default limit of every store (1 MiB)
+
+
+def forged(event: Event, **fields: Any) -> Event:
+    """A copy of ``event`` with ``fields`` set *without* the checks of ``Event`` (as a buggy or
+    hostile caller could build one): for testing that stores check what they rely on."""
+    copy = msgspec.structs.replace(event)
+    for name, value in fields.items():
+        msgspec.structs.force_setattr(copy, name, value)
+    return copy
 
 NASTY_ACTOR_IDS = ["a.b", "a_b", "a-b", "*", ">", "a b", "über", "user@example.com", "a.*", "_2E", "x" * 200]
 
@@ -117,6 +137,122 @@ class EventStoreConformance:
         for bad in ["", "x" * 300]:
             with pytest.raises(InvalidNameError):
                 await store.save_event(Event("E", bad, 1))
+
+    # ---- bad input: refused alike by every store, before anything is stored ----------------
+    @pytest.mark.parametrize("bad", [None, {}, {"event_type": "E", "actor_id": "bi", "version": 1}, "event", 42,
+                                     ActorSnapshot("bi", 1, {})])
+    async def test_save_event_refuses_what_is_not_an_event(self, store: Any, bad: Any) -> None:
+        with pytest.raises(InvalidInputError, match=r"expected an aether\.Event"):
+            await store.save_event(bad)
+        assert await store.get_latest_version("bi") == 0
+
+    async def test_save_events_refuses_bad_batches(self, store: Any) -> None:
+        good = Event("E", "bb", 1)
+        for bad in (None, "abc", good, 7, {"a": good}, [good, {"version": 2}], [good, None],
+                    (good, Event("E", "bb", 2), "x")):
+            with pytest.raises(InvalidInputError):
+                await store.save_events(bad)
+        with pytest.raises(InvalidBatchError, match="same event id twice"):
+            await store.save_events([good, Event("E", "bb", 2, id=good.id)])
+        assert await store.get_events("bb") == []
+        await store.save_events((good, Event("E", "bb", 2)))  # a tuple is a sequence too
+        assert _versions(await store.get_events("bb")) == [1, 2]
+
+    @pytest.mark.parametrize("bad", [None, 123, b"a", ["a"], ""])
+    async def test_reads_refuse_bad_actor_ids(self, store: Any, bad: Any) -> None:
+        with pytest.raises(InvalidNameError):
+            await store.get_events(bad)
+        with pytest.raises(InvalidNameError):
+            [e async for e in store.iter_events(bad)]
+        with pytest.raises(InvalidNameError):
+            await store.get_latest_version(bad)
+        with pytest.raises(InvalidNameError):
+            await store.get_latest_snapshot(bad)
+
+    @pytest.mark.parametrize("bad", [-1, "1", 1.0, True, None])
+    async def test_reads_refuse_bad_from_version(self, store: Any, bad: Any) -> None:
+        with pytest.raises(InvalidVersionError):
+            await store.get_events("fv-bad", bad)
+        with pytest.raises(InvalidVersionError):
+            [e async for e in store.iter_events("fv-bad", bad)]
+
+    @pytest.mark.parametrize("bad", [None, {}, Event("E", "sb", 1), (("sb", 1, {}))])
+    async def test_save_snapshot_refuses_what_is_not_a_snapshot(self, store: Any, bad: Any) -> None:
+        with pytest.raises(InvalidInputError, match=r"expected an aether\.ActorSnapshot"):
+            await store.save_snapshot(bad)
+        assert await store.get_latest_snapshot("sb") is None
+
+    async def test_forged_versions_and_actor_ids_are_refused(self, store: Any) -> None:
+        base = Event("E", "forged", 1)
+        cases: list[tuple[dict[str, Any], type[Exception]]] = [
+            ({"version": 0}, InvalidVersionError), ({"version": True}, InvalidVersionError),
+            ({"version": "1"}, InvalidVersionError), ({"version": 1.0}, InvalidVersionError),
+            ({"actor_id": 5}, InvalidNameError), ({"actor_id": ""}, InvalidNameError)]
+        for fields, error in cases:
+            with pytest.raises(error):
+                await store.save_event(forged(base, **fields))
+            with pytest.raises(error):
+                await store.save_events([forged(base, **fields), Event("E", "forged", 2)])
+        with pytest.raises(InvalidVersionError):
+            await store.save_snapshot(forged(ActorSnapshot("forged", 1, {}), version=0))  # type: ignore[arg-type]
+        assert await store.get_events("forged") == []
+
+    @pytest.mark.parametrize("value", BAD_VALUES, ids=lambda v: type(v).__name__)
+    async def test_values_that_would_not_read_back_are_refused_and_never_poison(self, store: Any,
+                                                                              value: Any) -> None:
+        await store.save_event(Event("E", "poison", 1, {"ok": 1}))
+        with pytest.raises(InvalidInputError):
+            await store.save_event(Event("E", "poison", 2, {"v": value}))
+        with pytest.raises(InvalidInputError):
+            await store.save_event(Event("E", "poison", 2, {"ok": 1}, {"m": value}))
+        with pytest.raises(InvalidInputError):
+            await store.save_snapshot(ActorSnapshot("poison", 1, {"v": value}))
+        await store.save_event(Event("E", "poison", 2, {"ok": 2}))
+        assert [e.data for e in await store.get_events("poison")] == [{"ok": 1}, {"ok": 2}]
+
+    async def test_oversized_events_are_refused_alike(self, store: Any) -> None:
+        big = "x" * _TOO_BIG
+        await store.save_event(Event("E", "big-one", 1))
+        with pytest.raises(EventTooLargeError) as info:
+            await store.save_event(Event("E", "big-one", 2, {"blob": big}))
+        assert isinstance(info.value, InvalidInputError) and info.value.size > info.value.limit
+        with pytest.raises(EventTooLargeError):
+            await store.save_events([Event("E", "big-one", 2), Event("E", "big-one", 3, {"blob": big})])
+        with pytest.raises(EventTooLargeError):
+            await store.save_event(Event("E", "big-new", 1, {"blob": big}))
+        with pytest.raises(EventTooLargeError):
+            await store.save_snapshot(ActorSnapshot("big-one", 1, {"blob": big}))
+        assert _versions(await store.get_events("big-one")) == [1]
+        assert await store.get_events("big-new") == []
+        await store.save_event(Event("E", "big-one", 2, {"blob": "x" * 100_000}))  # well within: fine
+        assert _versions(await store.get_events("big-one")) == [1, 2]
+
+    async def test_reused_event_id_is_an_accurate_error(self, store: Any) -> None:
+        first = Event("E", "owner", 1)
+        await store.save_event(first)
+        with pytest.raises(DuplicateEventIdError) as info:
+            await store.save_event(Event("E", "thief", 1, id=first.id))
+        error = info.value
+        assert isinstance(error, VersionConflictError)
+        assert (error.actor_id, error.attempted_version, error.current_version) == ("thief", 1, 0)
+        assert (error.event_id, error.stored_actor_id, error.stored_version) == (first.id, "owner", 1)
+        assert "already used by version 1 of actor 'owner'" in str(error)
+        assert "expected" not in str(error)
+        with pytest.raises(DuplicateEventIdError) as info:
+            await store.save_event(Event("E", "owner", 2, id=first.id))  # the same id at the next version
+        assert info.value.current_version == 1 and info.value.stored_version == 1
+        with pytest.raises(DuplicateEventIdError):
+            await store.save_events([Event("E", "thief", 1), Event("E", "thief", 2, id=first.id)])
+        assert await store.get_events("thief") == []
+        assert await store.get_events("owner") == [first]
+
+    async def test_every_refusal_is_an_aether_error(self, store: Any) -> None:
+        calls: list[Any] = [lambda: store.save_event(None), lambda: store.save_events(None),
+                            lambda: store.get_events(None), lambda: store.get_latest_version(None),
+                            lambda: store.save_snapshot(None), lambda: store.get_latest_snapshot(None)]
+        for call in calls:
+            with pytest.raises(AetherError):
+                await call()
 
     async def test_idempotent_retry_of_same_event(self, store: Any) -> None:
         event = Event("E", "retry", 1)
