@@ -11,7 +11,7 @@ RUNTIME_STAMP := $(VENV)/.runtime
 DEV_STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: build test test-fast test-slow lint bench soak demo clean install runtime
+.PHONY: build test test-fast test-slow lint bench soak demo clean install runtime fault-loop
 
 $(BIN)/python:
 	@echo "==> [1/2] creating the virtualenv $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"
@@ -56,6 +56,10 @@ bench: $(DEV_STAMP)
 
 soak: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+# fault tests (or the suite: LOOP_ARGS="--suite --runs 5") in a loop beside a CPU hog; see scripts/fault_loop.py
+fault-loop: $(DEV_STAMP)
+	$(BIN)/python scripts/fault_loop.py $(LOOP_ARGS)
 
 demo: $(RUNTIME_STAMP)
 	@echo "==> running the demo: $(BIN)/aether demo $(DEMO_ARGS)"

@@ -18,6 +18,7 @@ import pytest
 from nats.aio.client import Client
 
 from _cluster_procs import NodeSet, eventually, statuses
+from _fault_artifacts import write_json
 from aether.cluster import ClusterClient
 from aether.errors import AetherError
 from aether.store import JetStreamEventStore
@@ -70,7 +71,7 @@ class Workload:
     async def verify(self, store: JetStreamEventStore) -> int:
         total = 0
         for actor in ACTORS:
-            events = await store.get_events(actor)
+            events = await _read_when_available(store, actor)
             versions = [e.version for e in events]
             assert versions == list(range(1, len(events) + 1)), f"{actor}: history not gapless/unique: {versions}"
             payloads = [e.data["payload"] for e in events]
@@ -142,6 +143,18 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def _read_when_available(store: JetStreamEventStore, actor: str) -> list[Any]:
+    """The actor's history; an R3 read needs the stream leader, which may be mid-election."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await store.get_events(actor)
+        except AetherError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def _r3_store(nc: Client, name: str) -> JetStreamEventStore:
     for _ in range(150):  # the meta leader may still be settling right after the cluster starts
         try:
@@ -152,7 +165,8 @@ async def _r3_store(nc: Client, name: str) -> JetStreamEventStore:
 
 
 async def test_nats_server_killed_during_workload(nats_cluster_factory: Callable[..., NatsCluster],
-                                                  unique_name: str, tmp_path: Path) -> None:
+                                                  unique_name: str, tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
     nats_cluster = nats_cluster_factory(3)
     urls = nats_cluster.urls
     cluster = "r3-" + unique_name.replace(".", "-")[:30]
@@ -190,7 +204,14 @@ async def test_nats_server_killed_during_workload(nats_cluster_factory: Callable
                     work.stop.set()
                     await asyncio.gather(*tasks)
             print(f"\nsingle writer, NATS server {leader_name} killed: {work.summary(killed)}")
-            total = await work.verify(store)
+            try:
+                total = await work.verify(store)
+            except AssertionError:
+                write_json(request.node.nodeid, "writer-view.json", {
+                    "killed": leader_name, "acked": work.acked, "failures": work.failures,
+                    "read": {a: [[e.version, e.id, e.data.get("payload")] for e in await _read_when_available(store, a)]
+                             for a in ACTORS}})
+                raise
             assert total >= sum(len(v) for v in work.acked.values()) >= 400
         await store.aclose()
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 import nats
 import pytest
 
+from _fault_artifacts import write_json
 from aether import Event
 from aether.connect import close
 from aether.errors import AetherError, VersionConflictError
@@ -54,6 +55,18 @@ class _Writers:
         stored = {e.version: e.id for e in events}
         for version, event_id in self.acked[actor].items():
             assert stored.get(version) == event_id, f"{actor}: acknowledged version {version} lost"
+
+
+async def _read_when_available(store: JetStreamEventStore, actor: str) -> list[Event]:
+    """The actor's history; an R3 read needs the stream leader, which may be mid-election."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await store.get_events(actor)
+        except AetherError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 async def _safe_store(nc: Any, name: str, **options: Any) -> JetStreamEventStore:
@@ -102,7 +115,8 @@ async def test_sync_always_sigkill_rounds(nats_server_factory: Callable[..., Nat
         await close(nc)
 
 
-async def test_r3_stream_leader_killed_during_writes(nats_cluster_factory: Callable[..., NatsCluster]) -> None:
+async def test_r3_stream_leader_killed_during_writes(nats_cluster_factory: Callable[..., NatsCluster],
+                                                     request: pytest.FixtureRequest) -> None:
     cluster = nats_cluster_factory(3)
     nc = await nats.connect(servers=cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     try:
@@ -124,8 +138,15 @@ async def test_r3_stream_leader_killed_during_writes(nats_cluster_factory: Calla
         times = sorted(writers.ack_times)
         stall = max(b - a for a, b in itertools.pairwise(times) if b > killed_at)
         print(f"\nR3 stream leader {leader_name} killed: longest pause between acknowledged writes {stall:.2f}s")
-        for actor in actors:
-            writers.verify(actor, await store.get_events(actor))
+        read = {actor: await _read_when_available(store, actor) for actor in actors}
+        try:
+            for actor in actors:
+                writers.verify(actor, read[actor])
+        except AssertionError:
+            write_json(request.node.nodeid, "writer-view.json", {
+                "killed": leader_name, "acked": writers.acked,
+                "read": {a: [[e.version, e.id] for e in events] for a, events in read.items()}})
+            raise
     finally:
         await close(nc)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -53,3 +54,60 @@ async def test_r3_store_semantics_and_idempotent_retries(nats_cluster_factory: C
     finally:
         await nc1.close()
         await nc2.close()
+
+
+
+
+async def test_a_history_read_answered_by_a_lagging_replica_is_never_short(
+        nats_cluster_factory: Callable[..., NatsCluster]) -> None:
+    """Any replica may answer a direct get, and a follower that has not yet applied the latest
+    writes answers with a true but short prefix of the history (nats-server 2.12+ ignores the
+    ``min_last_seq`` that would make it defer: docs/reliability.md). The lagging replica is
+    played here, deterministically, by a frozen copy of the stream made after the first 10
+    writes (a mirror, then promoted, so it stops following): the store's direct gets are sent to
+    it. The history read must still hold all 20 acknowledged events: the store completes it
+    from the stream leader."""
+    cluster = nats_cluster_factory(3)
+    nc = await nats.connect(servers=cluster.urls)
+    try:
+        writer = await _create(nc, "LAGGING")
+        for version in range(1, 11):
+            await writer.save_event(Event("E", "acc", version))
+        await _frozen_copy(nc, writer.stream, "LAGGING_COPY", messages=10)
+        for version in range(11, 21):
+            await writer.save_event(Event("E", "acc", version))
+        reader = await _create(nc, "LAGGING")  # a reader that never wrote: no cache to go by
+        reader._direct_get = "$JS.API.DIRECT.GET.LAGGING_COPY"  # its direct gets reach the lagging copy
+        copy = await nc.request("$JS.API.DIRECT.GET.LAGGING_COPY",
+                                json.dumps({"last_by_subj": reader._subject("acc")}).encode(), timeout=5)
+        assert (copy.headers or {})["Nats-Sequence"] == "10"  # the copy lags by 10 writes
+        assert [e.version for e in await reader.get_events("acc")] == list(range(1, 21))
+        assert [e.version for e in await reader.get_events("acc", from_version=8)] == list(range(8, 21))
+        assert [e.version async for e in reader.iter_events("acc", from_version=15)] == list(range(15, 21))
+        assert [e.version for e in await reader.get_events("acc", from_version=21)] == []
+    finally:
+        await nc.close()
+
+
+async def _frozen_copy(nc: Any, source: str, name: str, *, messages: int) -> None:
+    """A copy of ``source`` holding its first ``messages`` messages, same subjects and sequences."""
+    async def api(call: str, body: dict[str, Any]) -> dict[str, Any]:
+        for _ in range(100):
+            reply: dict[str, Any] = json.loads((await nc.request(f"$JS.API.{call}", json.dumps(body).encode(),
+                                                                 timeout=10)).data)
+            if "error" not in reply:
+                return reply
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{call}: {reply['error']}")
+
+    await api(f"STREAM.CREATE.{name}", {"name": name, "mirror": {"name": source}, "num_replicas": 1,
+                                         "allow_direct": True, "storage": "file"})
+    for _ in range(300):
+        info = await api(f"STREAM.INFO.{name}", {})
+        if info["state"]["messages"] >= messages:
+            break
+        await asyncio.sleep(0.1)
+    assert info["state"]["messages"] == messages
+    config = info["config"]
+    del config["mirror"]  # promoted: it stops following the source
+    await api(f"STREAM.UPDATE.{name}", config)

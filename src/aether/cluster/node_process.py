@@ -67,12 +67,16 @@ def _parse_opts(items: list[str]) -> dict[str, Any]:
 
 def _append_handler(store: JetStreamEventStore) -> Any:
     async def handle(request: ActorRequest) -> bytes:
+        # The router re-sends a request (same request id) that got no answer in time, so two
+        # attempts may run here at once: the events read below can already hold the other
+        # attempt's append, stored after ``latest`` was read. A retry is answered with the version
+        # its event was stored at, never with ``latest``.
         actor = request.actor_id
         latest = await store.get_latest_version(actor)
         if latest:
-            last = await store.get_events(actor, from_version=latest)
-            if last and last[-1].id == request.request_id:
-                return str(latest).encode()  # a retry of a request already appended
+            for stored in reversed(await store.get_events(actor, from_version=latest)):
+                if stored.id == request.request_id:
+                    return str(stored.version).encode()  # a retry of a request already appended
         event = Event("Requested", actor, latest + 1, data={"payload": request.payload.decode(errors="replace")},
                       id=request.request_id)
         await store.save_event(event)

@@ -327,9 +327,16 @@ class HistoryReader:
         """
         async for page in self._read(stream, actor_id, subject, index_subject, from_version, start_seq, position):
             yield page
-        if position.version < known_version:
-            async for event, _ in self._leader_tail(stream, actor_id, subject, position, known_version,
-                                                    f"reading the history of {actor_id!r}"):
+        async for page in self.complete(stream, actor_id, subject, position, known_version, from_version,
+                                        f"reading the history of {actor_id!r}"):
+            yield page
+
+    async def complete(self, stream: str, actor_id: str, subject: str, position: ReadPosition, top: int,
+                       from_version: int, what: str) -> AsyncIterator[list[Event]]:
+        """Events after ``position`` up to version ``top`` (those with ``version >= from_version``),
+        read from the stream leader: what a lagging replica that answered a read had not applied yet."""
+        if position.version < top:
+            async for event, _ in self._leader_tail(stream, actor_id, subject, position, top, what):
                 if event.version >= from_version:
                     yield [event]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -49,11 +50,13 @@ from aether.errors import (
     InvalidInputError,
     NatsConnectionError,
     StoreError,
+    StoreUnavailableError,
     VersionConflictError,
 )
 from aether.event import ActorSnapshot, Event
 from aether.names import decode_token, encode_token, stream_name, validate_actor_id
 from aether.store._history import HistoryReader, ReadPosition
+from aether.store._trace import trace_from_env
 from aether.store._validation import (
     check_actor_id,
     check_batch,
@@ -147,6 +150,10 @@ class JetStreamEventStore:
         self._observer = observer
         self._ns_label = namespace or ""
         self._max_event_size = self.options.max_event_size
+        self._trace = trace_from_env()  # diagnostics only: see aether.store._trace
+        # on a replicated stream any replica may answer a direct get, and a follower may not have
+        # applied the latest writes yet: history reads are then completed from the stream leader
+        self._replicated = self.options.replicas > 1
 
     # ---- construction -----------------------------------------------------------------
     @classmethod
@@ -225,12 +232,14 @@ class JetStreamEventStore:
                 raise StoreError(f"stream {self.stream!r} does not exist (create_stream=False)") from None
             try:
                 await self._api.api(f"STREAM.CREATE.{self.stream}", config)
+                self._replicated = int(config["num_replicas"]) > 1
                 return
             except JetStreamApiError as create_exc:
                 if create_exc.err_code != ERR_STREAM_NAME_IN_USE:
                     raise
                 info = await self._api.api(f"STREAM.INFO.{self.stream}")
         existing = info["config"]
+        self._replicated = int(existing.get("num_replicas", 1)) > 1
         self._check_recorded_count(existing)
         if config["subjects"][0] not in existing.get("subjects", []):
             raise StoreError(
@@ -364,6 +373,12 @@ class JetStreamEventStore:
         return self._units[partition_for(actor_id, self.partitions)]
 
     # ---- helpers ------------------------------------------------------------------------
+    def _note(self, kind: str, **fields: Any) -> None:
+        """Record a decision in the diagnostic trace (only called when tracing is on)."""
+        assert self._trace is not None
+        url = self._nc.connected_url
+        self._trace(kind, f"{url.hostname}:{url.port}" if url is not None else None, stream=self.stream, **fields)
+
     def _subject(self, actor_id: str) -> str:
         entry = self._cache.get(actor_id)
         if entry is not None:
@@ -388,12 +403,23 @@ class JetStreamEventStore:
         Unlike a direct get, which any replica may answer (a lagging follower gives a stale
         answer), this is answered by the leader: what the concurrency decisions rely on.
         """
-        try:
-            reply = await self._api.api(f"STREAM.MSG.GET.{self.stream}", body)
-        except JetStreamApiError as exc:
-            if exc.err_code == ERR_NO_MESSAGE_FOUND:
-                return None
-            raise StoreError(f"{what}: {exc.description}") from exc
+        deadline = time.monotonic() + self.options.timeout
+        pause = 0.05
+        while True:
+            try:
+                reply = await self._api.api(f"STREAM.MSG.GET.{self.stream}", body)
+                break
+            except JetStreamApiError as exc:
+                if exc.err_code == ERR_NO_MESSAGE_FOUND:
+                    return None
+                # 503 (e.g. 10008): no stream leader right now (an election after a server died);
+                # wait for the new one within the store's timeout instead of failing at once
+                if exc.code != 503 or time.monotonic() + pause > deadline:
+                    if exc.code == 503:
+                        raise StoreUnavailableError(f"{what}: {exc.description}") from exc
+                    raise StoreError(f"{what}: {exc.description}") from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
         message = reply.get("message") or {}
         try:
             return int(message["seq"]), base64.b64decode(message.get("data") or "")
@@ -409,6 +435,8 @@ class JetStreamEventStore:
             seq, data = found
             event = self._decode(data, actor_id, seq)
             latest = _Latest(event.version, seq, event.id)
+        if self._trace is not None:
+            self._note("latest", actor=actor_id, version=latest.version, seq=latest.seq, id=latest.event_id)
         entry = self._cache.get(actor_id)
         if entry is not None:
             entry.version = latest.version
@@ -443,8 +471,13 @@ class JetStreamEventStore:
         stored: Event | None = None
         if found is not None:
             stored = decode_event(found[1], stream=self.stream, sequence=seq, actor_id=event.actor_id)
+            if self._trace is not None:
+                self._note("dup-check", actor=event.actor_id, version=event.version, id=event.id, seq=seq,
+                           stored_version=stored.version, stored_id=stored.id, stored_actor=stored.actor_id)
             if stored.id == event.id and stored.version == event.version and stored.actor_id == event.actor_id:
                 return
+        elif self._trace is not None:
+            self._note("dup-check", actor=event.actor_id, version=event.version, id=event.id, seq=seq, stored_id=None)
         latest = await self._fetch_latest(event.actor_id, subject)
         if self._observer is not None:
             self._observer.on_conflict(self._ns_label)
@@ -476,6 +509,8 @@ class JetStreamEventStore:
             try:
                 return await self._api.publish_acked(subject, payload, headers, what=what)
             except AetherTimeoutError:
+                if self._trace is not None:
+                    self._note("ack-timeout", subject=subject, id=headers.get("Nats-Msg-Id"))
                 continue
         return await self._api.publish_acked(subject, payload, headers, what=what)
 
@@ -525,10 +560,16 @@ class JetStreamEventStore:
                 if version != latest.version + 1:
                     await self._resolve_mismatch(event, event, subject, None, latest)
                     return
+        if self._trace is not None:
+            self._note("append", actor=actor_id, version=version, id=event.id, expected_seq=expected_seq,
+                       cached=None if entry is None else [entry.version, entry.seq])
         headers = {"Nats-Msg-Id": event.id, "Nats-Expected-Last-Subject-Sequence": str(expected_seq)}
         if _tracing.TRACER is not None:
             _tracing.inject(headers)
         ack = await self._publish(subject, payload, headers, f"appending version {version} of {actor_id!r}")
+        if self._trace is not None:
+            self._note("ack", actor=actor_id, version=version, id=event.id, seq=ack.seq, duplicate=ack.duplicate,
+                       err=None if ack.error is None else ack.error.err_code)
         if ack.error is not None:
             await self._handle_ack_error(ack, event, event, subject, expected_seq)
             return
@@ -540,7 +581,12 @@ class JetStreamEventStore:
 
     async def _resolve_mismatch(self, first: Event, last: Event, subject: str, expected_seq: int | None,
                                 latest: _Latest) -> None:
-        if await self._already_stored(first.actor_id, subject, first, last, expected_seq, latest):
+        stored = await self._already_stored(first.actor_id, subject, first, last, expected_seq, latest)
+        if self._trace is not None:
+            self._note("mismatch", actor=first.actor_id, first=first.version, last=last.version, id=last.id,
+                       expected_seq=expected_seq, latest_version=latest.version, latest_seq=latest.seq,
+                       latest_id=latest.event_id, already_stored=stored)
+        if stored:
             return
         if self._observer is not None:
             self._observer.on_conflict(self._ns_label)
@@ -623,6 +669,10 @@ class JetStreamEventStore:
                 if attempt == self.options.publish_retries:
                     raise
         assert ack is not None
+        if self._trace is not None:
+            self._note("batch-ack", actor=actor_id, first=first.version, last=last.version, id=last.id,
+                       expected_seq=expected_seq, seq=ack.seq, duplicate=ack.duplicate,
+                       err=None if ack.error is None else ack.error.err_code)
         if ack.error is not None:
             await self._handle_ack_error(ack, first, last, subject, expected_seq)
             return
@@ -644,7 +694,11 @@ class JetStreamEventStore:
     async def iter_events(self, actor_id: str, from_version: int = 0) -> AsyncIterator[Event]:
         """Stream the actor's events with ``version >= from_version`` in pages.
 
-        Only the actor's subject is read (batched direct get); nothing is left on the server.
+        Only the actor's subject is read (batched direct get); nothing is left on the server. On a
+        replicated stream the stream leader is asked for the actor's last sequence alongside the
+        first page, and what a lagging replica's answer lacks is read from the leader: the events
+        returned include every write acknowledged before the call (while the stream has no
+        leader, the call waits up to the store's timeout, then raises).
 
         Raises:
             CorruptEventError: a message in the actor's history is not an Aether event.
@@ -664,14 +718,48 @@ class JetStreamEventStore:
     async def _pages(self, actor_id: str, from_version: int) -> AsyncIterator[list[Event]]:
         subject = self._subject(actor_id)
         index_subject = self._index_prefix + subject[len(self._event_prefix):] if self._indexing else None
+        what = f"reading the history of {actor_id!r}"
         position = ReadPosition()
         known = self._cache.get(actor_id)
-        async for page in self._history.pages(self.stream, actor_id, subject, index_subject, from_version,
-                                              self._start_seq(actor_id, from_version), position,
-                                              known.version if known is not None else 0):
-            yield page
+        # Any replica may answer a direct get, and a follower can lag behind the leader (it applies a
+        # write only once it learns the write committed): its answer is then a true but short prefix
+        # of the history, missing writes already acknowledged. nats-server 2.12+ has no request
+        # field to make a lagging replica defer (min_last_seq was removed before 2.12.0), so on a
+        # replicated stream the leader is asked, at the same time as the first page, for the actor's
+        # last version, and whatever the pages lack is read from the leader (docs/reliability.md).
+        leader: asyncio.Task[int] | None = None
+        if self._replicated:
+            leader = asyncio.ensure_future(self._leader_last_version(actor_id, subject, what))
+        leader_version = 0
+        try:
+            async for page in self._history.pages(self.stream, actor_id, subject, index_subject, from_version,
+                                                  self._start_seq(actor_id, from_version), position,
+                                                  known.version if known is not None else 0):
+                yield page
+            if leader is not None:
+                leader_version, leader = await leader, None
+                async for page in self._history.complete(self.stream, actor_id, subject, position, leader_version,
+                                                         from_version, what):
+                    yield page
+        finally:
+            if leader is not None:
+                if not leader.done():
+                    leader.cancel()
+                with contextlib.suppress(BaseException):
+                    await leader
+        if self._trace is not None:
+            self._note("read", actor=actor_id, from_version=from_version, last_version=position.version,
+                       last_seq=position.seq, leader_version=leader_version)
         if position.seq:
             self._remember(actor_id, position.version, position.seq, subject)
+
+    async def _leader_last_version(self, actor_id: str, subject: str, what: str) -> int:
+        """The actor's last version as the stream leader has it (0: no events), for replicated reads."""
+        found = await self._msg_get({"last_by_subj": subject}, what)
+        if found is None:
+            return 0
+        seq, data = found
+        return self._decode(data, actor_id, seq).version
 
     @_tracing.traced_read
     async def get_events(self, actor_id: str, from_version: int = 0) -> list[Event]:
