@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -89,6 +90,40 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _route_ports(count: int) -> list[int]:
+    """``count`` free loopback ports for cluster routes, taken **below** the kernel's ephemeral range.
+
+    The servers' client and monitoring ports are chosen by the kernel (``-p -1``) from the ephemeral
+    range, after the route ports were picked; a route port picked from that same range could be
+    handed out again as some server's client port before the server that listens on it has started
+    (seen once in 30 fault-loop runs: ``Error listening on router port ... address already in use``).
+    """
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    ports: list[int] = []
+    for _ in range(count * 50):
+        if len(ports) == count:
+            return ports
+        port = rng.randrange(10_000, low)
+        if port in ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports + [_free_port() for _ in range(count - len(ports))]
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return (low, high) if low > 10_100 else (32768, 60999)
 
 
 def _wait_all_threads_stopped(pid: int, timeout: float) -> None:
@@ -405,7 +440,7 @@ class NatsCluster:
         self._work_dir = Path(tempfile.mkdtemp(prefix="aether-cluster-")) if work_dir is None else Path(work_dir)
         self.name = name
         self.startup_timeout = startup_timeout
-        cluster_ports = [_free_port() for _ in range(size)]
+        cluster_ports = _route_ports(size)
         self.servers = [
             NatsServer(store_dir=self._work_dir / f"n{i + 1}", sync_interval=sync_interval, max_payload=max_payload,
                        binary=binary, extra_config=extra_config, server_name=f"{name}-n{i + 1}",
