@@ -242,6 +242,8 @@ async def test_routing_ownership_and_graceful_leave(connect: Callable[..., Await
         async def handle(req: ActorRequest) -> bytes:
             if req.payload == b"boom":
                 raise RuntimeError("handler exploded")
+            if req.payload == b"text":
+                return "not bytes"  # type: ignore[return-value]  # a handler bug the node reports
             return f"{node_id}|{req.actor_id}|{req.shard}".encode()
         return handle
 
@@ -272,8 +274,12 @@ async def test_routing_ownership_and_graceful_leave(connect: Callable[..., Await
             owner_node = next(n for n in nodes if n.is_local(actor))
             async with owner_node.ownership(actor) as shard:
                 assert shard == owner_node.shard_for(actor)
-            with pytest.raises(RequestFailedError, match="handler exploded"):
+            with pytest.raises(RequestFailedError, match="handler exploded") as failed:
                 await client.request(actor, b"boom")
+            assert failed.value.error_type == "RuntimeError"
+            with pytest.raises(RequestFailedError, match="must return bytes, got str") as failed:
+                await client.request(actor, b"text")
+            assert failed.value.error_type == "InvalidInputError"  # an Aether error, not a bare TypeError
 
             gone = nodes[1]
             gone_actors = [f"user-{i}@example.com" for i in range(40) if gone.is_local(f"user-{i}@example.com")]

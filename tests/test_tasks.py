@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from aether._tasks import TaskOwner
+from aether._tasks import TaskOwner, cancel_and_wait
 
 pytestmark = pytest.mark.anyio
 
@@ -80,3 +80,38 @@ async def test_the_callers_cancellation_propagates_from_aclose() -> None:
     closer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closer
+
+
+async def test_cancel_and_wait_ends_the_task_and_drops_what_it_ended_with() -> None:
+    ended: list[str] = []
+
+    async def failing_on_cancel() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            ended.append("cancelled")
+            raise RuntimeError("raised while ending")  # dropped: the caller asked it to end
+
+    task = asyncio.ensure_future(failing_on_cancel())
+    await asyncio.sleep(0)
+    await cancel_and_wait(task)
+    assert task.done() and ended == ["cancelled"]
+    await cancel_and_wait(task)  # already ended: nothing to do
+    await cancel_and_wait(None)
+
+
+async def test_the_callers_cancellation_propagates_from_cancel_and_wait() -> None:
+    """``task.cancel(); with suppress(CancelledError): await task`` swallows this; the helper must not."""
+    child = asyncio.ensure_future(asyncio.sleep(60))
+
+    async def caller() -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()  # pending: the wait inside cancel_and_wait receives it
+        await cancel_and_wait(child)
+
+    task = asyncio.ensure_future(caller())
+    await asyncio.wait({task})
+    assert task.cancelled()
+    await asyncio.wait({child})
+    assert child.cancelled()  # cancelled all the same

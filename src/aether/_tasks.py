@@ -1,8 +1,9 @@
 """Structured background tasks: each component owns a :class:`TaskOwner` holding the tasks it
 starts, and its ``stop()`` cancels and awaits them, so no task outlives its owner.
 
-Cancellation is never swallowed here: :meth:`TaskOwner.aclose` and :meth:`TaskOwner.cancel`
-wait with :func:`asyncio.wait`, which does not raise the awaited tasks' exceptions (their own
+Cancellation is never swallowed here: :meth:`TaskOwner.aclose`, :meth:`TaskOwner.cancel` and
+:func:`cancel_and_wait` (for one task started outside a ``TaskOwner``) wait with
+:func:`asyncio.wait`, which does not raise the awaited tasks' exceptions (their own
 ``CancelledError`` included) but does raise when the *caller* is cancelled.
 """
 
@@ -13,7 +14,7 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["TaskOwner"]
+__all__ = ["TaskOwner", "cancel_and_wait"]
 
 T = TypeVar("T")
 
@@ -64,9 +65,7 @@ class TaskOwner:
 
     async def cancel(self, task: asyncio.Task[Any] | None) -> None:
         """Cancel one task and wait until it has ended (raises only if the caller is cancelled)."""
-        if task is not None:
-            task.cancel()
-            await _wait([task])
+        await cancel_and_wait(task)
 
     async def aclose(self) -> None:
         """Refuse new tasks, cancel every task and wait until all have ended (raises only if the
@@ -82,7 +81,23 @@ class TaskOwner:
             self._tasks.difference_update(tasks)
 
 
-async def _wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+async def cancel_and_wait(task: asyncio.Future[Any] | None) -> None:
+    """Cancel ``task`` (one this code started itself) and wait until it has ended.
+
+    What the task ends with (its own ``CancelledError``, or an exception it raised while ending)
+    is retrieved and dropped: the caller cancelled it and wants it gone. A cancellation of the
+    *caller* while it waits propagates (unlike ``task.cancel(); with suppress(CancelledError):
+    await task``, which swallows it). ``None`` is accepted and ignored.
+    """
+    if task is None:
+        return
+    task.cancel()
+    await _wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" warning
+
+
+async def _wait(tasks: Iterable[asyncio.Future[Any]]) -> None:
     pending = [task for task in tasks if not task.done()]
     if pending:
         await asyncio.wait(pending)

@@ -379,7 +379,8 @@ async def close(nc: Client) -> None:
     try:
         await asyncio.shield(closing)
     except asyncio.CancelledError:
-        if not closing.done():
+        current = asyncio.current_task()
+        if not closing.done() or (current is not None and current.cancelling()):
             raise  # the caller was cancelled
         # nats-py's own stray cancellation: the client is closed all the same
 

@@ -459,7 +459,7 @@ class ClusterManager:
                 result = await handler(ActorRequest(actor_id=req.actor_id, payload=req.payload,
                                                     request_id=req.request_id, shard=shard, origin=req.origin))
                 if not isinstance(result, bytes | bytearray | memoryview):
-                    raise TypeError(f"request handlers must return bytes, got {type(result).__name__}")
+                    raise InvalidInputError(f"request handlers must return bytes, got {type(result).__name__}")
                 return Reply(OK, version, bytes(result))
             except Exception as exc:
                 return Reply(ERROR, version, b"", type(exc).__name__, str(exc))

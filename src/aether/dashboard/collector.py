@@ -29,6 +29,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from aether._nats import JsApi
+from aether._tasks import cancel_and_wait
 from aether.cli._cluster_state import ClusterState, read_cluster_state
 from aether.cluster.discovery import REASON_HEADER
 from aether.cluster.naming import bucket_name, validate_cluster_name
@@ -217,15 +218,14 @@ class Collector:
     async def aclose(self) -> None:
         """Stop reading (the connection is left open)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        self._subs = []
-        await self._api.aclose()
+        try:
+            await cancel_and_wait(task)  # ours; a cancellation of the caller propagates ...
+        finally:  # ... once the clean-up has run
+            for sub in self._subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            self._subs = []
+            await self._api.aclose()
 
     async def _run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
+from aether._tasks import cancel_and_wait
 from aether.dashboard.collector import Collector
 from aether.errors import InvalidInputError
 
@@ -124,8 +125,8 @@ class DashboardServer:
         if self._server is not None:
             self._server.should_exit = True
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 5)
+            await asyncio.wait({self._task}, timeout=5)  # uvicorn's graceful exit (raises only if we are cancelled)
+            await cancel_and_wait(self._task)  # still serving after 5 s; or ended: its outcome is dropped
             self._task = None
         await self.collector.aclose()
         if self._sock is not None:

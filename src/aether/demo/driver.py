@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import deque
@@ -13,6 +12,7 @@ from typing import Protocol
 import msgspec
 
 from aether._ids import new_id
+from aether._tasks import cancel_and_wait
 from aether.demo.bank import BankCommand, decode_reply, encode_command
 from aether.demo.verify import CommandRecord
 from aether.errors import AetherError
@@ -144,8 +144,7 @@ class Driver:
             for task in workers:
                 task.cancel()
             for task in workers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)  # ours; a cancellation of the caller propagates
 
     def stop(self) -> None:
         """Let the workers finish their current command and stop."""

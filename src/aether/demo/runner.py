@@ -25,6 +25,7 @@ from typing import Literal
 from nats.aio.client import Client
 from rich.console import Console
 
+from aether._tasks import cancel_and_wait
 from aether.cli._cluster_state import ClusterState, read_cluster_state
 from aether.cli._common import DEFAULT_STREAM
 from aether.cluster import ClusterClient
@@ -213,9 +214,7 @@ class _Demo:
                     self.result.average_rate = driver.acked / max(0.001, time.monotonic() - load_started)
                     self.result.peak_rate = self.view.peak_rate
                 finally:
-                    watcher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watcher
+                    await cancel_and_wait(watcher)  # ours; a cancellation of the caller propagates
         self.log("stopping the nodes (graceful leave)")
         await asyncio.to_thread(NodeProcess.stop_all, self.nodes)
         self.log("verifying every account")

@@ -29,6 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from aether._nats import JetStreamApiError, JsApi, translate_nats_error
+from aether._tasks import cancel_and_wait
 from aether.errors import AetherError
 
 __all__ = ["FLOW_CONTROL", "OrderedConsumer", "head_sequence"]
@@ -117,12 +118,11 @@ class OrderedConsumer:
         """Close, unsubscribe and delete the server-side consumer (best effort)."""
         self.close()
         task, self._supervisor = self._supervisor, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        await self._drop(self._sub, self._name)
-        self._sub = self._name = None
+        try:
+            await cancel_and_wait(task)  # ours to cancel; a cancellation of the caller propagates ...
+        finally:  # ... once the (bounded) clean-up has run
+            await self._drop(self._sub, self._name)
+            self._sub = self._name = None
 
     def interrupt(self) -> None:
         """Wake an owner waiting on :attr:`queue` without delivering anything."""

@@ -27,6 +27,7 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from aether._nats import check_client, translate_nats_error
+from aether._tasks import cancel_and_wait
 from aether.errors import AetherError, InvalidInputError, StoreError
 from aether.projection._kv import guarded, open_bucket
 
@@ -181,10 +182,7 @@ class ProjectionLease:
 
     async def _stop_watch(self) -> None:
         task, self._watch_task = self._watch_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(task)  # ours to cancel; a cancellation of the caller propagates
 
     async def close(self) -> None:
         """Stop following the key (the lease itself is given up with :meth:`release`)."""

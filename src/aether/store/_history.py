@@ -37,6 +37,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from aether._nats import JetStreamApiError, JsApi, inbox_root, translate_nats_error
+from aether._tasks import cancel_and_wait
 from aether.codec import decode_event
 from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, PermissionDeniedError, StoreError
 from aether.event import Event
@@ -376,9 +377,7 @@ class HistoryReader:
             for task in (latest_task, count_task, prefetch):
                 if task is not None and not task.done():
                     task.cancel()
-            if prefetch is not None:
-                with contextlib.suppress(BaseException):
-                    await prefetch
+            await cancel_and_wait(prefetch)  # ours; a cancellation of the reader propagates
 
     async def _continue(self, stream: str, stream_get: str, actor_id: str, subject: str, index_subject: str | None,
                         from_version: int, start_seq: int, position: ReadPosition,
@@ -655,11 +654,7 @@ class HistoryReader:
                 msgs = await prefetch
                 prefetch = None
         finally:
-            if prefetch is not None:
-                if not prefetch.done():
-                    prefetch.cancel()
-                with contextlib.suppress(BaseException):
-                    await prefetch
+            await cancel_and_wait(prefetch)  # ours; a cancellation of the reader propagates
 
     async def _leader_tail(self, stream: str, actor_id: str, subject: str, position: ReadPosition, top: int,
                            what: str) -> AsyncIterator[tuple[Event, int]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -40,6 +39,7 @@ from aether._nats import (
     api_error,
     check_client,
 )
+from aether._tasks import cancel_and_wait
 from aether.codec import decode_event, decode_snapshot, encode_snapshot
 from aether.errors import (
     AetherError,
@@ -742,11 +742,7 @@ class JetStreamEventStore:
                                                          from_version, what):
                     yield page
         finally:
-            if leader is not None:
-                if not leader.done():
-                    leader.cancel()
-                with contextlib.suppress(BaseException):
-                    await leader
+            await cancel_and_wait(leader)  # ours; a cancellation of the reader propagates
         if self._trace is not None:
             self._note("read", actor=actor_id, from_version=from_version, last_version=position.version,
                        last_seq=position.seq, leader_version=leader_version)
