@@ -27,6 +27,7 @@ from nats.aio.client import Client
 
 from aether.codec import decode_event
 from aether.event import Event
+from aether.names import event_subject
 from aether.store import JetStreamEventStore
 from aether.testing import NatsCluster
 from benchmarks._harness import Report, Timer
@@ -60,7 +61,8 @@ def _raw(nc: Client, store: JetStreamEventStore, actor: str, reads: int,
          history: int) -> Callable[[], Awaitable[float]]:
     """One reply subscription for all reads (as Aether has); one batched direct get per read."""
     api = f"$JS.API.DIRECT.GET.{store.stream}"
-    body = _json({"seq": 1, "next_by_subj": store._subject(actor), "batch": 1000, "no_hdr": True})
+    subject = event_subject(store.options.subject_prefix, store.stream, actor)
+    body = _json({"seq": 1, "next_by_subj": subject, "batch": 1000, "no_hdr": True})
 
     async def measure() -> float:
         inbox = nc.new_inbox()

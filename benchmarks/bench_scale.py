@@ -251,7 +251,7 @@ async def _warm_rows(report: Report, nc: Client, sizes: Sizes, streams: dict[int
             with Timer() as first:
                 n = len(await store.get_events(actor))
             assert n == k
-            await store._history.wait_index_writes()
+            await store.wait_index_writes()
             report.add(GROUP, f"first read (builds the index), {k}-event actor, {_label(total)} stream",
                        aether=first.seconds * 1000, baseline=None, unit="ms", notes="one run")
             sides[f"aether@{total}"] = _aether(store, actor)
@@ -383,7 +383,7 @@ async def run(report: Report, quick: bool) -> None:
             dense = f"dense-{sizes.dense}"
             store = await JetStreamEventStore.create(nc, streams[sizes.small], timeout=TIMEOUT)
             await store.get_events(dense)
-            await store._history.wait_index_writes()
+            await store.wait_index_writes()
             dense_seqs = layouts[sizes.small].probes[dense]
             s = streams[sizes.small]
             med = await _alternate({"aether": _aether(store, dense), "scan": lambda: _raw_scan(nc, s, dense),

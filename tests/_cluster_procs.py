@@ -9,8 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +17,7 @@ from nats.aio.client import Client
 
 from aether.cluster._routing import node_subject
 
-__all__ = ["NodeProc", "NodeSet", "eventually", "status", "statuses"]
+__all__ = ["NodeProc", "NodeSet", "status", "statuses"]
 
 T = TypeVar("T")
 
@@ -144,17 +143,3 @@ async def status(nc: Client, cluster: str, node_id: str, timeout: float = 0.5) -
 async def statuses(nc: Client, cluster: str, node_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
     found = await asyncio.gather(*(status(nc, cluster, n) for n in node_ids))
     return dict(zip(node_ids, found, strict=True))
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, interval: float = 0.05,
-                     what: str = "condition", diagnostics: Callable[[], str] | None = None) -> T:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    extra = f"\n{diagnostics()}" if diagnostics is not None else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}")

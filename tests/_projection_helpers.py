@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import Awaitable, Callable
 
 from aether.event import Event
 from aether.store import JetStreamEventStore
 
-__all__ = ["balances_from_store", "eventually", "populate_accounts"]
+__all__ = ["balances_from_store", "populate_accounts"]
 
 
 def account_events(actor_id: str, first_version: int, count: int, rng: random.Random) -> list[Event]:
@@ -44,15 +42,3 @@ async def balances_from_store(store: JetStreamEventStore) -> dict[str, tuple[int
         balance = sum(e.data["amount"] if e.event_type == "Deposited" else -e.data["amount"] for e in events)
         out[actor_id] = (balance, len(events))
     return out
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, what: str = "condition",
-                     interval: float = 0.02) -> None:
-    """Poll ``check`` until it returns True; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)

@@ -21,14 +21,6 @@ def ev(event_type: str = "Placed", actor_id: str = "order-1", version: int = 1, 
     return Event(event_type, actor_id, version, data=data)
 
 
-def drain(sub: Subscription) -> list[Event]:
-    """Everything buffered right now (the local bus delivers synchronously)."""
-    out = []
-    while sub.pending:
-        out.append(sub._buf.popleft())
-    return out
-
-
 async def collect(sub: Subscription, n: int, timeout: float = 10.0) -> list[Event]:
     out: list[Event] = []
     async with asyncio.timeout(timeout):
@@ -88,7 +80,7 @@ async def test_wildcards(pattern: str, expected: set[str]) -> None:
         sub = bus.subscribe(pattern)
         for ns in NAMESPACES:
             await bus.publish(ns, ev(ns=ns))
-        assert {e.data["ns"] for e in drain(sub)} == expected
+        assert {e.data["ns"] for e in sub.drain()} == expected
 
 
 async def test_routes_follow_subscriptions_added_later_and_closed() -> None:
@@ -97,11 +89,11 @@ async def test_routes_follow_subscriptions_added_later_and_closed() -> None:
         late = bus.subscribe("tenant-a.*")
         other = bus.subscribe("tenant-a.>")
         await bus.publish("tenant-a.orders", ev(version=2))
-        assert [e.version for e in drain(late)] == [2]
+        assert [e.version for e in late.drain()] == [2]
         late.close()
         await bus.publish("tenant-a.orders", ev(version=3))
-        assert drain(late) == []
-        assert [e.version for e in drain(other)] == [2, 3]
+        assert late.drain() == []
+        assert [e.version for e in other.drain()] == [2, 3]
         assert bus.subscriptions == 1
 
 
@@ -120,11 +112,11 @@ async def test_filters() -> None:
                     e = ev(etype, actor, ns=ns)
                     published.append(e)
                     await bus.publish(ns, e)
-        assert drain(by_type) == [e for e in published if e.event_type in ("Shipped", "Cancelled")]
-        assert drain(by_actor) == [e for e in published if e.actor_id.startswith("cust-1")]
-        assert drain(both) == [e for e in published if e.event_type == "Shipped"
+        assert by_type.drain() == [e for e in published if e.event_type in ("Shipped", "Cancelled")]
+        assert by_actor.drain() == [e for e in published if e.actor_id.startswith("cust-1")]
+        assert both.drain() == [e for e in published if e.event_type == "Shipped"
                                and e.actor_id.startswith("cust-1") and e.data["ns"] == "tenant-a.orders"]
-        assert drain(empty_prefix) == published
+        assert empty_prefix.drain() == published
 
 
 async def test_tenant_isolation_whatever_the_pattern() -> None:
@@ -136,7 +128,7 @@ async def test_tenant_isolation_whatever_the_pattern() -> None:
                 await bus.publish(ns, ev(version=i, ns=ns))
         await bus.publish("tenant-a.orders.eu", ev(ns="tenant-a.orders.eu"))
         for sub in subs:
-            assert all(e.data["ns"].split(".")[0] == "tenant-a" for e in drain(sub)), sub.pattern
+            assert all(e.data["ns"].split(".")[0] == "tenant-a" for e in sub.drain()), sub.pattern
         for bad in ("tenant-a*", "tenant-*", "tenant-a.>.x", "*tenant", "tenant-a.or*"):
             with pytest.raises(InvalidNameError):
                 bus.subscribe(bad)
@@ -155,7 +147,7 @@ async def test_slow_subscriber_drops_without_blocking_others() -> None:
         assert [e.version for e in got] == list(range(1, 501))
         assert fast.dropped == 0
         assert slow.pending == 5 and slow.dropped == 495
-        assert [e.version for e in drain(slow)] == [1, 2, 3, 4, 5]  # the newest are dropped
+        assert [e.version for e in slow.drain()] == [1, 2, 3, 4, 5]  # the newest are dropped
         stats = bus.stats()
         assert stats.namespaces["t"].dropped == 495
         assert stats.namespaces["t"].delivered == 505
@@ -289,7 +281,7 @@ async def test_event_subclass_is_accepted() -> None:
     async with EventBus() as bus:
         sub = bus.subscribe("t")
         await bus.publish("t", MyEvent("X", "a", 1))
-        assert isinstance(drain(sub)[0], MyEvent)
+        assert isinstance(sub.drain()[0], MyEvent)
 
 
 async def test_stats_count_per_namespace() -> None:
@@ -305,5 +297,5 @@ async def test_stats_count_per_namespace() -> None:
         assert stats.namespaces["tenant-a.x"].delivered == 3
         assert stats.namespaces["tenant-b"].delivered == 1
         assert stats.total("published") == 4
-        assert len(drain(a)) == 3 and len(drain(b)) == 1
+        assert len(a.drain()) == 3 and len(b.drain()) == 1
         assert "EventBus open" in repr(bus) and "tenant-a.>" in repr(a)

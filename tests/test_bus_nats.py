@@ -23,7 +23,7 @@ from aether.errors import (
     InvalidNameError,
     NatsConnectionError,
 )
-from aether.testing import NatsServer
+from aether.testing import NatsServer, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -52,21 +52,6 @@ async def nodes(nats_url: str, prefix: str) -> AsyncIterator[list[NATSEventBus]]
             await bus.aclose()
         for nc in clients:
             await nc.close()
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``predicate`` (bus buffers have no change notification) until true or the deadline."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-    assert predicate(), what
-
-
-def take(sub: Subscription) -> list[Event]:
-    out = []
-    while sub.pending:
-        out.append(sub._buf.popleft())
-    return out
 
 
 async def settle(buses: list[NATSEventBus]) -> None:
@@ -128,12 +113,12 @@ async def test_three_nodes_every_subscriber_gets_each_matching_event_once(nodes:
         pattern, opts = SPECS[j]
         expected = [e.id for ns, e in published if wanted(pattern, opts, ns, e)]
         await wait_for(lambda sub=sub, expected=expected: sub.pending >= len(expected),  # type: ignore[misc]
-                       what=f"node {i} {pattern} {opts}")
+                       message=f"node {i} {pattern} {opts}")
     await settle(nodes)  # anything late (an echo, a duplicate) is now in the buffers
     for (i, j), sub in subs.items():
         pattern, opts = SPECS[j]
         expected = [e.id for ns, e in published if wanted(pattern, opts, ns, e)]
-        got = take(sub)
+        got = sub.drain()
         assert Counter(e.id for e in got) == Counter(expected), f"node {i} {pattern} {opts}"
         for origin in range(3):  # per-publisher order is kept
             mine = [e.id for e in got if e.data["origin"] == origin]
@@ -151,9 +136,9 @@ async def test_own_events_are_delivered_locally_not_echoed(nodes: list[NATSEvent
     await sub.ready()
     for v in range(1, 21):
         await solo.publish("t", ev("X", "a", v))
-    assert [e.version for e in take(sub)] == list(range(1, 21))  # synchronously, before any round trip
+    assert [e.version for e in sub.drain()] == list(range(1, 21))  # synchronously, before any round trip
     await settle([solo])
-    assert take(sub) == []
+    assert sub.drain() == []
     assert solo.stats().namespaces["t"].delivered == 20
 
 
@@ -171,7 +156,7 @@ async def test_tenant_isolation_whatever_the_pattern(nodes: list[NATSEventBus]) 
     await wait_for(lambda: subs[2].pending >= 3)
     await settle(nodes)
     for sub in subs:
-        got = take(sub)
+        got = sub.drain()
         assert got, sub.pattern
         assert {e.data["ns"].split(".")[0] for e in got} == {"tenant-a"}, sub.pattern
         assert all(matches(sub.pattern, e.data["ns"]) for e in got)
@@ -193,8 +178,8 @@ async def test_odd_event_types_are_carried_and_filtered(nodes: list[NATSEventBus
         await nodes[0].publish("t", ev(etype, "a", i + 1))
     await wait_for(lambda: everything.pending == len(types))
     await settle(nodes)
-    assert [e.event_type for e in take(sub)] == types[:4]
-    assert [e.event_type for e in take(everything)] == types
+    assert [e.event_type for e in sub.drain()] == types[:4]
+    assert [e.event_type for e in everything.drain()] == types
 
 
 async def test_slow_subscriber_overflows_fast_one_loses_nothing(nodes: list[NATSEventBus]) -> None:
@@ -220,7 +205,7 @@ async def test_slow_subscriber_overflows_fast_one_loses_nothing(nodes: list[NATS
     assert got == list(range(1, 2001))
     assert fast.dropped == 0 and fast.missed == 0
     assert slow.pending == 10 and slow.dropped == 1990
-    assert [e.version for e in take(slow)] == list(range(1, 11))
+    assert [e.version for e in slow.drain()] == list(range(1, 11))
     assert receiver.stats().namespaces["feed"].dropped == 1990
 
 
@@ -242,7 +227,7 @@ async def test_gaps_duplicates_and_invalid_messages_are_reported(nats_url: str, 
             # nats-py's flush() PING can overtake queued publishes; the bus's probe cannot
             await NATSEventBus(raw, subject_prefix=prefix).flush()
             await bus.flush()
-            assert [e.version for e in take(sub)] == [1, 2, 6, 7]
+            assert [e.version for e in sub.drain()] == [1, 2, 6, 7]
             assert sub.missed == 3 and other.missed == 3
             stats = bus.stats()
             assert stats.namespaces["t"].gaps == 1
@@ -278,18 +263,21 @@ async def test_subscriptions_resume_after_server_restart(nats_server_factory: Ca
             await publish_one()
         await wait_for(lambda: sub.pending == 50)
         await server.restart()
-        received = take(sub)
+        received = sub.drain()
         async with asyncio.timeout(60):  # keep publishing until events flow again
             while True:
                 await publish_one()
-                received += take(sub)
+                received += sub.drain()
                 if received and received[-1].version > 50 and sub_nc.is_connected and pub_nc.is_connected:
                     break
                 await asyncio.sleep(0.05)
         for _ in range(20):
             await publish_one()
-        await wait_for(lambda: sub.pending > 0 and sub._buf[-1].version == sent, what="last event")
-        received += take(sub)
+        def got_the_last() -> bool:
+            received.extend(sub.drain())
+            return received[-1].version == sent
+
+        await wait_for(got_the_last, message="the last event")
         versions = [e.version for e in received]
         assert versions == sorted(set(versions)), "order kept, no duplicates"
         assert versions[-1] == sent
@@ -404,7 +392,7 @@ async def test_bad_input(nats_url: str, prefix: str) -> None:
             await bus.publish("t", ev("X", "a", blob="x" * (nc.max_payload + 1)))
         sub = bus.subscribe("t")
         await bus.publish("t", ev("X", "a", 1))
-        assert [e.version for e in take(sub)] == [1]  # the failed publishes left no trace
+        assert [e.version for e in sub.drain()] == [1]  # the failed publishes left no trace
         assert bus.stats().namespaces["t"].published == 1
         await bus.aclose()
     finally:

@@ -25,7 +25,7 @@ from aether.demo.bank import BankCommand, decode_reply, encode_command
 from aether.errors import AetherError
 from aether.event import Event
 from aether.store import JetStreamEventStore
-from aether.testing import NatsServer
+from aether.testing import NatsServer, wait_for_sync
 
 pytestmark = pytest.mark.anyio
 
@@ -62,16 +62,6 @@ def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return str(resp.read().decode())
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
 
 
 class Proc:
@@ -245,7 +235,7 @@ async def test_events_tail(nats_url: str, unique_name: str, procs: list[Proc]) -
     # wait until the followers are subscribed (they say so on stderr)
     for proc in (follow, wildcard):
         assert proc.proc.stderr is not None
-        wait_for(lambda proc=proc: "following" in proc.proc.stderr.readline(), timeout=30)  # type: ignore[misc]
+        wait_for_sync(lambda proc=proc: "following" in proc.proc.stderr.readline(), timeout=30)  # type: ignore[misc]
     await seed_events(nats_url, unique_name, "t1", "other", 1)          # filtered out by the actor pattern
     await seed_events(nats_url, unique_name, "t1", "acct-new", 3)
     out, _ = await asyncio.to_thread(follow.proc.communicate, timeout=60)
@@ -328,18 +318,18 @@ async def test_events_tail_says_when_the_connection_is_lost_and_back(
                 env={"AETHER_RECONNECT_REMINDER": "1"})
     procs.append(tail)
     out, err = Lines(tail.proc.stdout), Lines(tail.proc.stderr)
-    wait_for(lambda: err.count("following"), timeout=60)
+    wait_for_sync(lambda: err.count("following"), timeout=60)
     await _append_when_ready(server.url, unique_name, [Event("E", a, 2, {"n": 2}) for a in actors], **store_args)
-    wait_for(lambda: len(out.lines) == len(actors), timeout=60)
+    wait_for_sync(lambda: len(out.lines) == len(actors), timeout=60)
     server.kill_sync()
-    wait_for(lambda: err.count("connection to NATS lost"), timeout=60)
-    wait_for(lambda: err.count("still reconnecting to NATS"), timeout=60)
+    wait_for_sync(lambda: err.count("connection to NATS lost"), timeout=60)
+    wait_for_sync(lambda: err.count("still reconnecting to NATS"), timeout=60)
     assert tail.proc.poll() is None  # no --timeout: it keeps trying
     server.start_sync()  # the same port and store
-    wait_for(lambda: err.count("connection to NATS is back"), timeout=60)
+    wait_for_sync(lambda: err.count("connection to NATS is back"), timeout=60)
     await _append_when_ready(server.url, unique_name,
                              [Event("E", a, v, {"n": v}) for a in actors for v in (3, 4)], **store_args)
-    wait_for(lambda: len(out.lines) >= 3 * len(actors), timeout=60)
+    wait_for_sync(lambda: len(out.lines) >= 3 * len(actors), timeout=60)
     assert tail.stop() == 0  # SIGTERM
     out.join()
     got = sorted((json.loads(line)["actor_id"], json.loads(line)["version"]) for line in out.lines)
@@ -355,10 +345,10 @@ async def test_events_tail_timeout_ending_while_disconnected_exits_1(
     tail = Proc(["events", "tail", "--stream", unique_name, "--nats-url", server.url, "--timeout", "8"])
     procs.append(tail)
     err = Lines(tail.proc.stderr)
-    wait_for(lambda: err.count("following"), timeout=60)
+    wait_for_sync(lambda: err.count("following"), timeout=60)
     server.kill_sync()
     assert tail.proc.wait(60) == 1
-    wait_for(lambda: err.count("--timeout ended while the connection to NATS was lost"), timeout=10)
+    wait_for_sync(lambda: err.count("--timeout ended while the connection to NATS was lost"), timeout=10)
     assert err.count("connection to NATS lost") == 1
 
 
@@ -369,13 +359,13 @@ async def test_node_says_when_the_connection_is_lost_and_back(
                  "--no-metrics", "--nats-url", server.url], env={"AETHER_RECONNECT_REMINDER": "1"})
     procs.append(node)
     out, err = Lines(node.proc.stdout), Lines(node.proc.stderr)
-    wait_for(lambda: any('"ready"' in line for line in out.lines), timeout=90)
+    wait_for_sync(lambda: any('"ready"' in line for line in out.lines), timeout=90)
     server.kill_sync()
-    wait_for(lambda: err.count("node n1: connection to NATS lost"), timeout=60)
-    wait_for(lambda: err.count("node n1: still reconnecting to NATS"), timeout=60)
+    wait_for_sync(lambda: err.count("node n1: connection to NATS lost"), timeout=60)
+    wait_for_sync(lambda: err.count("node n1: still reconnecting to NATS"), timeout=60)
     assert node.proc.poll() is None
     server.start_sync()
-    wait_for(lambda: err.count("node n1: connection to NATS is back"), timeout=60)
+    wait_for_sync(lambda: err.count("node n1: connection to NATS is back"), timeout=60)
     assert node.stop() == 0  # SIGTERM
     assert any('"stopped"' in line for line in out.lines)
     assert err.count("connection to NATS lost") == 1 and err.count("connection to NATS is back") == 1
@@ -389,13 +379,13 @@ async def test_dashboard_says_when_the_connection_is_lost_and_back(
                 env={"AETHER_RECONNECT_REMINDER": "1"})
     procs.append(dash)
     out, err = Lines(dash.proc.stdout), Lines(dash.proc.stderr)
-    wait_for(lambda: any("aether dashboard of cluster" in line for line in out.lines), timeout=90)
+    wait_for_sync(lambda: any("aether dashboard of cluster" in line for line in out.lines), timeout=90)
     server.kill_sync()
-    wait_for(lambda: err.count("dashboard: connection to NATS lost"), timeout=60)
-    wait_for(lambda: err.count("dashboard: still reconnecting to NATS"), timeout=60)
+    wait_for_sync(lambda: err.count("dashboard: connection to NATS lost"), timeout=60)
+    wait_for_sync(lambda: err.count("dashboard: still reconnecting to NATS"), timeout=60)
     assert dash.proc.poll() is None
     server.start_sync()
-    wait_for(lambda: err.count("dashboard: connection to NATS is back"), timeout=60)
+    wait_for_sync(lambda: err.count("dashboard: connection to NATS is back"), timeout=60)
     assert dash.stop() == 0  # SIGTERM
     assert err.count("connection to NATS lost") == 1 and err.count("connection to NATS is back") == 1
 
@@ -480,7 +470,7 @@ async def test_nodes_cluster_status_and_metrics(nats_url: str, unique_name: str,
         done = set(spread) == {"n1", "n2"} and sum(spread.values()) == 64 and state["map"]["handoffs"] == 0
         return state if done else None
 
-    state = await asyncio.to_thread(wait_for, status, 30.0, 0.3)
+    state = await asyncio.to_thread(wait_for_sync, status, timeout=30.0, interval=0.3)
     assert state["leader"]["id"] in ("n1", "n2") and state["leader"]["term"] > 0
     assert [m["id"] for m in state["members"]] == ["n1", "n2"]
     assert all(m["reachable"] for m in state["members"])

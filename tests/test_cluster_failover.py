@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from _cluster_procs import NodeSet, eventually, statuses
+from _cluster_procs import NodeSet, statuses
 from aether.cluster import ClusterClient
 from aether.cluster.options import ClusterOptions
+from aether.testing import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -50,15 +51,15 @@ async def test_exactly_one_leader_and_failover_to_higher_term(nc: Client, nats_u
     with NodeSet(nats_url, cluster, tmp_path) as nodes:
         for n in NODES:
             nodes.start(n)
-        found = await eventually(lambda: settled(nc, cluster, NODES), what="one leader, all shards owned",
-                                 diagnostics=nodes.diagnostics)
+        found = await wait_for(lambda: settled(nc, cluster, NODES), message="one leader, all shards owned",
+                               diagnostics=nodes.diagnostics)
         leader, term = leader_of(found)
         assert sum(1 for s in found.values() if s["is_leader"]) == 1
 
         nodes.nodes[leader].kill()
         survivors = [n for n in NODES if n != leader]
-        found = await eventually(lambda: settled(nc, cluster, survivors), what="a new leader after SIGKILL",
-                                 diagnostics=nodes.diagnostics)
+        found = await wait_for(lambda: settled(nc, cluster, survivors), message="a new leader after SIGKILL",
+                               diagnostics=nodes.diagnostics)
         new_leader, new_term = leader_of(found)
         assert new_leader != leader
         assert new_term > term, "the fencing term strictly increases with every new leadership"
@@ -71,14 +72,14 @@ async def test_paused_leader_steps_down_and_never_acts_with_old_term(nc: Client,
     with NodeSet(nats_url, cluster, tmp_path) as nodes:
         for n in NODES:
             nodes.start(n)
-        found = await eventually(lambda: settled(nc, cluster, NODES), what="one leader",
-                                 diagnostics=nodes.diagnostics)
+        found = await wait_for(lambda: settled(nc, cluster, NODES), message="one leader",
+                               diagnostics=nodes.diagnostics)
         leader, old_term = leader_of(found)
         others = [n for n in NODES if n != leader]
 
         nodes.nodes[leader].pause()
-        found = await eventually(lambda: settled(nc, cluster, others), what="a new leader while paused",
-                                 diagnostics=nodes.diagnostics)
+        found = await wait_for(lambda: settled(nc, cluster, others), message="a new leader while paused",
+                               diagnostics=nodes.diagnostics)
         _, new_term = leader_of(found)
         assert new_term > old_term
         resumed_at = time.time()
@@ -88,10 +89,10 @@ async def test_paused_leader_steps_down_and_never_acts_with_old_term(nc: Client,
             s = (await statuses(nc, cluster, [leader]))[leader]
             return s if s is not None and not s["is_leader"] and s["term"] >= new_term else None
 
-        await eventually(old_leader_stepped_down, what="the resumed leader to report it follows",
-                         diagnostics=nodes.diagnostics)
-        await eventually(lambda: settled(nc, cluster, NODES), what="the resumed node to rejoin",
-                         diagnostics=nodes.diagnostics)
+        await wait_for(old_leader_stepped_down, message="the resumed leader to report it follows",
+                       diagnostics=nodes.diagnostics)
+        await wait_for(lambda: settled(nc, cluster, NODES), message="the resumed node to rejoin",
+                       diagnostics=nodes.diagnostics)
         events = nodes.nodes[leader].events()
         acted = [e for e in events if e["event"] == "map_publish" and e["t"] >= resumed_at and e["term"] <= old_term]
         assert not acted, f"the old leader acted with its old term after resuming: {acted}"
@@ -109,8 +110,8 @@ async def test_killed_member_shards_fail_over_and_move_back_within_cap(nc: Clien
     with NodeSet(nats_url, cluster, tmp_path) as nodes:
         for n in NODES:
             nodes.start(n)
-        found = await eventually(lambda: settled(nc, cluster, NODES), what="a settled cluster",
-                                 diagnostics=nodes.diagnostics)
+        found = await wait_for(lambda: settled(nc, cluster, NODES), message="a settled cluster",
+                               diagnostics=nodes.diagnostics)
         leader, _ = leader_of(found)
         victim = next(n for n in NODES if n != leader and found[n]["owned"])
         victim_shards = set(found[victim]["owned"])
@@ -121,8 +122,8 @@ async def test_killed_member_shards_fail_over_and_move_back_within_cap(nc: Clien
 
             nodes.nodes[victim].kill()
             survivors = [n for n in NODES if n != victim]
-            found = await eventually(lambda: settled(nc, cluster, survivors),
-                                     what="survivors to own every shard exactly once", diagnostics=nodes.diagnostics)
+            found = await wait_for(lambda: settled(nc, cluster, survivors),
+                                   message="survivors to own every shard exactly once", diagnostics=nodes.diagnostics)
             for shard in victim_shards:
                 assert sum(shard in s["owned"] for s in found.values()) == 1
             for actor in victims_actors:
@@ -140,8 +141,8 @@ async def test_killed_member_shards_fail_over_and_move_back_within_cap(nc: Clien
                 done = await settled(nc, cluster, NODES)
                 return done if done is not None and len(done[victim]["owned"]) >= fair else None
 
-            back = await eventually(victim_back, what="the rejoined node to get its shards back",
-                                    diagnostics=nodes.diagnostics)
+            back = await wait_for(victim_back, message="the rejoined node to get its shards back",
+                                  diagnostics=nodes.diagnostics)
             assert set(back[victim]["owned"]) & victim_shards, "it gets shards it had before"
             for actor in actors:
                 owner = client.owner_of(actor)

@@ -35,11 +35,12 @@ def test_tracker_remembers_recent_lags_only() -> None:
     tracker = LagTracker()
     tracker.note(0.001)  # noise
     assert tracker.recent(10) == 0.0
-    tracker.note(0.5)
+    tracker.note(0.5, at=time.monotonic() - 20)  # seen 20 s ago
     tracker.note(0.2)
-    assert tracker.recent(10) == 0.5
-    tracker._samples[0] = (time.monotonic() - 20, 0.5)  # seen 20 s ago
     assert tracker.recent(10) == 0.2
+    assert tracker.recent(30) == 0.5
+    tracker.note(0.7)
+    assert tracker.recent(10) == 0.7
 
 
 async def test_one_tracker_per_event_loop() -> None:

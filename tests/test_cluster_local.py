@@ -33,17 +33,11 @@ from aether.errors import (
     NotOwnerError,
     RequestFailedError,
 )
-from aether.testing import NatsServer
+from aether.testing import NatsServer, wait_for
 
 pytestmark = pytest.mark.anyio
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -75,7 +69,7 @@ async def test_one_leader_and_stop_releases_the_lease_at_once(connect: Callable[
         await e.start()
     try:
         leader_id = await elections[0].wait_for_leader()
-        await eventually(lambda: all(e.leader_id == leader_id for e in elections), what="agreement on the leader")
+        await wait_for(lambda: all(e.leader_id == leader_id for e in elections), message="agreement on the leader")
         leaders = [e for e in elections if e.is_leader]
         assert len(leaders) == 1 and leaders[0].node_id == leader_id
         old_term = leaders[0].term
@@ -89,7 +83,7 @@ async def test_one_leader_and_stop_releases_the_lease_at_once(connect: Callable[
             or msgspec.msgpack.decode(entry.value, type=LeaseRecord).node_id != leader_id
         await bucket.aclose()
         rest = [e for e in elections if e is not leaders[0]]
-        await eventually(lambda: any(e.is_leader for e in rest), what="a new leader")
+        await wait_for(lambda: any(e.is_leader for e in rest), message="a new leader")
         new = next(e for e in rest if e.is_leader)
         assert new.term > old_term
     finally:
@@ -115,7 +109,7 @@ async def test_fenced_write_is_refused_once_the_lease_changed_hands(connect: Cal
                 assert entry is not None
                 await bucket.write("leader", b"usurper", last=entry.revision)  # the lease changes hands
                 await bucket.write("map", b"v2", headers=fence.headers)  # refused by the server
-        await eventually(lambda: not election.is_leader and deposed == [fence.term], what="the step-down")
+        await wait_for(lambda: not election.is_leader and deposed == [fence.term], message="the step-down")
         with pytest.raises(FencedError):
             async with election.fenced():
                 pass
@@ -157,20 +151,20 @@ async def test_partitioned_leader_and_member_stop_before_anyone_takes_over(
         try:
             await other_election.start()
             await other_member.start()
-            await eventually(lambda: other_member.member("cut") is not None, what="the member to be seen")
+            await wait_for(lambda: other_member.member("cut") is not None, message="the member to be seen")
             proxy.freeze()
-            await eventually(lambda: "other elected" in moments and "member evicted" in moments, timeout=20,
-                             what="takeover and eviction")
+            await wait_for(lambda: "other elected" in moments and "member evicted" in moments, timeout=20,
+                           message="takeover and eviction")
             assert moments["leader stepped down"] < moments["other elected"]
             assert moments["member gave up"] < moments["member evicted"]
             assert other_election.term > cut_election.term or not cut_election.is_leader
             proxy.thaw()
             # once reconnected, the cut node learns it was evicted and rejoins as a new incarnation
             old_incarnation = cut_member.incarnation
-            await eventually(lambda: cut_member.is_alive and cut_member.incarnation != old_incarnation,
-                             what="the rejoin")
-            await eventually(lambda: (m := other_member.member("cut")) is not None
-                             and m.incarnation == cut_member.incarnation, what="the new incarnation to be seen")
+            await wait_for(lambda: cut_member.is_alive and cut_member.incarnation != old_incarnation,
+                           message="the rejoin")
+            await wait_for(lambda: (m := other_member.member("cut")) is not None
+                           and m.incarnation == cut_member.incarnation, message="the new incarnation to be seen")
             assert not cut_election.is_leader and other_election.is_leader
         finally:
             proxy.thaw()
@@ -195,17 +189,17 @@ async def test_discovery_join_update_and_graceful_leave(connect: Callable[..., A
     try:
         assert [m.id for m in a.members()] == ["a"]
         await b.start()
-        await eventually(lambda: ("join", "b") in seen, what="the join")
+        await wait_for(lambda: ("join", "b") in seen, message="the join")
         info = a.member("b")
         assert info is not None and info.weight == 2 and info.status == "up" and info.incarnation
-        await eventually(lambda: (m := b.member("a")) is not None and m.metadata == {"zone": "z1"},
-                         what="b to see a")
+        await wait_for(lambda: (m := b.member("a")) is not None and m.metadata == {"zone": "z1"},
+                       message="b to see a")
         await b.announce(metadata={"role": "worker"})
-        await eventually(lambda: ("update", "b") in seen, what="the update")
+        await wait_for(lambda: ("update", "b") in seen, message="the update")
         assert (m := a.member("b")) is not None and m.metadata == {"role": "worker"}
-        await eventually(lambda: (m := a.member("b")) is not None and m.load.cpu_seconds > 0, what="load figures")
+        await wait_for(lambda: (m := a.member("b")) is not None and m.load.cpu_seconds > 0, message="load figures")
         await b.stop()
-        await eventually(lambda: ("leave", "b") in seen, what="the leave")
+        await wait_for(lambda: ("leave", "b") in seen, message="the leave")
         assert ("failure", "b") not in seen
         assert [m.id for m in a.members()] == ["a"]
         with pytest.raises(InvalidInputError):
@@ -253,8 +247,8 @@ async def test_routing_ownership_and_graceful_leave(connect: Callable[..., Await
     for node in nodes:
         await node.start()
     try:
-        await eventually(lambda: sorted(s for n in nodes for s in n.owned_shards()) == list(range(64)),
-                         what="all shards owned once")
+        await wait_for(lambda: sorted(s for n in nodes for s in n.owned_shards()) == list(range(64)),
+                       message="all shards owned once")
         async with ClusterClient(await connect(), cluster=cluster) as client:
             await client.wait_ready()
             for i in range(40):
@@ -284,10 +278,10 @@ async def test_routing_ownership_and_graceful_leave(connect: Callable[..., Await
             gone = nodes[1]
             gone_actors = [f"user-{i}@example.com" for i in range(40) if gone.is_local(f"user-{i}@example.com")]
             await gone.stop()
-            await eventually(lambda: left == ["m1"], what="the leave notification")
+            await wait_for(lambda: left == ["m1"], message="the leave notification")
             rest = [nodes[0], nodes[2]]
-            await eventually(lambda: sorted(s for n in rest for s in n.owned_shards()) == list(range(64)),
-                             what="the survivors to own every shard")
+            await wait_for(lambda: sorted(s for n in rest for s in n.owned_shards()) == list(range(64)),
+                           message="the survivors to own every shard")
             for actor in gone_actors:
                 assert (await client.request(actor, b"again")).decode().split("|")[0] in ("m0", "m2")
         assert [m.id for m in nodes[0].members()] == ["m0", "m2"]
@@ -333,19 +327,19 @@ async def test_handoff_finishes_in_flight_work_and_releases_before_the_new_owner
     newcomer = await make("m2")
     try:
         holder = next(n for n in nodes if n.node_id == old_owner)
-        await eventually(lambda: shard in holder.owned_shards(), what="the old owner to hold the shard")
+        await wait_for(lambda: shard in holder.owned_shards(), message="the old owner to hold the shard")
         slow = asyncio.create_task(nodes[0].request(actor, b"slow", timeout=20))
         await entered.wait()
         mark = len(log)
         await newcomer.start()
-        await eventually(lambda: (m := holder.shard_map) is not None and shard in m.handoffs,
-                         what="the handoff to start")
+        await wait_for(lambda: (m := holder.shard_map) is not None and shard in m.handoffs,
+                       message="the handoff to start")
         await asyncio.sleep(0.3)  # give a wrong implementation time to release or acquire early
         early = [(kind, who) for kind, who, shards in log[mark:] if shard in shards]
         assert not early, f"released or acquired while a request was in flight: {early}"
         gate.set()
         assert await slow == b"done", "the in-flight request finished on the old owner"
-        await eventually(lambda: shard in newcomer.owned_shards(), what="the new owner to serve the shard")
+        await wait_for(lambda: shard in newcomer.owned_shards(), message="the new owner to serve the shard")
         order = [(kind, who) for kind, who, shards in log[mark:] if shard in shards]
         finished = order.index(("finished", "handler"))
         released = order.index(("released", old_owner))
@@ -409,18 +403,18 @@ async def test_cluster_metrics(connect: Callable[..., Awaitable[Client]], unique
         return registry.get_sample_value(name, {"cluster": cluster, "node": node}) or 0.0
 
     try:
-        await eventually(lambda: sum(value("aether_cluster_shards_owned", n.node_id) for n in nodes) == 64
-                         and all(value("aether_cluster_shards_owned", n.node_id) == 32 for n in nodes)
-                         and all(value("aether_cluster_members", n.node_id) == 2 for n in nodes),
-                         what="member and shard gauges")
+        await wait_for(lambda: sum(value("aether_cluster_shards_owned", n.node_id) for n in nodes) == 64
+                       and all(value("aether_cluster_shards_owned", n.node_id) == 32 for n in nodes)
+                       and all(value("aether_cluster_members", n.node_id) == 2 for n in nodes),
+                       message="member and shard gauges")
         leader = next(n for n in nodes if n.is_leader)
         assert value("aether_cluster_is_leader", leader.node_id) == 1
         assert value("aether_cluster_leader_term", leader.node_id) == leader.term
         assert value("aether_cluster_leader_changes_total", leader.node_id) >= 1
         assert value("aether_cluster_shard_moves_total", leader.node_id) >= 1
         assert sum(value("aether_cluster_handoff_seconds_count", n.node_id) for n in nodes) >= 1
-        await eventually(lambda: value("aether_cluster_lease_renew_seconds_count", leader.node_id) >= 1,
-                         what="a lease renewal")
+        await wait_for(lambda: value("aether_cluster_lease_renew_seconds_count", leader.node_id) >= 1,
+                       message="a lease renewal")
     finally:
         for node in nodes:
             await node.stop()

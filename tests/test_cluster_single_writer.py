@@ -17,12 +17,12 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from _cluster_procs import NodeSet, eventually, statuses
+from _cluster_procs import NodeSet, statuses
 from _fault_artifacts import write_json
 from aether.cluster import ClusterClient
 from aether.errors import AetherError
 from aether.store import JetStreamEventStore
-from aether.testing import NatsCluster
+from aether.testing import NatsCluster, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -100,8 +100,8 @@ async def test_single_writer_while_nodes_are_killed_and_restarted(nc: Client, na
     with NodeSet(nats_url, cluster, tmp_path, stream=stream) as nodes:
         for n in NODES:
             nodes.start(n)
-        found = await eventually(lambda: settled(nc, cluster, NODES), what="a settled cluster",
-                                 diagnostics=nodes.diagnostics)
+        found = await wait_for(lambda: settled(nc, cluster, NODES), message="a settled cluster",
+                               diagnostics=nodes.diagnostics)
         leader = next(n for n, s in found.items() if s["is_leader"])
         follower = next(n for n in NODES if n != leader)
         async with ClusterClient(nc, cluster=cluster) as client:
@@ -109,26 +109,26 @@ async def test_single_writer_while_nodes_are_killed_and_restarted(nc: Client, na
             work = Workload(client)
             tasks = work.start()
             try:
-                await eventually(lambda: _true(len(work.ack_times) >= 200), what="requests before faults")
+                await wait_for(lambda: _true(len(work.ack_times) >= 200), message="requests before faults")
                 # fault 1: SIGKILL a follower, restart it
                 nodes.nodes[follower].kill()
                 killed = time.monotonic()
-                await eventually(lambda: _true(work.acked_after(killed + 0.5) >= 100), timeout=60,
-                                 what="requests after killing a follower", diagnostics=nodes.diagnostics)
+                await wait_for(lambda: _true(work.acked_after(killed + 0.5) >= 100), timeout=60,
+                               message="requests after killing a follower", diagnostics=nodes.diagnostics)
                 nodes.start(follower)
                 # fault 2: SIGKILL the leader, restart it
-                await eventually(lambda: settled(nc, cluster, NODES), what="the follower to rejoin",
-                                 diagnostics=nodes.diagnostics)
+                await wait_for(lambda: settled(nc, cluster, NODES), message="the follower to rejoin",
+                               diagnostics=nodes.diagnostics)
                 nodes.nodes[leader].kill()
                 killed = leader_killed = time.monotonic()
-                await eventually(lambda: _true(work.acked_after(killed + 0.5) >= 100), timeout=60,
-                                 what="requests after killing the leader", diagnostics=nodes.diagnostics)
+                await wait_for(lambda: _true(work.acked_after(killed + 0.5) >= 100), timeout=60,
+                               message="requests after killing the leader", diagnostics=nodes.diagnostics)
                 nodes.start(leader)
-                await eventually(lambda: settled(nc, cluster, NODES), what="the old leader to rejoin",
-                                 diagnostics=nodes.diagnostics)
+                await wait_for(lambda: settled(nc, cluster, NODES), message="the old leader to rejoin",
+                               diagnostics=nodes.diagnostics)
                 restarted = time.monotonic()
-                await eventually(lambda: _true(work.acked_after(restarted) >= 100), timeout=60,
-                                 what="requests after the restarts")
+                await wait_for(lambda: _true(work.acked_after(restarted) >= 100), timeout=60,
+                               message="requests after the restarts")
             finally:
                 work.stop.set()
                 await asyncio.gather(*tasks)
@@ -181,14 +181,14 @@ async def test_nats_server_killed_during_workload(nats_cluster_factory: Callable
         with NodeSet(urls[0], cluster, tmp_path, stream=stream, replicas=3, urls_for=rotated) as nodes:
             for i, n in enumerate(NODES):
                 nodes.start(n, index=i)
-            await eventually(lambda: settled(nc, cluster, NODES), timeout=60, what="a settled cluster on R3",
-                             diagnostics=nodes.diagnostics)
+            await wait_for(lambda: settled(nc, cluster, NODES), timeout=60, message="a settled cluster on R3",
+                           diagnostics=nodes.diagnostics)
             async with ClusterClient(nc, cluster=cluster) as client:
                 await client.wait_ready()
                 work = Workload(client)
                 tasks = work.start()
                 try:
-                    await eventually(lambda: _true(len(work.ack_times) >= 200), what="requests before the fault")
+                    await wait_for(lambda: _true(len(work.ack_times) >= 200), message="requests before the fault")
                     info = await store.stream_info()
                     # kill the server leading the KV bucket's stream: the hardest one to lose
                     bucket_info = await nc.request("$JS.API.STREAM.INFO.KV_aether-cluster-" + cluster, b"",
@@ -198,8 +198,8 @@ async def test_nats_server_killed_during_workload(nats_cluster_factory: Callable
                     victim = next(s for s in nats_cluster.servers if s.server_name == leader_name)
                     await victim.kill()
                     killed = time.monotonic()
-                    await eventually(lambda: _true(work.acked_after(killed + 1.0) >= 200), timeout=90,
-                                     what="requests after a NATS server was killed", diagnostics=nodes.diagnostics)
+                    await wait_for(lambda: _true(work.acked_after(killed + 1.0) >= 200), timeout=90,
+                                   message="requests after a NATS server was killed", diagnostics=nodes.diagnostics)
                 finally:
                     work.stop.set()
                     await asyncio.gather(*tasks)

@@ -85,6 +85,6 @@ async def test_close_while_reconnecting(nats_server_factory: Callable[..., NatsS
         server = nats_server_factory()
         nc = await connect(server.url, reconnect_time_wait=0.05)
         await server.kill()
-        await wait_for(lambda nc=nc: not nc.is_connected, timeout=10, message="disconnect")  # type: ignore[misc]
+        await wait_for(lambda nc=nc: not nc.is_connected, timeout=10, message="disconnect")  # type: ignore[misc, arg-type]
         await close(nc)
         assert nc.is_closed

@@ -30,8 +30,7 @@ from aether.errors import InvalidInputError, InvalidNameError
 from aether.permissions import authorization_config, dashboard_permissions
 from aether.projection import Projection, ProjectionOptions, ProjectionRunner, RetryPolicy
 from aether.store import JetStreamEventStore
-from aether.testing import NatsServer
-from aether.testing.waiting import wait_for
+from aether.testing import NatsServer, wait_for, wait_for_sync
 
 pytestmark = pytest.mark.anyio
 
@@ -79,14 +78,14 @@ async def test_api_state_agrees_with_cluster_status(nats_url: str, unique_name: 
             and all(m["reachable"] and m["in_map"] for m in state["members"])
         return state if ok else None
 
-    await asyncio.to_thread(wait_for_sync, settled)
+    await asyncio.to_thread(wait_for_sync, settled, timeout=60.0, interval=0.2)
 
     def agree() -> tuple[dict[str, Any], dict[str, Any]] | None:
         api = fetch_json(url + "api/state")
         status = cluster_status(nats_url, cluster)
         return (api, status) if api["cluster"] and comparable(api["cluster"]) == comparable(status) else None
 
-    api, status = await asyncio.to_thread(wait_for_sync, agree)
+    api, status = await asyncio.to_thread(wait_for_sync, agree, timeout=60.0, interval=0.2)
     assert api["cluster"]["leader"]["id"] in ("n1", "n2")
     # the grid is the published map: its owners add up to the shards per node
     owners = api["shard_map"]["owners"]
@@ -113,22 +112,10 @@ async def test_api_state_agrees_with_cluster_status(nats_url: str, unique_name: 
         events = [e for e in fetch_json(url + "api/state")["events"] if e["node"] == "n2"]
         return events if any(e["kind"] == "leave" for e in events) else None
 
-    events = await asyncio.to_thread(wait_for_sync, left)
+    events = await asyncio.to_thread(wait_for_sync, left, timeout=60.0, interval=0.2)
     assert not any(e["kind"] == "failure" for e in events)
     assert await asyncio.to_thread(dashboard.stop) == 0
 
-
-def wait_for_sync(check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
 
 
 def read_sse_event(url: str) -> dict[str, Any]:
@@ -375,4 +362,3 @@ def test_dashboard_permissions_are_reads_only() -> None:
     assert "$JS.API.DIRECT.GET.KV_aether-projection-leases-30s" in publish
     assert "$JS.API.STREAM.INFO.__DLQ_orders__t" in publish
     assert perms["subscribe"]["allow"][-1] == "_INBOX_d.>"
-

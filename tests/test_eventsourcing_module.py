@@ -53,7 +53,7 @@ from aether.integrations.eventsourcing import (
     JetStreamProcessRecorder,
 )
 from aether.integrations.eventsourcing._settings import events_stream
-from aether.testing import NatsCluster, NatsServer
+from aether.testing import NatsCluster, NatsServer, wait_for_sync
 from aether.testing.security import make_tls_files
 
 MODULE = "aether.integrations.eventsourcing"
@@ -801,13 +801,6 @@ def _stream_messages(url: str, stream: str) -> int:
     return asyncio.run(count())
 
 
-def _wait(condition: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
 
 def test_a_save_whose_acknowledgement_is_lost_is_confirmed_not_repeated(url: str, fresh: str) -> None:
     """The batch is stored but its ack is held past the timeout: the retry is refused by the
@@ -826,10 +819,10 @@ def test_a_save_whose_acknowledgement_is_lost_is_confirmed_not_repeated(url: str
         worker = threading.Thread(target=lambda: result.append(
             recorder.insert_events([event(originator, 1), event(originator, 2), event(first, 2)])))
         worker.start()
-        _wait(lambda: _stream_messages(url, events_stream(fresh)) == 4, "the batch to be stored")
+        wait_for_sync(lambda: _stream_messages(url, events_stream(fresh)) == 4, message="the batch to be stored")
         stored_at = proxy.upstream_bytes
         assert stored_at > sent_before
-        _wait(lambda: proxy.upstream_bytes > stored_at, "the retry after the lost ack")
+        wait_for_sync(lambda: proxy.upstream_bytes > stored_at, message="the retry after the lost ack")
         proxy.release_replies()
         worker.join(30)
         assert result == [[2, 3, 4]]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from _projection_helpers import balances_from_store, eventually, populate_accounts
+from _projection_helpers import balances_from_store, populate_accounts
 from aether.errors import InvalidInputError, StoreError
 from aether.event import Event
 from aether.projection import (
@@ -26,6 +26,7 @@ from aether.projection import (
 )
 from aether.projection.checkpoint import checkpoint_key
 from aether.store import JetStreamEventStore
+from aether.testing import wait_for
 from test_projection import Balances
 from test_projection_process import Worker, applied_total, read_model
 
@@ -239,7 +240,7 @@ async def test_one_lease_for_all_partitions_and_a_survivor_resumes(nc: Any, uniq
         async def one_active() -> bool:
             return r1.is_active != r2.is_active
 
-        await eventually(one_active, what="one active runner")
+        await wait_for(one_active, message="one active runner", timeout=60.0)
         active, standby = (r1, r2) if r1.is_active else (r2, r1)
         head = await active.catch_up(timeout=60)
         assert await standby.holder() == active.node_id and not standby.is_active
@@ -249,7 +250,7 @@ async def test_one_lease_for_all_partitions_and_a_survivor_resumes(nc: Any, uniq
         async def took_over() -> bool:
             return standby.is_active
 
-        await eventually(took_over, what="the standby to take over")
+        await wait_for(took_over, message="the standby to take over", timeout=60.0)
         assert standby.position >= head
         await standby.catch_up(timeout=60)
     finally:
@@ -313,7 +314,7 @@ async def test_sigkilled_runner_process_restarts_exact_over_partitions(nc: Any, 
             async def passed_threshold(w: Worker = worker, limit: int = threshold) -> bool:
                 return not w.alive() or applied_total(db) >= limit
 
-            await eventually(passed_threshold, timeout=120, interval=0.005, what="the worker to make progress")
+            await wait_for(passed_threshold, timeout=120, interval=0.005, message="the worker to make progress")
             if worker.alive():
                 killed_mid_run += 1
             worker.kill()
@@ -380,7 +381,7 @@ async def test_lease_holder_killed_survivor_resumes_every_partition(nc: Any, nat
         await checkpoints.open()
         key = checkpoint_key(store.stream, "balances")
         heads = tuple(int(info["state"]["last_seq"]) for info in await store.partition_info())
-        await eventually(a_caught_up, timeout=120, what="node a to catch up and checkpoint every partition")
+        await wait_for(a_caught_up, timeout=120, message="node a to catch up and checkpoint every partition")
         node_b = Worker(tmp_path, "b", [*base, "--node-id", "node-b"])
         workers.append(node_b)
         node_a.kill()
@@ -389,7 +390,7 @@ async def test_lease_holder_killed_survivor_resumes_every_partition(nc: Any, nat
         async def b_took_over() -> bool:
             return applied_total(db) == 1500
 
-        await eventually(b_took_over, timeout=120, what="node b to take over and apply the new events")
+        await wait_for(b_took_over, timeout=120, message="node b to take over and apply the new events")
         active = [line for line in node_b.lines() if line.startswith("ACTIVE")]
         assert len(active) == 1 and int(active[0].split()[1]) >= sum(heads)  # resumed, not from 0
         node_b.stop()

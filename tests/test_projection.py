@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from _projection_helpers import balances_from_store, eventually, populate_accounts
+from _projection_helpers import balances_from_store, populate_accounts
 from aether.codec import encode_event
 from aether.errors import CorruptEventError, InvalidInputError, InvalidNameError, StoreError
 from aether.event import ActorSnapshot, Event
@@ -29,6 +29,7 @@ from aether.projection import (
 )
 from aether.projection.checkpoint import checkpoint_key
 from aether.store import JetStreamEventStore
+from aether.testing import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -380,7 +381,7 @@ async def test_closing_a_subscription_ends_a_waiting_iteration(nc: Any, unique_n
     async def got_first() -> bool:
         return received == [1]
 
-    await eventually(got_first, what="the first event")
+    await wait_for(got_first, message="the first event", timeout=60.0)
     sub.close()
     await asyncio.wait_for(task, 10)
     await sub.aclose()
@@ -430,7 +431,7 @@ async def test_exactly_one_runner_holds_the_lease_and_a_survivor_resumes(nc: Any
         async def one_active() -> bool:
             return r1.is_active != r2.is_active
 
-        await eventually(one_active, what="one active runner")
+        await wait_for(one_active, message="one active runner", timeout=60.0)
         active, standby = (r1, r2) if r1.is_active else (r2, r1)
         head = await active.catch_up(timeout=60)
         assert await standby.holder() == active.node_id
@@ -443,7 +444,7 @@ async def test_exactly_one_runner_holds_the_lease_and_a_survivor_resumes(nc: Any
         async def took_over() -> bool:
             return standby.is_active
 
-        await eventually(took_over, what="the standby to take over")
+        await wait_for(took_over, message="the standby to take over", timeout=60.0)
         assert standby.stats().position >= head  # resumed from the saved position, not from 0
         await standby.catch_up(timeout=60)
     finally:
@@ -464,20 +465,20 @@ async def test_graceful_stop_hands_the_lease_over_at_once(nc: Any, unique_name: 
     second = ProjectionRunner(nc, Projection("handover"), store, options=options, node_id="second")
     await first.start()
     try:
-        await eventually(lambda: _is(first.is_active), what="the first runner to hold the lease")
+        await wait_for(lambda: _is(first.is_active), message="the first runner to hold the lease", timeout=60.0)
         await second.start()
-        lease = second._lease
-        assert lease is not None
+        js = nc.jetstream()
 
-        async def standing_by() -> bool:
-            return lease.watching  # tried, failed, and now follows the key
+        async def standing_by() -> bool:  # tried, failed, and now follows the key with a KV watch
+            # (the holder has none: the watch's consumer on the lease bucket is the standby's)
+            return len(await js.consumers_info(f"KV_{options.lease_bucket}")) == 1
 
-        await eventually(standing_by, what="the standby to watch the lease key")
+        await wait_for(standing_by, message="the standby to watch the lease key", timeout=60.0)
         assert not second.is_active
         loop = asyncio.get_running_loop()
         stopped_at = loop.time()
         await first.stop()
-        await eventually(lambda: _is(second.is_active), timeout=60, what="the standby to take over")
+        await wait_for(lambda: _is(second.is_active), timeout=60, message="the standby to take over")
         took = loop.time() - stopped_at
         assert took < 10, f"handover took {took:.1f}s"  # well before TTL/4 = 15 s; normally milliseconds
         assert await second.holder() == "second"
@@ -524,7 +525,7 @@ async def test_prometheus_metrics_count_progress_failures_and_lag(nc: Any, uniqu
         async def reports_lag() -> bool:
             return runner.lag == 5 and sample("aether_projection_lag_events") == 5
 
-        await eventually(reports_lag, what="the lag while blocked on the second event")
+        await wait_for(reports_lag, message="the lag while blocked on the second event", timeout=60.0)
         assert sample("aether_projection_active") == 1
         release.set()
         head = await runner.catch_up(timeout=60)

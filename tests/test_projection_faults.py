@@ -11,12 +11,12 @@ from typing import Any
 import nats
 import pytest
 
-from _projection_helpers import eventually, populate_accounts
+from _projection_helpers import populate_accounts
 from aether.errors import AetherError
 from aether.event import Event
 from aether.projection import CatchUpSubscription, EventSource, Projection, ProjectionOptions, ProjectionRunner
 from aether.store import JetStreamEventStore
-from aether.testing import NatsServer
+from aether.testing import NatsServer, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -71,7 +71,7 @@ async def test_runner_continues_exactly_once_across_a_server_restart(
                     return False  # still reconnecting; the batches are atomic, retrying is safe
                 return True
 
-            await eventually(appended, timeout=60, interval=0.2, what="appends after the restart")
+            await wait_for(appended, timeout=60, interval=0.2, message="appends after the restart")
             # the server may restore the consumer or the runner recreates it: either way, exactly once
             await runner.catch_up(timeout=60)
         assert len(seen) == 500 and max(seen.values()) == 1
@@ -102,13 +102,13 @@ async def test_holder_steps_down_on_its_local_deadline_when_the_server_freezes(
             async def inactive() -> bool:
                 return not runner.is_active
 
-            await eventually(active, what="the runner to acquire the lease")
+            await wait_for(active, message="the runner to acquire the lease", timeout=60.0)
             await server.pause()  # renewals now get no answer
             try:
-                await eventually(inactive, timeout=30, what="a step-down while the server is frozen")
+                await wait_for(inactive, timeout=30, message="a step-down while the server is frozen")
             finally:
                 await server.resume()
-            await eventually(active, timeout=60, what="the lease to be acquired again after the freeze")
+            await wait_for(active, timeout=60, message="the lease to be acquired again after the freeze")
         finally:
             await runner.stop()
     finally:

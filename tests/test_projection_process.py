@@ -19,11 +19,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from _projection_helpers import balances_from_store, eventually, populate_accounts
+from _projection_helpers import balances_from_store, populate_accounts
 from aether.names import encode_token
 from aether.projection import CheckpointStore, EventSource, ProjectionLease
 from aether.projection.checkpoint import checkpoint_key
 from aether.store import JetStreamEventStore
+from aether.testing import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -119,7 +120,7 @@ async def test_sigkill_at_random_points_then_restart_ends_exact(nc: Any, nats_ur
         async def passed_threshold(w: Worker = worker, limit: int = threshold) -> bool:
             return not w.alive() or applied_total(db) >= limit
 
-        await eventually(passed_threshold, timeout=120, interval=0.005, what="the worker to make progress")
+        await wait_for(passed_threshold, timeout=120, interval=0.005, message="the worker to make progress")
         if worker.alive():
             killed_mid_run += 1
         worker.kill()  # SIGKILL: no final checkpoint, no cleanup
@@ -153,7 +154,7 @@ async def test_cluster_node_killed_survivor_takes_over_and_resumes(nc: Any, nats
     async def a_active() -> bool:
         return any(line.startswith("ACTIVE") for line in node_a.lines()) or not node_a.alive()
 
-    await eventually(a_active, what="node a to become active")
+    await wait_for(a_active, message="node a to become active", timeout=60.0)
     assert node_a.alive(), node_a.err.read_text()
     node_b = Worker(tmp_path, "b", [*base, "--node-id", "node-b"])
     workers.append(node_b)
@@ -167,7 +168,7 @@ async def test_cluster_node_killed_survivor_takes_over_and_resumes(nc: Any, nats
     checkpoints = CheckpointStore(nc)
     await checkpoints.open()
     head = max((await last_positions(nc, store)).values())
-    await eventually(caught_up_and_saved, what="node a to catch up and checkpoint")
+    await wait_for(caught_up_and_saved, message="node a to catch up and checkpoint", timeout=60.0)
     lease = ProjectionLease(nc, bucket=lease_bucket, key=key, node_id="observer", ttl=2)
     await lease.open()
     assert await lease.holder() == "node-a"
@@ -179,7 +180,7 @@ async def test_cluster_node_killed_survivor_takes_over_and_resumes(nc: Any, nats
     async def b_took_over() -> bool:
         return applied_total(db) == 3000
 
-    await eventually(b_took_over, timeout=90, what="node b to take over and apply the new events")
+    await wait_for(b_took_over, timeout=90, message="node b to take over and apply the new events")
     assert await lease.holder() == "node-b"
     active_lines = [line for line in node_b.lines() if line.startswith("ACTIVE")]
     assert len(active_lines) == 1

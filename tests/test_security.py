@@ -7,6 +7,7 @@ import asyncio
 import json
 import ssl
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -143,18 +144,31 @@ async def test_tls_is_never_downgraded_to_plaintext(nats_server: NatsServer, tmp
     await nc.close()
 
 
+async def tls_versions(server: NatsServer, name: str) -> list[str | None]:
+    """The TLS version of each connection named ``name``, as the server reports it (``/connz``)."""
+    def read() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.monitor_port}/connz", timeout=10) as resp:
+            connz: dict[str, Any] = json.loads(resp.read())
+        return connz
+
+    connz = await asyncio.to_thread(read)
+    return [conn.get("tls_version") for conn in connz["connections"] if conn.get("name") == name]
+
+
 async def test_tls_upgrades_when_the_server_allows_but_does_not_require_it(
         nats_server_factory: Callable[..., NatsServer], tmp_path: Path) -> None:
     """A server with ``allow_non_tls`` offers TLS without requiring it: a client that asked for TLS
     gets TLS (nats-py alone would stay in plaintext), one that did not may stay in plaintext."""
     tls = make_tls_files(tmp_path)
     server = nats_server_factory(extra_config=tls.server_config(verify=False) + "\nallow_non_tls: true")
-    nc = await connect(f"tls://127.0.0.1:{server.port}", tls_ca=tls.ca)
+    nc = await connect(f"tls://127.0.0.1:{server.port}", tls_ca=tls.ca, name="asked-for-tls")
+    plain = await connect(f"nats://127.0.0.1:{server.port}", name="plaintext")
     try:
-        assert nc._transport is not None
-        writer = getattr(nc._transport, "_io_writer", None)
-        assert writer is not None and writer.get_extra_info("ssl_object") is not None
+        [version] = await tls_versions(server, "asked-for-tls")
+        assert version  # e.g. "1.3"
+        assert await tls_versions(server, "plaintext") == [None]  # the check tells the two apart
     finally:
+        await plain.close()
         await nc.close()
 
 
@@ -176,17 +190,17 @@ async def test_reconnection_never_falls_back_to_plaintext(nats_server_factory: C
         reconnected.set()
 
     nc = await connect(f"tls://127.0.0.1:{port}", tls_ca=tls.ca, error_cb=on_error, reconnected_cb=on_reconnected,
-                       reconnect_time_wait=0.1)
+                       reconnect_time_wait=0.1, name="tls-client")
     try:
         tls_server.cleanup()
         plain = nats_server_factory(port=port)
         await wait_for(lambda: any("does not offer TLS" in str(e) for e in errors), timeout=30)
         assert not nc.is_connected and not reconnected.is_set()
         plain.cleanup()
-        nats_server_factory(port=port, extra_config=tls.server_config(verify=False))
+        back = nats_server_factory(port=port, extra_config=tls.server_config(verify=False))
         await asyncio.wait_for(reconnected.wait(), 60)
-        writer = getattr(nc._transport, "_io_writer", None)
-        assert writer is not None and writer.get_extra_info("ssl_object") is not None
+        [version] = await tls_versions(back, "tls-client")
+        assert version
     finally:
         await nc.close()
 

@@ -9,9 +9,11 @@ from typing import Any
 
 import nats
 import pytest
+from nats.aio.client import Client
 
 from aether import Event
 from aether.errors import AetherError, VersionConflictError
+from aether.names import event_subject
 from aether.store import JetStreamEventStore
 from aether.testing import NatsCluster
 from aether.testing.conformance import append_with_retry
@@ -76,17 +78,40 @@ async def test_a_history_read_answered_by_a_lagging_replica_is_never_short(
         await _frozen_copy(nc, writer.stream, "LAGGING_COPY", messages=10)
         for version in range(11, 21):
             await writer.save_event(Event("E", "acc", version))
-        reader = await _create(nc, "LAGGING")  # a reader that never wrote: no cache to go by
-        reader._direct_get = "$JS.API.DIRECT.GET.LAGGING_COPY"  # its direct gets reach the lagging copy
-        copy = await nc.request("$JS.API.DIRECT.GET.LAGGING_COPY",
-                                json.dumps({"last_by_subj": reader._subject("acc")}).encode(), timeout=5)
+        # a reader that never wrote (no cache to go by) whose direct gets reach the lagging copy
+        reader_nc = DirectGetsRedirected("$JS.API.DIRECT.GET.LAGGING", "$JS.API.DIRECT.GET.LAGGING_COPY")
+        await reader_nc.connect(servers=cluster.urls)
+        reader = await _create(reader_nc, "LAGGING")
+        subject = event_subject(reader.options.subject_prefix, reader.stream, "acc")
+        copy = await reader_nc.request("$JS.API.DIRECT.GET.LAGGING",  # (redirected)
+                                       json.dumps({"last_by_subj": subject}).encode(), timeout=5)
         assert (copy.headers or {})["Nats-Sequence"] == "10"  # the copy lags by 10 writes
         assert [e.version for e in await reader.get_events("acc")] == list(range(1, 21))
         assert [e.version for e in await reader.get_events("acc", from_version=8)] == list(range(8, 21))
         assert [e.version async for e in reader.iter_events("acc", from_version=15)] == list(range(15, 21))
         assert [e.version for e in await reader.get_events("acc", from_version=21)] == []
+        assert reader_nc.redirected > 1  # the reads did go to the copy
     finally:
+        await reader_nc.close()
         await nc.close()
+
+
+class DirectGetsRedirected(Client):
+    """A nats-py client whose direct gets on one stream reach another (only the public
+    ``publish``, through which every request goes, is overridden)."""
+
+    def __init__(self, direct_get: str, instead: str) -> None:
+        super().__init__()
+        self.direct_get = direct_get
+        self.instead = instead
+        self.redirected = 0
+
+    async def publish(self, subject: str, payload: bytes = b"", reply: str = "",
+                      headers: dict[str, str] | None = None) -> None:
+        if subject == self.direct_get or subject.startswith(self.direct_get + "."):
+            subject = self.instead + subject[len(self.direct_get):]
+            self.redirected += 1
+        await super().publish(subject, payload, reply, headers)
 
 
 async def _frozen_copy(nc: Any, source: str, name: str, *, messages: int) -> None:

@@ -74,7 +74,7 @@ async def _stored_index(nc: Any, store: JetStreamEventStore, actor: str) -> SeqI
 async def _read_fresh(nc: Any, name: str, actor: str, from_version: int = 0) -> tuple[list[int], JetStreamEventStore]:
     store = await JetStreamEventStore.create(nc, name)
     events = await store.get_events(actor, from_version)
-    await store._history.wait_index_writes()
+    await store.wait_index_writes()
     return [e.version for e in events], store
 
 
@@ -107,22 +107,22 @@ async def test_sparse_actor_is_read_by_sequence_after_its_first_read(nc: Any, un
     seqs = await _interleaved(nc, store, {"sparse": 40, "small": 3})
     versions, first = await _read_fresh(nc, unique_name, "sparse")
     assert versions == list(range(1, 41))
-    assert first._history.scans == 1 and first._history.index_writes == 1
+    assert first.history_stats.scans == 1 and first.history_stats.index_writes == 1
     index = await _stored_index(nc, store, "sparse")
     assert index is not None and index.first_version == 1 and index.seqs == seqs["sparse"]
     versions, second = await _read_fresh(nc, unique_name, "sparse")
     assert versions == list(range(1, 41))
-    assert second._history.scans == 0 and second._history.events_by_sequence == 40
+    assert second.history_stats.scans == 0 and second.history_stats.events_by_sequence == 40
     for start in (0, 1, 2, 17, 39, 40, 41, 100):
         got, reader = await _read_fresh(nc, unique_name, "sparse", start)
         assert got == list(range(max(start, 1), 41)), start
-        assert reader._history.scans == 0
+        assert reader.history_stats.scans == 0
     assert [e.version for e in await second.get_events("small")] == [1, 2, 3]
     long = COUNT_MIN_WINDOW + 10
     more = await _interleaved(nc, store, {"long": long}, filler="more")
     await _read_fresh(nc, unique_name, "long")
     versions, third = await _read_fresh(nc, unique_name, "long")
-    assert versions == list(range(1, long + 1)) and third._history.events_by_sequence == long
+    assert versions == list(range(1, long + 1)) and third.history_stats.events_by_sequence == long
     assert sorted(await store.actor_ids()) == sorted([*seqs, *more])  # index subjects are not actors
 
 
@@ -131,12 +131,12 @@ async def test_dense_actor_is_scanned(nc: Any, unique_name: str) -> None:
     await store.save_events([Event("E", "dense", v) for v in range(1, 301)])
     versions, reader = await _read_fresh(nc, unique_name, "dense")
     assert versions == list(range(1, 301))
-    assert reader._history.events_by_sequence == 0 and reader._history.index_writes == 0
+    assert reader.history_stats.events_by_sequence == 0 and reader.history_stats.index_writes == 0
     # a dense actor that an index describes is still scanned (from the first wanted event)
     await _raw_publish(nc, _subject(store, "dense", "x"), encode_index(SeqIndex(1, list(range(1, 301)))) or b"",
                        None, "idx-dense")
     versions, reader = await _read_fresh(nc, unique_name, "dense", 5)
-    assert versions == list(range(5, 301)) and reader._history.events_by_sequence == 0
+    assert versions == list(range(5, 301)) and reader.history_stats.events_by_sequence == 0
     assert DENSE_SPACING >= 1
 
 
@@ -144,7 +144,7 @@ async def test_snapshot_then_indexed_tail(nc: Any, unique_name: str) -> None:
     store = await JetStreamEventStore.create(nc, unique_name)
     await _interleaved(nc, store, {"acc": 30})
     await store.get_events("acc")
-    await store._history.wait_index_writes()
+    await store.wait_index_writes()
     await store.save_snapshot(ActorSnapshot("acc", 30, {"n": 30}))
     for v in range(31, 41):
         await store.save_event(Event("E", "acc", v))
@@ -192,13 +192,13 @@ async def test_tail_found_along_the_predecessor_chain_including_atomic_batches(n
     store = await JetStreamEventStore.create(nc, unique_name)
     await _interleaved(nc, store, {"acc": 20})
     await store.get_events("acc")
-    await store._history.wait_index_writes()
+    await store.wait_index_writes()
     await store.save_events([Event("E", "acc", v) for v in (21, 22, 23)])  # batch: one header for three
     await store.save_event(Event("E", "noise", 1))
     await store.save_event(Event("E", "acc", 24))
     versions, reader = await _read_fresh(nc, unique_name, "acc")
     assert versions == list(range(1, 25))
-    assert reader._history.chain_walks == 1 and reader._history.scans == 0
+    assert reader.history_stats.chain_walks == 1 and reader.history_stats.scans == 0
     # a long enough tail found along the chain is added to the index
     index = await _stored_index(nc, store, "acc")
     assert index is not None and index.last_version == 24
@@ -241,7 +241,7 @@ async def test_a_deleted_event_is_an_error_not_a_short_history(nc: Any, unique_n
     store = await JetStreamEventStore.create(nc, unique_name)
     seqs = await _interleaved(nc, store, {"acc": 20})
     await store.get_events("acc")
-    await store._history.wait_index_writes()
+    await store.wait_index_writes()
     reply = await _api(nc, f"STREAM.MSG.DELETE.{store.stream}", {"seq": seqs["acc"][9], "no_erase": True})
     assert reply.get("success"), reply
     for start in (0, 5):
@@ -254,7 +254,7 @@ async def test_corrupt_messages_are_reported_with_their_sequence(nc: Any, unique
     store = await JetStreamEventStore.create(nc, unique_name)
     seqs = await _interleaved(nc, store, {"acc": 10})
     await store.get_events("acc")
-    await store._history.wait_index_writes()
+    await store.wait_index_writes()
     # a foreign writer appends garbage to the actor's subject (after the indexed history)
     bad = await _raw_publish(nc, _subject(store, "acc"), b"not an event", seqs["acc"][-1], "garbage-1")
     for start in (0, 5, 11):
@@ -295,9 +295,10 @@ async def test_history_written_before_indexes_existed(nc: Any, unique_name: str)
     versions, reader = await _read_fresh(nc, unique_name, "old")
     assert versions == list(range(1, 26))
     # a small sparse actor is first read along its predecessor chain, not by scanning the stream
-    assert reader._history.scans == 0 and reader._history.chain_walks == 1 and reader._history.index_writes == 1
+    stats = reader.history_stats
+    assert stats.scans == 0 and stats.chain_walks == 1 and stats.index_writes == 1
     versions, reader = await _read_fresh(nc, unique_name, "old")
-    assert versions == list(range(1, 26)) and reader._history.events_by_sequence == 25
+    assert versions == list(range(1, 26)) and reader.history_stats.events_by_sequence == 25
     index = await _stored_index(nc, store, "old")
     assert index is not None and index.seqs == seqs["old"]
 
@@ -312,7 +313,7 @@ async def test_stream_that_refuses_rollups_is_read_without_index(nc: Any, unique
     for _ in range(2):
         versions, reader = await _read_fresh(nc, unique_name, "acc")
         assert versions == list(range(1, 13))
-        assert reader._history.index_writes == 0 and reader._history.events_by_sequence == 0
+        assert reader.history_stats.index_writes == 0 and reader.history_stats.events_by_sequence == 0
 
 
 async def _r3_store(nc: Any, name: str) -> JetStreamEventStore:
@@ -334,7 +335,7 @@ async def test_r3_reads_through_the_index_from_every_server(
             await writer.save_event(Event("E", "acc", v))
             await writer.save_event(Event("E", f"other-{v % 4}", v // 4 + 1)) if v % 4 else None
         assert [e.version for e in await writer.get_events("acc")] == list(range(1, 31))
-        await writer._history.wait_index_writes()
+        await writer.wait_index_writes()
 
         async def all_replicas_agree() -> bool:
             for nc in conns:
@@ -372,15 +373,15 @@ async def test_read_only_user_reads_without_writing_indexes(
         reader = await JetStreamEventStore.create(auditor, "EV", create_stream=False, timeout=2.0)
         for _ in range(3):
             assert [e.version for e in await reader.get_events("acc")] == list(range(1, 13))
-            await reader._history.wait_index_writes()
-        assert reader._history.index_failures == 1 and reader._history.index_writes == 0  # tried once
+            await reader.wait_index_writes()
+        assert reader.history_stats.index_failures == 1 and reader.history_stats.index_writes == 0  # tried once
         assert auditor.is_connected
         # a writer's read keeps the index; the read-only reader then reads through it
         await writer.get_events("acc")
-        await writer._history.wait_index_writes()
-        before = reader._history.events_by_sequence
+        await writer.wait_index_writes()
+        before = reader.history_stats.events_by_sequence
         assert [e.version for e in await reader.get_events("acc")] == list(range(1, 13))
-        assert reader._history.events_by_sequence == before + 12
+        assert reader.history_stats.events_by_sequence == before + 12
     finally:
         await admin.close()
         await auditor.close()
@@ -390,7 +391,7 @@ async def test_iter_events_stopped_early_leaves_nothing_running(nc: Any, unique_
     store = await JetStreamEventStore.create(nc, unique_name)
     await _interleaved(nc, store, {"acc": 30})
     await store.get_events("acc")
-    await store._history.wait_index_writes()
+    await store.wait_index_writes()
     for start in (0, 3):
         seen = []
         async for event in store.iter_events("acc", start):
@@ -398,7 +399,7 @@ async def test_iter_events_stopped_early_leaves_nothing_running(nc: Any, unique_
             if len(seen) == 5:
                 break
         assert seen == list(range(max(start, 1), max(start, 1) + 5))
-    assert store._history._fetcher._batches == {}
+    assert store.history_stats.fetches_in_flight == 0
     assert [e.version for e in await store.get_events("acc")] == list(range(1, 31))
 
 
@@ -414,9 +415,8 @@ async def test_partitioned_namespace_reads_each_actor_through_its_partitions_ind
         for actor in actors:
             assert [e.version for e in await reader.get_events(actor)] == list(range(1, 21))
             assert [e.version for e in await reader.get_events(actor, 19)] == [19, 20]
-        for unit in reader._units:
-            await unit._history.wait_index_writes()
+        await reader.wait_index_writes()
     # the second reader found every index in the actor's own partition stream
-    assert sum(unit._history.events_by_sequence for unit in reader._units) == 60 * 20 + 60 * 2
-    assert sum(unit._history.scans for unit in reader._units) == 0
+    assert reader.history_stats.events_by_sequence == 60 * 20 + 60 * 2  # summed over the partitions
+    assert reader.history_stats.scans == 0
     assert sorted(await reader.actor_ids()) == sorted(actors)

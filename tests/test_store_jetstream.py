@@ -180,7 +180,7 @@ async def test_bounded_cache_stays_correct(nc: Any, unique_name: str) -> None:
     for round_ in range(1, 4):
         for i in range(40):
             await store.save_event(Event("E", f"c{i}", round_))
-    assert len(store._cache) <= 8
+    assert store.cached_actors <= 8
     for i in range(40):
         assert await store.get_latest_version(f"c{i}") == 3
 

@@ -110,6 +110,15 @@ class Subscription:
         """Whether the iteration has ended or will end once the buffer is read."""
         return self._ended
 
+    def drain(self) -> list[Event]:
+        """Take every event buffered right now, in arrival order, without waiting (``[]`` if none).
+
+        The same events ``async for`` would yield next; never blocks, never raises.
+        """
+        events = list(self._buf)
+        self._buf.clear()
+        return events
+
     # ---- lifecycle ---------------------------------------------------------------------------
     async def ready(self) -> None:
         """Wait until the subscription receives events from every node.

@@ -29,10 +29,11 @@ class LagTracker:
     def __init__(self) -> None:
         self._samples: deque[tuple[float, float]] = deque(maxlen=256)
 
-    def note(self, lag: float) -> None:
-        """Record a lag (seconds) observed now."""
+    def note(self, lag: float, *, at: float | None = None) -> None:
+        """Record a lag (seconds) observed at ``at`` (:func:`time.monotonic`; default: now; notes
+        come in time order)."""
         if lag >= _NOISE:
-            self._samples.append((time.monotonic(), lag))
+            self._samples.append((time.monotonic() if at is None else at, lag))
 
     def recent(self, window: float) -> float:
         """The largest lag seen in the last ``window`` seconds (0.0 if none)."""

@@ -31,6 +31,7 @@ import base64
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import astuple, dataclass
 from typing import Any
 
 import msgspec
@@ -43,7 +44,7 @@ from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, Pe
 from aether.event import Event
 from aether.store._seqindex import SeqIndex, decode_index, encode_index
 
-__all__ = ["DENSE_SPACING", "HistoryReader", "ReadPosition", "sequence_at"]
+__all__ = ["DENSE_SPACING", "HistoryReader", "HistoryStats", "ReadPosition", "sequence_at"]
 
 # bytes per scan page: with the next page prefetched, at most ~2 pages are on their way to the
 # client, far below the server's per-client max_pending (64 MiB)
@@ -81,6 +82,30 @@ def _predecessor(seq: int, headers: dict[str, str]) -> int:
 def _dense(seqs: list[int]) -> bool:
     """Whether events at ``seqs`` are close enough in the stream to read them by subject scan."""
     return len(seqs) > 1 and (seqs[-1] - seqs[0]) / (len(seqs) - 1) <= DENSE_SPACING
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStats:
+    """What a store's history reads did so far (inspection, tests, benchmarks).
+
+    Attributes:
+        scans: subject scans (a whole history, or the part after the index).
+        index_writes: sequence-index messages stored.
+        index_failures: index writes the server refused or did not acknowledge.
+        events_by_sequence: events read by sequence through an index.
+        chain_walks: reads that found their newest events along the predecessor chain.
+        fetches_in_flight: pipelined fetches by sequence not finished yet.
+    """
+
+    scans: int = 0
+    index_writes: int = 0
+    index_failures: int = 0
+    events_by_sequence: int = 0
+    chain_walks: int = 0
+    fetches_in_flight: int = 0
+
+    def __add__(self, other: HistoryStats) -> HistoryStats:
+        return HistoryStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 class _Facts:
@@ -142,6 +167,11 @@ class SequenceFetcher:
         self._batches: dict[str, _Batch] = {}
         self._lock = asyncio.Lock()
         self._counter = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Fetches not finished yet."""
+        return len(self._batches)
 
     async def _ensure(self) -> None:
         if self._sub is not None:
@@ -702,6 +732,11 @@ class HistoryReader:
                 self.indexing_disabled.add(stream)  # the stream does not allow rollups: stop trying
             return
         self.index_writes += 1
+
+    def stats(self) -> HistoryStats:
+        """The counters above, and the fetches by sequence still running."""
+        return HistoryStats(self.scans, self.index_writes, self.index_failures, self.events_by_sequence,
+                            self.chain_walks, self._fetcher.in_flight)
 
     async def wait_index_writes(self) -> None:
         """Wait until the index writes started so far are done (tests, orderly shutdown)."""

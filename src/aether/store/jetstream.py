@@ -55,7 +55,7 @@ from aether.errors import (
 )
 from aether.event import ActorSnapshot, Event
 from aether.names import decode_token, encode_token, stream_name, validate_actor_id
-from aether.store._history import HistoryReader, ReadPosition
+from aether.store._history import HistoryReader, HistoryStats, ReadPosition
 from aether.store._trace import trace_from_env
 from aether.store._validation import (
     check_actor_id,
@@ -355,6 +355,21 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         return await rebalance(self._api, self.streams, timeout=timeout)
+
+    @property
+    def history_stats(self) -> HistoryStats:
+        """What this store's history reads did so far, over every partition (inspection, tests)."""
+        return sum((unit._history.stats() for unit in (self, *self._units)), HistoryStats())
+
+    @property
+    def cached_actors(self) -> int:
+        """How many actors' latest versions are cached (at most ``options.cache_size``)."""
+        return len(self._cache)
+
+    async def wait_index_writes(self) -> None:
+        """Wait until the sequence-index writes that reads started so far are done (tests, benchmarks)."""
+        for unit in (self, *self._units):
+            await unit._history.wait_index_writes()
 
     @property
     def streams(self) -> tuple[str, ...]:
