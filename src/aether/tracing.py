@@ -124,34 +124,39 @@ def _extract(carrier: Mapping[str, str] | None) -> Any:
     return _propagate.extract(carrier) if carrier else None
 
 
-# ---- cluster ----------------------------------------------------------------------------------------
-def traced_request(function: F) -> F:
-    """``aether.request`` around ``request(self, actor_id, payload, ...)`` of a node or a client."""
+def _hooked(function: F, traced: Callable[..., Awaitable[Any]]) -> F:
+    """``function`` itself without ``opentelemetry-api``; else a wrapper calling ``traced`` with
+    the same arguments while tracing is on, and ``function`` directly while it is off."""
     if _trace is None:
         return function
 
     @functools.wraps(function)
-    async def wrapper(self: Any, actor_id: str, *args: Any, **kwargs: Any) -> Any:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
         if _off():
-            return await function(self, actor_id, *args, **kwargs)
+            return await function(*args, **kwargs)
+        return await traced(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ---- cluster ----------------------------------------------------------------------------------------
+def traced_request(function: F) -> F:
+    """``aether.request`` around ``request(self, actor_id, payload, ...)`` of a node or a client."""
+
+    async def traced(self: Any, actor_id: str, *args: Any, **kwargs: Any) -> Any:
         attributes = {"messaging.system": _SYSTEM, "messaging.operation.type": "send",
                       "messaging.operation.name": "request", "aether.actor.id": actor_id,
                       "aether.cluster": self.cluster, "aether.node.id": getattr(self, "node_id", "")}
         with _span("aether.request", _kind("CLIENT"), attributes):
             return await function(self, actor_id, *args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return _hooked(function, traced)
 
 
 def traced_hop(function: F) -> F:
     """``aether.route`` around ``Router._remote(self, owner, req, sent_map, deadline)``."""
-    if _trace is None:
-        return function
 
-    @functools.wraps(function)
-    async def wrapper(self: Any, owner: str, req: Any, *args: Any) -> Any:
-        if _off():
-            return await function(self, owner, req, *args)
+    async def traced(self: Any, owner: str, req: Any, *args: Any) -> Any:
         attributes = {"messaging.system": _SYSTEM, "messaging.operation.type": "send",
                       "messaging.destination.name": self._subject(owner), "messaging.message.id": req.request_id,
                       "aether.actor.id": req.actor_id, "aether.shard": req.shard, "aether.node.id": owner,
@@ -161,17 +166,14 @@ def traced_hop(function: F) -> F:
             span.set_attribute("aether.route.answered", reply is not None)
             return reply
 
-    return wrapper  # type: ignore[return-value]
+    return _hooked(function, traced)
 
 
 def traced_serve(function: F) -> F:
     """Run ``_serve(self, msg)`` in the trace context carried by the request's headers."""
-    if _trace is None:
-        return function
 
-    @functools.wraps(function)
-    async def wrapper(self: Any, msg: Any) -> Any:
-        if _off() or not msg.headers:
+    async def traced(self: Any, msg: Any) -> Any:
+        if not msg.headers:
             return await function(self, msg)
         token = _context.attach(_propagate.extract(msg.headers))
         try:
@@ -179,18 +181,13 @@ def traced_serve(function: F) -> F:
         finally:
             _context.detach(token)
 
-    return wrapper  # type: ignore[return-value]
+    return _hooked(function, traced)
 
 
 def traced_handler(function: F) -> F:
     """``aether.handle`` around ``ClusterManager._dispatch(self, req)``."""
-    if _trace is None:
-        return function
 
-    @functools.wraps(function)
-    async def wrapper(self: Any, req: Any) -> Any:
-        if _off():
-            return await function(self, req)
+    async def traced(self: Any, req: Any) -> Any:
         attributes = {"messaging.system": _SYSTEM, "messaging.operation.type": "process",
                       "messaging.message.id": req.request_id, "aether.actor.id": req.actor_id,
                       "aether.shard": req.shard, "aether.node.id": self.node_id, "aether.cluster": self.cluster,
@@ -202,7 +199,7 @@ def traced_handler(function: F) -> F:
                 span.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{reply.error_type}: {reply.error}"))
             return reply
 
-    return wrapper  # type: ignore[return-value]
+    return _hooked(function, traced)
 
 
 # ---- store ------------------------------------------------------------------------------------------
@@ -213,13 +210,8 @@ def _store_attributes(store: Any, operation: str) -> dict[str, Any]:
 
 def traced_append(function: F) -> F:
     """``aether.store.append`` around ``save_event(self, event)`` / ``save_events(self, events)``."""
-    if _trace is None:
-        return function
 
-    @functools.wraps(function)
-    async def wrapper(self: Any, events: Any) -> Any:
-        if _off():
-            return await function(self, events)
+    async def traced(self: Any, events: Any) -> Any:
         batch: Sequence[Event] = events if isinstance(events, Sequence) else (events,)
         attributes = _store_attributes(self, "send")
         if batch:
@@ -230,18 +222,13 @@ def traced_append(function: F) -> F:
         with _span("aether.store.append", _kind("PRODUCER"), attributes):
             return await function(self, events)
 
-    return wrapper  # type: ignore[return-value]
+    return _hooked(function, traced)
 
 
 def traced_read(function: F) -> F:
     """``aether.store.read`` around ``get_events(self, actor_id, ...)`` / ``get_latest_version``."""
-    if _trace is None:
-        return function
 
-    @functools.wraps(function)
-    async def wrapper(self: Any, actor_id: str, *args: Any, **kwargs: Any) -> Any:
-        if _off():
-            return await function(self, actor_id, *args, **kwargs)
+    async def traced(self: Any, actor_id: str, *args: Any, **kwargs: Any) -> Any:
         attributes = _store_attributes(self, "receive")
         attributes.update({"aether.actor.id": actor_id, "aether.read": function.__name__})
         with _span("aether.store.read", _kind("CLIENT"), attributes) as span:
@@ -250,7 +237,7 @@ def traced_read(function: F) -> F:
                 span.set_attribute("aether.event.count", len(result))
             return result
 
-    return wrapper  # type: ignore[return-value]
+    return _hooked(function, traced)
 
 
 # ---- bus --------------------------------------------------------------------------------------------
