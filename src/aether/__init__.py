@@ -1,62 +1,21 @@
 """Aether: distributed event-sourcing primitives for Python, powered by NATS JetStream."""
 
+from aether import errors
 from aether.bus import EventBroadcaster, EventBus, NATSEventBus, Subscription
-from aether.errors import (
-    AetherError,
-    AetherTimeoutError,
-    BusClosedError,
-    ClusterError,
-    CorruptEventError,
-    DuplicateEventIdError,
-    EventTooLargeError,
-    FencedError,
-    InvalidBatchError,
-    InvalidInputError,
-    InvalidNameError,
-    InvalidVersionError,
-    MetricsUnavailableError,
-    NatsConnectionError,
-    NatsServerError,
-    NotOwnerError,
-    PermissionDeniedError,
-    RequestFailedError,
-    StoreError,
-    StoreUnavailableError,
-    VersionConflictError,
-)
+from aether.errors import *  # noqa: F403  (the whole error tree: aether.errors.__all__)
 from aether.event import ActorSnapshot, Event, EventStore, SnapshotStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActorSnapshot",
-    "AetherError",
-    "AetherTimeoutError",
-    "BusClosedError",
-    "ClusterError",
-    "CorruptEventError",
-    "DuplicateEventIdError",
     "Event",
     "EventBroadcaster",
     "EventBus",
     "EventStore",
-    "EventTooLargeError",
-    "FencedError",
-    "InvalidBatchError",
-    "InvalidInputError",
-    "InvalidNameError",
-    "InvalidVersionError",
-    "MetricsUnavailableError",
     "NATSEventBus",
-    "NatsConnectionError",
-    "NatsServerError",
-    "NotOwnerError",
-    "PermissionDeniedError",
-    "RequestFailedError",
     "SnapshotStore",
-    "StoreError",
-    "StoreUnavailableError",
     "Subscription",
-    "VersionConflictError",
     "__version__",
 ]
+__all__ += errors.__all__  # every error of the tree is importable from aether
