@@ -50,6 +50,7 @@ MAX_STREAM_BASE_LENGTH = 64
 
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9-]+")
 _NS_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")  # a whole valid namespace (the fast check)
 _STREAM_BASE = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPED = re.compile(r"(?:_[0-9A-F]{2}|[A-Za-z0-9-])+")
 _SAFE_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
@@ -157,18 +158,9 @@ def validate_namespace(namespace: object) -> str:
         InvalidNameError: not a str, empty, too long, an empty token, or a token with a
             character outside ``A-Z a-z 0-9 _ -`` (wildcards included).
     """
-    if not isinstance(namespace, str):
-        raise InvalidNameError(f"namespace must be a str, got {type(namespace).__name__}")
-    _check_length("namespace", namespace)
-    for token in namespace.split("."):
-        if not token:
-            raise InvalidNameError(f"namespace {namespace!r} has an empty token (leading, trailing or '..')")
-        if not _NS_TOKEN.fullmatch(token):
-            raise InvalidNameError(
-                f"namespace {namespace!r}: token {token!r} may only contain A-Z a-z 0-9 _ - "
-                "(wildcards are allowed only in subscription patterns, as whole tokens)"
-            )
-    return namespace
+    if type(namespace) is str and len(namespace) <= MAX_NAMESPACE_LENGTH and _NAMESPACE.fullmatch(namespace):
+        return namespace
+    return _check_namespace(namespace, "namespace", wildcards=False)  # raises, naming the rule broken
 
 
 def validate_namespace_pattern(pattern: object) -> str:
@@ -177,25 +169,27 @@ def validate_namespace_pattern(pattern: object) -> str:
     Raises:
         InvalidNameError: as :func:`validate_namespace`, or a misplaced/partial wildcard.
     """
-    if not isinstance(pattern, str):
-        raise InvalidNameError(f"namespace pattern must be a str, got {type(pattern).__name__}")
-    _check_length("namespace pattern", pattern)
-    tokens = pattern.split(".")
+    return _check_namespace(pattern, "namespace pattern", wildcards=True)
+
+
+def _check_namespace(value: object, kind: str, *, wildcards: bool) -> str:
+    """Check a namespace (or a pattern: ``wildcards``) token by token, naming the first rule broken."""
+    if not isinstance(value, str):
+        raise InvalidNameError(f"{kind} must be a str, got {type(value).__name__}")
+    _check_length(kind, value)
+    tokens = value.split(".")
     for i, token in enumerate(tokens):
-        if token == "*":
-            continue
-        if token == ">":
-            if i != len(tokens) - 1:
-                raise InvalidNameError(f"pattern {pattern!r}: '>' is allowed only as the last token")
+        if wildcards and token in ("*", ">"):
+            if token == ">" and i != len(tokens) - 1:
+                raise InvalidNameError(f"{kind} {value!r}: '>' is allowed only as the last token")
             continue
         if not token:
-            raise InvalidNameError(f"pattern {pattern!r} has an empty token")
+            raise InvalidNameError(f"{kind} {value!r} has an empty token (leading, trailing or '..')")
         if not _NS_TOKEN.fullmatch(token):
-            raise InvalidNameError(
-                f"pattern {pattern!r}: token {token!r} may only contain A-Z a-z 0-9 _ -, "
-                "or be exactly '*' or a final '>'"
-            )
-    return pattern
+            allowed = ("A-Z a-z 0-9 _ -, or be exactly '*' or a final '>'" if wildcards else
+                       "A-Z a-z 0-9 _ - (wildcards are allowed only in subscription patterns, as whole tokens)")
+            raise InvalidNameError(f"{kind} {value!r}: token {token!r} may only contain {allowed}")
+    return value
 
 
 def validate_stream_base(name: object) -> str:
