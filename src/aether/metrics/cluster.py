@@ -48,8 +48,7 @@ class ClusterMetrics:
 
     Raises:
         MetricsUnavailableError: ``prometheus-client`` is not installed.
-        InvalidInputError: these metrics are already registered in ``registry`` (share one
-            ClusterMetrics between nodes instead).
+        InvalidInputError: ``registry`` holds these metrics already (one ClusterMetrics serves every node).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None, *,

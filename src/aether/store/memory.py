@@ -7,15 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from aether.codec import decode_snapshot, encode_snapshot
 from aether.errors import DuplicateEventIdError, EventTooLargeError, InvalidInputError, VersionConflictError
 from aether.event import ActorSnapshot, Event
-from aether.store._validation import (
-    DEFAULT_MAX_EVENT_SIZE,
-    check_actor_id,
-    check_batch,
-    check_event,
-    check_from_version,
-    check_snapshot,
-    encode_within,
-)
+from aether.store import _validation  # the checks both stores share
 
 __all__ = ["InMemoryEventStore"]
 
@@ -37,7 +29,7 @@ class InMemoryEventStore:
         InvalidInputError: ``max_event_size`` is not an int >= 64.
     """
 
-    def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+    def __init__(self, *, max_event_size: int = _validation.DEFAULT_MAX_EVENT_SIZE) -> None:
         if type(max_event_size) is not int or max_event_size < 64:
             raise InvalidInputError(f"max_event_size must be an int >= 64, got {max_event_size!r}")
         self.max_event_size = max_event_size
@@ -61,8 +53,8 @@ class InMemoryEventStore:
             InvalidInputError: not an Event; InvalidVersionError / InvalidNameError: bad version or actor id.
             EventTooLargeError: the encoded event exceeds ``max_event_size``.
         """
-        check_event(event)
-        encode_within(event, self.max_event_size)  # the size JetStream would see; unencodable values
+        _validation.check_event(event)
+        _validation.encode_within(event, self.max_event_size)  # the size JetStream would see; unencodable values
         actor_id = event.actor_id
         version = event.version
         history = self._events.get(actor_id)
@@ -90,10 +82,10 @@ class InMemoryEventStore:
             InvalidVersionError: versions < 1 or not consecutive.
             EventTooLargeError: an encoded event exceeds ``max_event_size`` (nothing stored).
         """
-        check_batch(events)
+        _validation.check_batch(events)
         limit = self.max_event_size
         for event in events:
-            encode_within(event, limit)
+            _validation.encode_within(event, limit)
         first = events[0]
         history = self._events.get(first.actor_id)
         current = len(history) if history else 0
@@ -116,8 +108,8 @@ class InMemoryEventStore:
         Raises:
             InvalidNameError: bad actor id; InvalidVersionError: bad ``from_version``.
         """
-        check_actor_id(actor_id)
-        check_from_version(from_version)
+        _validation.check_actor_id(actor_id)
+        _validation.check_from_version(from_version)
         history = self._events.get(actor_id)
         if not history:
             return []
@@ -134,7 +126,7 @@ class InMemoryEventStore:
         Raises:
             InvalidNameError: bad actor id.
         """
-        check_actor_id(actor_id)
+        _validation.check_actor_id(actor_id)
         history = self._events.get(actor_id)
         return len(history) if history else 0
 
@@ -145,7 +137,7 @@ class InMemoryEventStore:
             InvalidInputError: not an ActorSnapshot; InvalidVersionError / InvalidNameError: bad fields.
             EventTooLargeError: the encoded snapshot exceeds ``max_event_size``.
         """
-        check_snapshot(snapshot)
+        _validation.check_snapshot(snapshot)
         payload = encode_snapshot(snapshot)
         if len(payload) > self.max_event_size:
             raise EventTooLargeError(snapshot.actor_id, len(payload), self.max_event_size)
@@ -159,7 +151,7 @@ class InMemoryEventStore:
         Raises:
             InvalidNameError: bad actor id.
         """
-        check_actor_id(actor_id)
+        _validation.check_actor_id(actor_id)
         return self._snapshots.get(actor_id)
 
     async def actor_ids(self) -> list[str]:
