@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 
 from eventsourcing.persistence import InfrastructureFactory
 
-from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
-from aether.connect import close, connect
+from aether.integrations.eventsourcing.testing import delete_streams
 from aether.integrations.eventsourcing.testing import drop_streams as drop_application_streams
 from aether.integrations.eventsourcing.testing import streams_of as _streams_of
 from aether.testing import NatsServer
@@ -26,22 +24,7 @@ def streams_of(application_name: str) -> list[str]:
 
 def drop_streams(url: str, *streams: str) -> None:
     """Delete the streams (missing ones are fine)."""
-    asyncio.run(_drop(url, list(streams)))
-
-
-async def _drop(url: str, streams: list[str]) -> None:
-    nc = await connect(url)
-    api = JsApi(nc)
-    try:
-        for stream in streams:
-            try:
-                await api.api(f"STREAM.DELETE.{stream}")
-            except JetStreamApiError as exc:
-                if exc.err_code != ERR_STREAM_NOT_FOUND:
-                    raise
-    finally:
-        await api.aclose()
-        await close(nc)
+    delete_streams(streams, {"AETHER_NATS_URL": url})
 
 
 class ModuleServer:
