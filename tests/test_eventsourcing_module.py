@@ -696,7 +696,7 @@ def test_on_a_three_node_cluster_with_replicated_streams() -> None:
                 assert sorted(outcomes) == ["conflict", "stored"]
             ids = recorders[1].insert_events([event(uuid4(), 1), event(uuid4(), 1)])
             assert ids == [11, 12]
-            # read-your-writes: the writer's own reads wait for a replica that has its writes
+            # read-your-writes: a replica that lacks the latest saves is completed from the stream leader
             assert [n.id for n in recorders[1].select_notifications(None, 100)] == list(range(1, 13))
             assert recorders[1].max_notification_id() == 12
             process = factories[0].process_recorder()
