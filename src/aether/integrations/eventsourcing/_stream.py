@@ -698,9 +698,11 @@ class _Selection:
 
 
 async def _cancel(task: asyncio.Future[Any] | None) -> None:
-    """Cancel a leader lookup the read no longer needs (and reap it)."""
+    """Cancel a leader lookup the read no longer needs and reap it (its error, if any, is moot: the
+    read failed or did not need it); a cancellation of the caller still propagates."""
     if task is not None:
         if not task.done():
             task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()
