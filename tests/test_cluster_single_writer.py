@@ -109,11 +109,11 @@ async def test_single_writer_while_nodes_are_killed_and_restarted(nc: Client, na
             work = Workload(client)
             tasks = work.start()
             try:
-                await wait_for(lambda: _true(len(work.ack_times) >= 200), message="requests before faults")
+                await wait_for(lambda: len(work.ack_times) >= 200, message="requests before faults")
                 # fault 1: SIGKILL a follower, restart it
                 nodes.nodes[follower].kill()
                 killed = time.monotonic()
-                await wait_for(lambda: _true(work.acked_after(killed + 0.5) >= 100), timeout=60,
+                await wait_for(lambda: work.acked_after(killed + 0.5) >= 100, timeout=60,
                                message="requests after killing a follower", diagnostics=nodes.diagnostics)
                 nodes.start(follower)
                 # fault 2: SIGKILL the leader, restart it
@@ -121,13 +121,13 @@ async def test_single_writer_while_nodes_are_killed_and_restarted(nc: Client, na
                                diagnostics=nodes.diagnostics)
                 nodes.nodes[leader].kill()
                 killed = leader_killed = time.monotonic()
-                await wait_for(lambda: _true(work.acked_after(killed + 0.5) >= 100), timeout=60,
+                await wait_for(lambda: work.acked_after(killed + 0.5) >= 100, timeout=60,
                                message="requests after killing the leader", diagnostics=nodes.diagnostics)
                 nodes.start(leader)
                 await wait_for(lambda: settled(nc, cluster, NODES), message="the old leader to rejoin",
                                diagnostics=nodes.diagnostics)
                 restarted = time.monotonic()
-                await wait_for(lambda: _true(work.acked_after(restarted) >= 100), timeout=60,
+                await wait_for(lambda: work.acked_after(restarted) >= 100, timeout=60,
                                message="requests after the restarts")
             finally:
                 work.stop.set()
@@ -137,10 +137,6 @@ async def test_single_writer_while_nodes_are_killed_and_restarted(nc: Client, na
         acked = sum(len(v) for v in work.acked.values())
         assert acked >= 500 and total >= acked
         await store.aclose()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _read_when_available(store: JetStreamEventStore, actor: str) -> list[Any]:
@@ -188,7 +184,7 @@ async def test_nats_server_killed_during_workload(nats_cluster_factory: Callable
                 work = Workload(client)
                 tasks = work.start()
                 try:
-                    await wait_for(lambda: _true(len(work.ack_times) >= 200), message="requests before the fault")
+                    await wait_for(lambda: len(work.ack_times) >= 200, message="requests before the fault")
                     info = await store.stream_info()
                     # kill the server leading the KV bucket's stream: the hardest one to lose
                     bucket_info = await nc.request("$JS.API.STREAM.INFO.KV_aether-cluster-" + cluster, b"",
@@ -198,7 +194,7 @@ async def test_nats_server_killed_during_workload(nats_cluster_factory: Callable
                     victim = next(s for s in nats_cluster.servers if s.server_name == leader_name)
                     await victim.kill()
                     killed = time.monotonic()
-                    await wait_for(lambda: _true(work.acked_after(killed + 1.0) >= 200), timeout=90,
+                    await wait_for(lambda: work.acked_after(killed + 1.0) >= 200, timeout=90,
                                    message="requests after a NATS server was killed", diagnostics=nodes.diagnostics)
                 finally:
                     work.stop.set()

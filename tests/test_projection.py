@@ -465,7 +465,7 @@ async def test_graceful_stop_hands_the_lease_over_at_once(nc: Any, unique_name: 
     second = ProjectionRunner(nc, Projection("handover"), store, options=options, node_id="second")
     await first.start()
     try:
-        await wait_for(lambda: _is(first.is_active), message="the first runner to hold the lease", timeout=60.0)
+        await wait_for(lambda: first.is_active, message="the first runner to hold the lease", timeout=60.0)
         await second.start()
         js = nc.jetstream()
 
@@ -478,7 +478,7 @@ async def test_graceful_stop_hands_the_lease_over_at_once(nc: Any, unique_name: 
         loop = asyncio.get_running_loop()
         stopped_at = loop.time()
         await first.stop()
-        await wait_for(lambda: _is(second.is_active), timeout=60, message="the standby to take over")
+        await wait_for(lambda: second.is_active, timeout=60, message="the standby to take over")
         took = loop.time() - stopped_at
         assert took < 10, f"handover took {took:.1f}s"  # well before TTL/4 = 15 s; normally milliseconds
         assert await second.holder() == "second"
@@ -486,10 +486,6 @@ async def test_graceful_stop_hands_the_lease_over_at_once(nc: Any, unique_name: 
     finally:
         await first.stop()
         await second.stop()
-
-
-async def _is(value: bool) -> bool:
-    return value
 
 
 async def test_prometheus_metrics_count_progress_failures_and_lag(nc: Any, unique_name: str) -> None:
