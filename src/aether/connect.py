@@ -379,8 +379,7 @@ async def close(nc: Client) -> None:
     try:
         await asyncio.shield(closing)
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if not closing.done() or (current is not None and current.cancelling()):
+        if not closing.done():
             raise  # the caller was cancelled
         # nats-py's own stray cancellation: the client is closed all the same
 
