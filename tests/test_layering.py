@@ -3,7 +3,8 @@
     model (event, errors, names, codec, _ids)
       → adapter (_nats, connect, _tasks, _observers)
         → components (store, bus, cluster, projection, metrics, tracing, permissions)
-          → aggregate → applications (cli, demo, dashboard, integrations)
+          → aggregate → applications (cli, demo, dashboard, integrations; the nats-server
+            launcher ``aether.server``)
     aether.testing may import anything; nothing in production imports it.
 
 Known violations that other branches are fixing are allow-listed below, each with its reason, so
@@ -25,11 +26,11 @@ ROOT = Path(aether.__file__).parent
 MODEL = {"event", "errors", "names", "codec", "_ids", "__version__"}
 ADAPTER = {"_nats", "connect", "_tasks", "_observers"}
 COMPONENTS = {"store", "bus", "cluster", "projection", "metrics", "tracing", "permissions"}
-APPLICATIONS = {"cli", "demo", "dashboard", "integrations", "__main__"}
+# ``server``: the nats-server launcher the command line and the demo use (aether.testing re-exports it)
+APPLICATIONS = {"cli", "demo", "dashboard", "integrations", "__main__", "server"}
 
-# production modules importing aether.testing: the `aether server` command and the demo start
-# nats-server through aether.testing.server (branch `firstrun` moves the launcher into production)
-KNOWN_TESTING_IMPORTS = {"aether.cli.server", "aether.demo.runner"}
+# production modules importing aether.testing: none since the launcher moved to aether.server
+KNOWN_TESTING_IMPORTS: set[str] = set()
 # the bus importing the store: none since branch `busfast` landed
 KNOWN_BUS_STORE_IMPORTS: set[str] = set()
 # modules outside a package importing one of its private modules
@@ -187,6 +188,6 @@ def _runtime_nats_importers() -> set[str]:
 
 
 def test_the_cluster_speaks_nats_only_through_the_adapter() -> None:
-    # node_process.py is a process launcher for tests and demos (issue 11: to move out of the package)
-    cluster = {m for m in _runtime_nats_importers() if _area(m) == "cluster"}
-    assert cluster == {"aether.cluster.node_process"}
+    # the node-process harness of the tests and benchmarks lives in aether.testing.node_process
+    assert "aether.testing.node_process" in _sources()
+    assert {m for m in _runtime_nats_importers() if _area(m) == "cluster"} == set()

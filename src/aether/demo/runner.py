@@ -34,8 +34,8 @@ from aether.demo.processes import NodeProcess
 from aether.demo.verify import VerificationReport, load_histories, verify_histories
 from aether.demo.view import DemoView
 from aether.errors import AetherError, AetherTimeoutError
+from aether.server import NatsServer
 from aether.store import JetStreamEventStore
-from aether.testing.server import NatsServer
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 

@@ -26,7 +26,7 @@ import pytest
 
 from aether.connect import close
 from aether.errors import NatsServerError
-from aether.testing.server import NatsCluster, NatsServer, find_nats_server
+from aether.server import NatsCluster, NatsServer, find_nats_server
 
 __all__ = ["anyio_backend", "nats_cluster_factory", "nats_server", "nats_server_factory", "nats_url", "nc",
            "unique_name"]
