@@ -33,19 +33,9 @@ APPLICATIONS = {"cli", "demo", "dashboard", "integrations", "__main__", "server"
 KNOWN_TESTING_IMPORTS: set[str] = set()
 # the bus importing the store: none since branch `busfast` landed
 KNOWN_BUS_STORE_IMPORTS: set[str] = set()
-# modules outside a package importing one of its private modules
-KNOWN_PRIVATE_IMPORTS = {
-    # cli/demo area (branch `firstrun`): the names are public in aether.cluster.naming now
-    ("aether.cli.dashboard", "aether.cluster._kv"),
-    ("aether.cli._cluster_state", "aether.cluster._kv"),
-    # cli/_cluster_state.py decodes the shard map with the router's decoder
-    ("aether.cli._cluster_state", "aether.cluster._routing"),
-    # the applications share cli's private helpers (issue 11: demo <-> cli import each other)
-    ("aether.dashboard.collector", "aether.cli._cluster_state"),
-    ("aether.demo.runner", "aether.cli._cluster_state"),
-    ("aether.demo.runner", "aether.cli._common"),
-    ("aether.demo.view", "aether.cli._cluster_state"),
-}
+# modules outside a package importing one of its private modules: none since the applications read
+# a cluster through the public aether.cluster.state and aether.cluster.naming
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 # nats-py private attributes: projection/_consumer.py feeds sub._pending_queue (projection area,
 # another helper's branch)
 KNOWN_NATS_PRIVATE = {"aether.projection._consumer"}
@@ -191,3 +181,10 @@ def test_the_cluster_speaks_nats_only_through_the_adapter() -> None:
     # the node-process harness of the tests and benchmarks lives in aether.testing.node_process
     assert "aether.testing.node_process" in _sources()
     assert {m for m in _runtime_nats_importers() if _area(m) == "cluster"} == set()
+
+
+def test_the_applications_and_test_support_speak_nats_only_through_the_adapter() -> None:
+    # nats-py types in their signatures only; run-time needs (connect, ordered consumers) go through
+    # aether.connect and aether._nats.apps
+    found = {m for m in _runtime_nats_importers() if _area(m) in {"cli", "demo", "dashboard", "server", "testing"}}
+    assert found == set()

@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 import msgspec
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aether._nats.apps import follow_ordered, stream_last_sequence
 from aether.cli._common import (
     connection_options,
     emit_json,
@@ -355,7 +355,7 @@ class _Follower:
 
     def __init__(self, nc: Any, refs: list[StreamRef], exact_actor: str | None,
                  queue: asyncio.Queue[tuple[StreamRef, Any]]) -> None:
-        self._js = nc.jetstream()
+        self._nc = nc
         self._targets = [(ref, name) for ref in refs for name in ref.streams]
         self._token = encode_token(exact_actor) if exact_actor is not None else "*"
         self._queue = queue
@@ -368,18 +368,12 @@ class _Follower:
                 self._next[name] = 0
             else:
                 try:
-                    info = await self._js.stream_info(name)
-                except Exception as exc:
-                    raise StoreError(f"cannot follow stream {name!r}: {exc}") from exc
-                self._next[name] = info.state.last_seq + 1
+                    self._next[name] = await stream_last_sequence(self._nc, name) + 1
+                except AetherError as exc:
+                    raise StoreError(f"cannot follow {exc}") from exc
             await self._subscribe(ref, name)
 
     async def _subscribe(self, ref: StreamRef, name: str) -> None:
-        start = self._next[name]
-        policy: dict[str, Any] = ({"deliver_policy": DeliverPolicy.ALL} if not start else
-                                  {"config": ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                                            opt_start_seq=start)})
-
         async def deliver(msg: Any) -> None:
             try:
                 self._queue.put_nowait((ref, msg))
@@ -389,10 +383,10 @@ class _Follower:
                 self._next[name] = msg.metadata.sequence.stream + 1
 
         try:
-            self._subs[name] = await self._js.subscribe(
-                f"{_PREFIX}.{name}.e.{self._token}", stream=name, cb=deliver, ordered_consumer=True, **policy)
-        except Exception as exc:
-            raise StoreError(f"cannot follow stream {name!r}: {exc}") from exc
+            self._subs[name] = await follow_ordered(self._nc, f"{_PREFIX}.{name}.e.{self._token}", stream=name,
+                                                    start_sequence=self._next[name], deliver=deliver)
+        except AetherError as exc:
+            raise StoreError(f"cannot follow {exc}") from exc
 
     async def resume(self, console: Console, done: asyncio.Event) -> bool:
         """Recreate the consumers after a reconnection; ``False`` when stopped meanwhile."""
