@@ -34,18 +34,21 @@ import contextlib
 import os
 from collections.abc import Coroutine, Iterable
 from types import TracebackType
-from typing import Any
-
-import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
+from typing import TYPE_CHECKING, Any
 
 from aether import tracing as _tracing
-from aether._nats import check_client, watch_permission_denials
+from aether._nats import (
+    BUS_ERRORS,
+    NOT_SENT_ERRORS,
+    Inbox,
+    check_client,
+    is_payload_too_large,
+    translate_nats_error,
+    watch_permission_denials,
+)
 from aether.codec import EVENT_FORMAT_V1, decode_event, encode_event
 from aether.errors import (
     AetherError,
-    AetherTimeoutError,
     BusClosedError,
     CorruptEventError,
     EventTooLargeError,
@@ -86,6 +89,10 @@ from .wire import (
     pattern_subject,
 )
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+
 __all__ = ["NATSEventBus"]
 
 _MAX_SUBJECT_CACHE = 65_536
@@ -116,25 +123,12 @@ class _Batch:
             self.contexts = [context]
             self.size += context_size(context)
 
-# nats-py errors raised before a message is queued: the sequence number can be reused
-_NOT_SENT = (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError,
-             nats.errors.OutboundBufferLimitError, nats.errors.MaxPayloadError, nats.errors.BadSubjectError)
+_PROBE = "the bus's probe through its own inbox"
 
 
 def _translate(exc: BaseException, what: str) -> AetherError:
-    """Map a nats-py / asyncio exception raised by a bus operation to an AetherError."""
-    if isinstance(exc, AetherError):
-        return exc
-    if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
-        return AetherTimeoutError(f"{what}: no reply from NATS in time")
-    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError
-                  | nats.errors.StaleConnectionError | nats.errors.OutboundBufferLimitError
-                  | nats.errors.NoServersError | ConnectionError | OSError):
-        return NatsConnectionError(f"{what}: NATS connection unavailable ({type(exc).__name__})")
-    text = str(exc)
-    if "permissions violation" in text.lower():
-        return PermissionDeniedError(f"{what}: {text}")
-    return NatsConnectionError(f"{what}: {type(exc).__name__}: {text}")
+    """The AetherError a bus operation raises for ``exc`` (the adapter's table, the bus's classes)."""
+    return translate_nats_error(exc, what, BUS_ERRORS)
 
 
 class _Group:
@@ -359,15 +353,12 @@ class NATSEventBus:
         self._sub_groups: dict[Subscription, _Group] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._invalid = 0
-        self._probe_prefix = ""
-        self._probe_sub: Any = None
-        self._probe_lock = asyncio.Lock()
-        self._probes: dict[str, asyncio.Future[None]] = {}
-        self._probe_count = 0
+        self._inbox = Inbox.of(nc)  # the connection's reply inbox: the bus's probes come back through it
+        self._inbox.hold()
+        self._inbox_held = True
         self._closed = False
         self._refused_subjects: dict[str, str] = {}  # lower-cased bus subjects the server refused
         self._refusal: PermissionDeniedError | None = None  # a refused publish flush() has not reported
-        self._probe_refused: PermissionDeniedError | None = None
         watch_permission_denials(nc, self)
         self._reconnects_at_start = int(nc.stats.get("reconnects", 0)) if hasattr(nc, "stats") else 0
         self._metrics = metrics
@@ -497,10 +488,10 @@ class NATSEventBus:
         route.seq = seq
         try:
             await self._nc.publish(subject, pack_header(self._head, seq) + payload, headers=trace)
-        except _NOT_SENT as exc:
+        except NOT_SENT_ERRORS as exc:
             if route.seq == seq:
                 route.seq = seq - 1  # nothing was queued: receivers must not see a gap
-            if isinstance(exc, nats.errors.MaxPayloadError):
+            if is_payload_too_large(exc):
                 raise EventTooLargeError(event.actor_id, len(payload) + HEADER_SIZE, self._nc.max_payload) from exc
             raise _translate(exc, f"publishing to {route.namespace!r}") from exc
         except Exception as exc:
@@ -678,48 +669,24 @@ class NATSEventBus:
             raise failure
 
     async def _roundtrip(self, timeout: float) -> None:
-        """Send a probe message through the connection's outgoing queue and wait for it to come back.
+        """A probe through the connection and back (:meth:`aether._nats.Inbox.probe`): once back, the
+        server has processed every command this node queued before it (subscriptions, publishes)
+        and has sent this node everything it had for it before the probe.
 
-        When it is back, the server has processed every command this node queued before it
-        (subscriptions, publishes) and has sent this node everything it had for it before the
-        probe. nats-py's ``flush()`` cannot promise the first: its PING is written ahead of
-        commands still waiting in the client's outgoing queue.
+        Raises:
+            AetherTimeoutError, PermissionDeniedError (the inbox refused), NatsConnectionError.
         """
-        nc = self._nc
-        if self._probe_refused is not None:
-            raise self._probe_refused
-        if self._probe_sub is None:
-            async with self._probe_lock:
-                if self._probe_sub is None:
-                    prefix = f"{nc.new_inbox()}."
-                    self._probe_prefix = prefix  # set first: a refusal is matched against it
-                    self._probe_sub = await nc.subscribe(prefix + "*", cb=self._on_probe)
-        self._probe_count += 1
-        token = str(self._probe_count)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._probes[token] = future
-        try:
-            await nc.publish(self._probe_prefix + token, b"")
-            async with asyncio.timeout(timeout):
-                await future
-        finally:
-            del self._probes[token]
+        await self._inbox.probe(timeout, _PROBE, BUS_ERRORS)
 
     def _denied(self, kind: str, subject: str, text: str) -> None:
         """A permission violation on the connection (called by :func:`aether._nats.watch_permission_denials`).
 
         A refused subscription ends the subscriptions of its pattern with PermissionDeniedError;
-        a refused publish makes later publishes to that subject and the next :meth:`flush` raise.
+        a refused publish makes later publishes to that subject and the next :meth:`flush` raise
+        (a refused probe is the inbox's: :meth:`aether._nats.Inbox.probe` raises it).
         """
         subject = subject.lower()
-        probe = self._probe_prefix.lower()
-        if probe and subject.startswith(probe):
-            error = PermissionDeniedError(f"the bus's probe through its own inbox: the NATS server refused: {text}")
-            self._probe_refused = error
-            for future in self._probes.values():
-                if not future.done():
-                    future.set_exception(error)
-        elif kind.startswith("subscription"):
+        if kind.startswith("subscription"):
             for group in list(self._groups.values()):
                 if group.subject.lower() == subject:
                     group.refuse(PermissionDeniedError(f"subscribing to {group.pattern!r}: the NATS server "
@@ -729,11 +696,6 @@ class NATSEventBus:
                 self._refused_subjects.clear()
             self._refused_subjects[subject] = text
             self._refusal = PermissionDeniedError(f"publishing: the NATS server refused: {text}")
-
-    async def _on_probe(self, msg: Msg) -> None:
-        future = self._probes.get(msg.subject[len(self._probe_prefix):])
-        if future is not None and not future.done():
-            future.set_result(None)
 
     # ---- stats and lifecycle ----------------------------------------------------------------
     def stats(self) -> BusStats:
@@ -773,10 +735,9 @@ class NATSEventBus:
                 self._metrics.detach(self)
         while pending := [task for task in self._tasks if not task.done()]:
             await asyncio.wait(pending)
-        probe, self._probe_sub = self._probe_sub, None
-        if probe is not None and not self._nc.is_closed:
-            with contextlib.suppress(Exception):  # the connection went away: nothing left to release
-                await probe.unsubscribe()
+        inbox, self._inbox_held = self._inbox_held, False
+        if inbox:
+            await self._inbox.release()
 
     async def __aenter__(self) -> NATSEventBus:
         return self

@@ -19,10 +19,9 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
-from nats.aio.client import Client
 
 from aether import tracing as _tracing
 from aether._ids import new_id
@@ -74,6 +73,9 @@ from aether.store.partitioning import (
     partition_stream_name,
 )
 from aether.store.placement import PartitionPlacement, current_placement, rebalance
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 
