@@ -190,3 +190,16 @@ def test_the_cluster_speaks_nats_only_through_the_adapter() -> None:
     # node_process.py is a process launcher for tests and demos (issue 11: to move out of the package)
     cluster = {m for m in _runtime_nats_importers() if _area(m) == "cluster"}
     assert cluster == {"aether.cluster.node_process"}
+
+
+def test_the_bus_and_the_store_speak_nats_only_through_the_adapter() -> None:
+    # they import nats-py only for type annotations; exceptions, the reply inbox and the error table
+    # come from aether._nats
+    speaking = {"aether.bus.nats", "aether.store._history", "aether.store.jetstream"}
+    assert not speaking & _runtime_nats_importers()
+    assert {m for m in _runtime_nats_importers() if _area(m) in {"bus", "store"}} == set()
+
+
+def test_permission_refusal_text_is_read_only_by_the_adapter() -> None:
+    found = {name for name, (_, text) in _sources().items() if "permissions violation" in text.lower()}
+    assert found == {"aether._nats.errors"}
