@@ -32,11 +32,12 @@ from .errors import (
     ApiError,
     ErrorClasses,
     api_error,
+    check_client,
     is_payload_too_large,
     translate_nats_error,
 )
 from .inbox import Inbox, inbox_root
-from .jsapi import JsApi, PubAck, check_client
+from .jsapi import JsApi, PubAck
 
 __all__ = [
     "BUS_ERRORS",

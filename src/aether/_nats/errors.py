@@ -9,6 +9,9 @@ no error of its own), see :data:`STORE_ERRORS` and :data:`BUS_ERRORS`.
 Permission refusals reach a client as text only (``-ERR 'Permissions Violation for …'`` through
 the error callback, or a JetStream error description): :func:`is_permission_denial` and
 :func:`parse_permission_denial` are the only places that read that text.
+
+With :func:`check_client` (the InvalidInputError for an argument that is no nats-py client), this
+is the adapter's only module besides :mod:`aether.connect` that imports nats-py at run time.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from typing import NamedTuple
 import msgspec
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 
 from aether.errors import (
     AetherError,
     AetherTimeoutError,
+    InvalidInputError,
     JetStreamApiError,
     NatsConnectionError,
     PermissionDeniedError,
@@ -45,6 +50,7 @@ __all__ = [
     "ApiError",
     "ErrorClasses",
     "api_error",
+    "check_client",
     "is_payload_too_large",
     "is_permission_denial",
     "parse_permission_denial",
@@ -61,6 +67,13 @@ ERR_STREAM_NAME_IN_USE = 10058
 ERR_MESSAGE_TOO_LARGE = 10054
 ERR_NO_MESSAGE_FOUND = 10037
 ERR_BATCH_DUPLICATE_MSG_ID = 10201
+
+
+def check_client(nc: object, who: str) -> None:
+    """Raise InvalidInputError unless ``nc`` is a nats-py client (checked before any I/O)."""
+    if not isinstance(nc, Client):
+        raise InvalidInputError(f"{who} needs a connected nats-py client (nats.aio.client.Client), got "
+                                f"{type(nc).__name__}")
 
 
 class ErrorClasses(NamedTuple):

@@ -11,24 +11,17 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from nats.aio.client import Client
 
-from aether.errors import InvalidInputError, JetStreamApiError, StoreError, StoreUnavailableError
+from aether.errors import JetStreamApiError, StoreError, StoreUnavailableError
 
 from .errors import ApiError, translate_nats_error
 from .inbox import Collector, Inbox
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
     from nats.aio.msg import Msg
 
-__all__ = ["JsApi", "PubAck", "check_client"]
-
-
-def check_client(nc: object, who: str) -> None:
-    """Raise InvalidInputError unless ``nc`` is a nats-py client (checked before any I/O)."""
-    if not isinstance(nc, Client):
-        raise InvalidInputError(f"{who} needs a connected nats-py client (nats.aio.client.Client), got "
-                                f"{type(nc).__name__}")
+__all__ = ["JsApi", "PubAck"]
 
 
 class PubAck(msgspec.Struct):

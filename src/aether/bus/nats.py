@@ -32,8 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Coroutine, Iterable
-from types import TracebackType
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from aether import tracing as _tracing
@@ -49,7 +48,6 @@ from aether._nats import (
 from aether.codec import EVENT_FORMAT_V1, decode_event, encode_event
 from aether.errors import (
     AetherError,
-    BusClosedError,
     CorruptEventError,
     EventTooLargeError,
     InvalidInputError,
@@ -58,16 +56,8 @@ from aether.errors import (
 )
 from aether.event import Event
 
-from ._router import (
-    DEFAULT_BUFFER_SIZE,
-    Route,
-    Router,
-    check_buffer_size,
-    check_publish_event,
-    fanout,
-    fanout_all,
-    subscription_settings,
-)
+from ._base import BusBase
+from ._router import DEFAULT_BUFFER_SIZE, Route, fanout, fanout_all
 from .stats import BusMetricsHook, BusStats
 from .subscription import Subscription
 from .wire import (
@@ -293,7 +283,7 @@ class _Group:
         route.missed += missed * len(self.subs)
 
 
-class NATSEventBus:
+class NATSEventBus(BusBase):
     """Event bus across processes and machines (implements :class:`~aether.bus.EventBroadcaster`).
 
     Create it with ``await NATSEventBus.create(nc)``; the constructor does no I/O. The bus
@@ -327,7 +317,7 @@ class NATSEventBus:
                  max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> None:
         check_client(nc, "NATSEventBus")
         self._prefix = check_bus_prefix(subject_prefix)
-        self._buffer_size = check_buffer_size(buffer_size)
+        super().__init__(buffer_size, metrics)
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise InvalidInputError(f"timeout must be > 0, got {timeout!r}")
         if type(max_batch_events) is not int or not 1 <= max_batch_events <= _MAX_BATCH_EVENTS_LIMIT:
@@ -346,8 +336,6 @@ class NATSEventBus:
         self._nc = nc
         self._node = os.urandom(8)
         self._head = MAGIC + self._node
-        self._router = Router()
-        self._routes = self._router.routes
         self._subject_routes: dict[str, Route] = {}
         self._groups: dict[str, _Group] = {}
         self._sub_groups: dict[Subscription, _Group] = {}
@@ -356,12 +344,10 @@ class NATSEventBus:
         self._inbox = Inbox.of(nc)  # the connection's reply inbox: the bus's probes come back through it
         self._inbox.hold()
         self._inbox_held = True
-        self._closed = False
         self._refused_subjects: dict[str, str] = {}  # lower-cased bus subjects the server refused
         self._refusal: PermissionDeniedError | None = None  # a refused publish flush() has not reported
         watch_permission_denials(nc, self)
         self._reconnects_at_start = int(nc.stats.get("reconnects", 0)) if hasattr(nc, "stats") else 0
-        self._metrics = metrics
         if metrics is not None:
             metrics.attach(self)
 
@@ -393,16 +379,6 @@ class NATSEventBus:
         """The first subject token(s) of the bus's messages."""
         return self._prefix
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._closed
-
-    @property
-    def subscriptions(self) -> int:
-        """Open subscriptions."""
-        return len(self._router.subs)
-
     # ---- publish --------------------------------------------------------------------------
     async def publish(self, namespace: str, event: Event) -> None:
         """Send ``event`` to every node and deliver it to this node's matching subscriptions.
@@ -424,15 +400,7 @@ class NATSEventBus:
                 (namespace and event type). The server reports a refusal after the fact: the
                 first refused publish returns normally, and :meth:`flush` raises for it.
         """
-        if self._closed:
-            raise BusClosedError("publish on a closed NATSEventBus")
-        try:
-            route = self._routes[namespace]
-        except (KeyError, TypeError):
-            route = self._router.route(namespace)
-        if (type(event) is not Event or type(event.version) is not int or event.version < 1
-                or type(event.actor_id) is not str or not event.actor_id):
-            check_publish_event(event)
+        route = self._publish_route(namespace, event)
         event_type = event.event_type
         try:
             subject = route.subjects[event_type]
@@ -570,43 +538,20 @@ class NATSEventBus:
         cache[subject] = route
         return route
 
-    # ---- subscribe ------------------------------------------------------------------------
-    def subscribe(self, pattern: str, *, event_types: Iterable[str] | None = None, actor_prefix: str | None = None,
-                  buffer_size: int | None = None) -> Subscription:
-        """Subscribe to the namespaces matching ``pattern`` on every node.
-
-        Local events reach the subscription at once; events of other nodes once the NATS
-        server has registered the interest: ``await sub.ready()`` (or ``async with``) waits for
-        that. Call it from the event loop of the bus.
-
-        Args:
-            pattern: an exact namespace, or one with ``*`` (one token) / final ``>`` (one or
-                more tokens) wildcards.
-            event_types: only these event types (``None``: all).
-            actor_prefix: only actors whose id starts with this prefix.
-            buffer_size: this subscription's buffer size (default: the bus's).
-
-        Raises:
-            BusClosedError: the bus is closed.
-            InvalidNameError: invalid pattern (wildcard inside a token, misplaced ``>``, …).
-            InvalidInputError: invalid filters or buffer size.
-        """
-        if self._closed:
-            raise BusClosedError("subscribe on a closed NATSEventBus")
-        types, prefix, size = subscription_settings(pattern, event_types, actor_prefix, buffer_size,
-                                                    self._buffer_size)
+    # ---- subscribe (BusBase.subscribe: one NATS subscription per pattern) ---------------------
+    def _ready(self, pattern: str) -> asyncio.Future[None]:
         group = self._groups.get(pattern)
         if group is None:
             loop = asyncio.get_running_loop()
             group = _Group(self, pattern, pattern_subject(self._prefix, pattern), loop.create_future())
             self._groups[pattern] = group
             group.task = self._spawn(group.start())
-        sub = Subscription(pattern, event_types=types, actor_prefix=prefix, buffer_size=size,
-                           detach=self._detach, ready=group.ready)
+        return group.ready
+
+    def _attach(self, sub: Subscription) -> None:
+        group = self._groups[sub.pattern]
         group.subs = (*group.subs, sub)
         self._sub_groups[sub] = group
-        self._router.add(pattern, sub)
-        return sub
 
     def _detach(self, sub: Subscription) -> None:
         self._router.remove(sub)
@@ -738,13 +683,6 @@ class NATSEventBus:
         inbox, self._inbox_held = self._inbox_held, False
         if inbox:
             await self._inbox.release()
-
-    async def __aenter__(self) -> NATSEventBus:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
