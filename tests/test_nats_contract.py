@@ -154,7 +154,7 @@ async def test_status_replies_arrive_as_status_headers(nc: Client, unique_name: 
     await nc.publish(f"$JS.API.DIRECT.GET.{unique_name}", b'{"seq":1}', reply=inbox + ".2")
     missing = await asyncio.wait_for(got.get(), 10)
     assert missing.headers is not None and missing.headers.get("Status") == "404"
-    await nc.publish(f"{unique_name}.a", b"one")
+    assert (await api.publish_acked(f"{unique_name}.a", b"one", {})).seq == 1  # stored before it is read
     await nc.publish(f"$JS.API.DIRECT.GET.{unique_name}", b'{"seq":1,"batch":5}', reply=inbox + ".3")
     one, end = await asyncio.wait_for(got.get(), 10), await asyncio.wait_for(got.get(), 10)
     assert one.data == b"one" and one.headers is not None and one.headers["Nats-Sequence"] == "1"
