@@ -25,7 +25,6 @@ from aether._nats import (
     BUS_ERRORS,
     NOT_SENT_ERRORS,
     STORE_ERRORS,
-    Inbox,
     JsApi,
     inbox_root,
     is_payload_too_large,
@@ -199,15 +198,3 @@ async def test_permission_violations_reach_the_error_callback_in_the_parsed_form
     finally:
         await nc.close()
 
-
-async def test_one_inbox_subscription_per_connection(nc: Client, unique_name: str) -> None:
-    """Every component's requests share the connection's one reply subscription."""
-    inbox = Inbox.of(nc)
-    first, second = JsApi(nc), JsApi(nc)
-    await first.api("INFO")
-    await second.api("INFO")
-    assert first.inbox is second.inbox is inbox and inbox.prefix.startswith(inbox_root(nc) + ".")
-    await first.aclose()
-    await second.api("INFO")  # still held by the second
-    await second.aclose()
-    assert inbox.prefix == "" and inbox.in_flight == 0  # the last holder released the subscription

@@ -111,17 +111,23 @@ def _future_of(waiter: _Waiter) -> asyncio.Future[Any]:
 class Inbox:
     """The reply inbox of one connection: get it with :meth:`Inbox.of` (one per client)."""
 
-    _by_client: ClassVar[weakref.WeakKeyDictionary[Client, Inbox]] = weakref.WeakKeyDictionary()
+    # weak both ways: an inbox holds its client, so a strong value would keep every client alive
+    _by_client: ClassVar[weakref.WeakKeyDictionary[Client, weakref.ref[Inbox]]] = weakref.WeakKeyDictionary()
 
     __slots__ = ("__weakref__", "_counter", "_deadlines", "_lock", "_meta", "_prefix_len", "_refused",
                  "_self_refused", "_sub", "_sweeper", "_users", "_waiting", "nc", "prefix")
 
     @classmethod
     def of(cls, nc: Client) -> Inbox:
-        """The inbox of ``nc`` (created on first use; its subscription only when a request needs it)."""
-        inbox = cls._by_client.get(nc)
+        """The inbox of ``nc`` (created on first use; its subscription only when a request needs it).
+
+        It lives as long as a component holds it or its subscription is open.
+        """
+        ref = cls._by_client.get(nc)
+        inbox = ref() if ref is not None else None
         if inbox is None:
-            inbox = cls._by_client[nc] = cls(nc)
+            inbox = cls(nc)
+            cls._by_client[nc] = weakref.ref(inbox)
         return inbox
 
     def __init__(self, nc: Client) -> None:
