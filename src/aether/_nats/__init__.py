@@ -16,55 +16,14 @@ from __future__ import annotations
 
 from aether.errors import JetStreamApiError
 
-from .denials import DenialListener, ErrorCallback, compose_error_callback, refused_or, watch_permission_denials
-from .errors import (
-    BUS_ERRORS,
-    ERR_BATCH_DUPLICATE_MSG_ID,
-    ERR_MESSAGE_TOO_LARGE,
-    ERR_NO_MESSAGE_FOUND,
-    ERR_STREAM_NAME_IN_USE,
-    ERR_STREAM_NOT_FOUND,
-    ERR_WRONG_LAST_SEQUENCE,
-    ERR_WRONG_LAST_SEQUENCE_CLUSTERED,
-    NOT_SENT_ERRORS,
-    STORE_ERRORS,
-    WRONG_LAST_SEQUENCE_CODES,
-    ApiError,
-    ErrorClasses,
-    api_error,
-    check_client,
-    is_payload_too_large,
-    translate_nats_error,
-)
-from .inbox import Inbox, inbox_root
-from .jsapi import JsApi, PubAck
+from . import denials, errors, inbox, jsapi
+from .denials import *  # noqa: F403  (each submodule's __all__ is re-exported as is)
+from .errors import *  # noqa: F403
+from .inbox import *  # noqa: F403
+from .jsapi import *  # noqa: F403
 
-__all__ = [
-    "BUS_ERRORS",
-    "ERR_BATCH_DUPLICATE_MSG_ID",
-    "ERR_MESSAGE_TOO_LARGE",
-    "ERR_NO_MESSAGE_FOUND",
-    "ERR_STREAM_NAME_IN_USE",
-    "ERR_STREAM_NOT_FOUND",
-    "ERR_WRONG_LAST_SEQUENCE",
-    "ERR_WRONG_LAST_SEQUENCE_CLUSTERED",
-    "NOT_SENT_ERRORS",
-    "STORE_ERRORS",
-    "WRONG_LAST_SEQUENCE_CODES",
-    "ApiError",
-    "DenialListener",
-    "ErrorCallback",
-    "ErrorClasses",
-    "Inbox",
-    "JetStreamApiError",
-    "JsApi",
-    "PubAck",
-    "api_error",
-    "check_client",
-    "compose_error_callback",
-    "inbox_root",
-    "is_payload_too_large",
-    "refused_or",
-    "translate_nats_error",
-    "watch_permission_denials",
-]
+__all__ = ["JetStreamApiError"]
+__all__ += denials.__all__
+__all__ += errors.__all__
+__all__ += inbox.__all__
+__all__ += jsapi.__all__

@@ -31,8 +31,7 @@ from aether._nats import (
     ERR_NO_MESSAGE_FOUND,
     ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
-    ERR_WRONG_LAST_SEQUENCE,
-    ERR_WRONG_LAST_SEQUENCE_CLUSTERED,
+    WRONG_LAST_SEQUENCE_CODES,
     JetStreamApiError,
     JsApi,
     PubAck,
@@ -91,7 +90,7 @@ def _untraced(method: _F) -> _F:
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
 _encode_json = msgspec.json.encode
-_CONFLICT_CODES = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CLUSTERED, ERR_BATCH_DUPLICATE_MSG_ID)
+_CONFLICT_CODES = WRONG_LAST_SEQUENCE_CODES | {ERR_BATCH_DUPLICATE_MSG_ID}
 
 
 class _Entry:
