@@ -123,9 +123,7 @@ class Repository(Generic[A]):
             snapshots = store
         if snapshot_every is not None and snapshots is None:
             raise InvalidInputError("snapshot_every needs a SnapshotStore (the event store is not one)")
-        self.store = store
-        self.snapshots = snapshots
-        self.aggregate_type = aggregate_type
+        self.store, self.snapshots, self.aggregate_type = store, snapshots, aggregate_type
         self.snapshot_every = snapshot_every
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff

@@ -43,14 +43,12 @@ class ClusterClient:
     def __init__(self, nc: Client, *, cluster: str = "default", request_timeout: float = 5.0,
                  check_interval: float = 0.25, subject_prefix: str = "_aether") -> None:
         check_client(nc, "ClusterClient")
-        validate_cluster_name(cluster)
-        validate_subject_prefix(subject_prefix)
+        self.cluster = validate_cluster_name(cluster)
+        self.subject_prefix = validate_subject_prefix(subject_prefix)
         if request_timeout <= 0 or check_interval <= 0:
             raise InvalidInputError("request_timeout and check_interval must be > 0")
-        self.cluster = cluster
         self.request_timeout = request_timeout
         self.check_interval = check_interval
-        self.subject_prefix = subject_prefix
         self._nc = nc
         self._bucket = ClusterBucket(nc, cluster)
         self._watcher: MapWatcher | None = None
