@@ -45,9 +45,8 @@ KNOWN_PRIVATE_IMPORTS = {
     ("aether.demo.runner", "aether.cli._common"),
     ("aether.demo.view", "aether.cli._cluster_state"),
 }
-# nats-py private attributes: projection/_consumer.py feeds sub._pending_queue (projection area,
-# another helper's branch)
-KNOWN_NATS_PRIVATE = {"aether.projection._consumer"}
+# nats-py private attributes outside the adapter: none since branch `projcons` landed
+KNOWN_NATS_PRIVATE: set[str] = set()
 # a private attribute of a client (``nc``), or one of the nats-py internals Aether once used; a generic
 # ``sub._x`` is not matched: Aether's own bus Subscription has private fields of that name
 NATS_PRIVATE = re.compile(r"\b(?:nc|self\._nc|self\.nc)\._[a-z]\w*|\._inbox_prefix\b|\._error_cb\b"
