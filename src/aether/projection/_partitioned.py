@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aether._nats import JsApi
 from aether._nats.consume import head_sequence
+from aether._observers import call_observer
 from aether.errors import AetherError, InvalidInputError, StoreError
 from aether.projection.checkpoint import Checkpoint
 from aether.projection.errors import ProjectionError
@@ -118,10 +119,7 @@ class PartitionedRunner(ProjectionRunner):
         processed = self._done.plus(self._children or []).processed
         delta = processed - self._reported
         self._reported = processed
-        try:
-            observer.on_progress(self.name, delta, self._current_position(), self.lag)
-        except Exception:
-            log.exception("projection observer failed")
+        call_observer(observer.on_progress, self.name, delta, self._current_position(), self.lag)
 
     # ---- waiting ------------------------------------------------------------------------------
     def _wait_target(self, position: int | Sequence[int]) -> _Target:

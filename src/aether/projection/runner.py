@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from aether import tracing as _tracing
 from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi, check_client
 from aether._nats.consume import OrderedConsumer, head_sequence
+from aether._observers import call_observer
 from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, InvalidInputError, StoreError
 from aether.event import Event
 from aether.names import encode_token
@@ -800,35 +801,23 @@ class ProjectionRunner(StartsAndCloses):
         self._lease.forget()
         await self._deactivate(graceful=False)
 
-    # ---- observer -----------------------------------------------------------------------------------
+    # ---- observer (guarded: a raising observer is logged and counted, never breaks the runner) --------
     def _report_progress(self) -> None:
         observer = self._observer
         if observer is None:
             return
         delta = self._processed - self._reported
         self._reported = self._processed
-        try:
-            observer.on_progress(self.name, delta, self._current_position(), self.lag)
-        except Exception:
-            log.exception("projection observer failed")
+        call_observer(observer.on_progress, self.name, delta, self._current_position(), self.lag)
 
     def _notify_retry(self) -> None:
         if self._observer is not None:
-            try:
-                self._observer.on_retry(self.name)
-            except Exception:
-                log.exception("projection observer failed")
+            call_observer(self._observer.on_retry, self.name)
 
     def _notify_dead_letter(self, kind: str) -> None:
         if self._observer is not None:
-            try:
-                self._observer.on_dead_letter(self.name, kind)
-            except Exception:
-                log.exception("projection observer failed")
+            call_observer(self._observer.on_dead_letter, self.name, kind)
 
     def _notify_active(self, active: bool) -> None:
         if self._observer is not None:
-            try:
-                self._observer.on_active(self.name, active)
-            except Exception:
-                log.exception("projection observer failed")
+            call_observer(self._observer.on_active, self.name, active)
