@@ -99,10 +99,11 @@ class OrderedConsumer:
         self._flow_due: list[str] = []  # flow-control requests that came with the batch the owner holds
         self._waiter: asyncio.Future[None] | None = None
         self._woken = False
-        self._dead = False
         self._cseq = 0
         self._seen = 0
-        self._token = object()  # the current subscription's; a callback of an older one drops what it gets
+        # the token of the subscription whose messages count; None while none does (closed, or a
+        # reset is due): a callback holding another token drops what it gets
+        self._live: object | None = None
         self._sub: Subscription | None = None
         self._name: str | None = None
         self._reset_reason: str | None = None
@@ -125,7 +126,7 @@ class OrderedConsumer:
         if self.closed:
             return
         self.closed = True
-        self._dead = True
+        self._live = None
         self._wake.set()
         self.interrupt()
 
@@ -204,7 +205,7 @@ class OrderedConsumer:
 
     def _callback(self, token: object) -> Callable[[Msg], Awaitable[None]]:
         async def deliver(msg: Msg) -> None:
-            if token is not self._token or self._dead:
+            if token is not self._live:
                 return
             reply = msg.reply
             if not reply.startswith(_ACK_PREFIX):
@@ -266,9 +267,9 @@ class OrderedConsumer:
         # switch to the new subscription before the server can deliver to it; from here on
         # whatever the old one still brings is dropped, so the start below is final
         old_sub, old_name = self._sub, self._name
-        self._token, self._sub, self._name = token, sub, name
+        self._sub, self._name = sub, name
         self._cseq = 0
-        self._dead = self.closed
+        self._live = None if self.closed else token
         start = self.received + 1
         hb = self._heartbeat
         config: dict[str, Any] = {
@@ -290,7 +291,7 @@ class OrderedConsumer:
             await self._api.api(f"CONSUMER.CREATE.{self._stream}.{name}",
                                 {"stream_name": self._stream, "config": config})
         except BaseException:
-            self._dead = True  # the supervisor retries (or start() fails)
+            self._live = None  # the supervisor retries (or start() fails)
             self._sub, self._name = old_sub, old_name
             await self._drop(sub, None)
             raise
@@ -307,7 +308,7 @@ class OrderedConsumer:
     def _request_reset(self, reason: str) -> None:
         if self.closed:
             return
-        self._dead = True  # whatever else the current subscription brings is stale now
+        self._live = None  # whatever else the current subscription brings is stale now
         self._reset_reason = reason
         self._wake.set()
 
@@ -331,7 +332,7 @@ class OrderedConsumer:
                 idle_checks = idle_checks + 1 if idle else 0
                 last_seen, last_received = self._seen, self.received
                 if idle_checks >= 3:
-                    self._dead = True
+                    self._live = None
                     reason = f"no message or heartbeat for {3 * self._heartbeat:g}s"
             if reason is None:
                 continue
