@@ -609,14 +609,12 @@ class ProjectionRunner(StartsAndCloses):
                         self._release_waiters(self._current_position())
             graceful = True
         finally:
-            if not tasks:
-                pass
-            elif graceful:  # let the lanes finish what they hold (bounded by stop_timeout in _deactivate)
+            if lanes is not None and graceful:  # the lanes finish what they hold (bounded by stop_timeout)
                 self._draining = True
-                for lane in lanes or ():
+                for lane in lanes:
                     lane.wake()
                 await asyncio.gather(*tasks)
-            else:
+            elif lanes is not None:
                 for task in tasks:
                     task.cancel()
                 await asyncio.wait(tasks)
