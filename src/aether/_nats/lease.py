@@ -16,8 +16,10 @@ Used by cluster leadership (:mod:`aether.cluster.leader`) and projection leases
   which is after ``t0``: the server's expiry (``ttl`` after it stored the write), or a takeover
   (below). So a holder that cannot renew has stepped down by its own clock before anyone can
   acquire, whether it crashed, was paused or lost its connection. Of the two clocks Aether used
-  before (the projection lease measured with the event loop's cached ``loop.time()``, the
-  leader with ``time.monotonic()``), this is the safer one: it is read fresh at the decision.
+  before (the projection lease measured with the event loop's ``loop.time()``, the leader with
+  ``time.monotonic()``), this is the safer one: a loop may return a time cached at the start of
+  its iteration, which answers "is the deadline still ahead?" too late; ``time.monotonic()`` is
+  read fresh at every decision.
 * **takeover**: a contender reads the key; a revision that stays the same for ``ttl`` (plus a
   ``grace`` the caller may add, e.g. while its own loop lags) since the contender first READ it
   is taken with a compare-and-set on that revision. The first read is after the write, which is
