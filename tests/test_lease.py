@@ -161,7 +161,8 @@ async def test_a_renewal_whose_reply_was_lost_is_adopted_without_extending_the_d
         assert (await lease.try_acquire(b"me"))[0]
         deadline = lease.deadline
         # the holder's renewal was stored but its reply never arrived: the same write, made here
-        stored = await kv.write("job", b"me", last=lease.revision, headers={LEASE_HEADER: f"{lease.token}.{lease.term}"})
+        mark = {LEASE_HEADER: f"{lease.token}.{lease.term}"}
+        stored = await kv.write("job", b"me", last=lease.revision, headers=mark)
         assert await lease.renew(b"me")
         assert lease.revision == stored and lease.deadline == deadline
         assert await lease.renew(b"me") and lease.deadline > deadline  # a real renewal extends it
