@@ -57,7 +57,7 @@ async def test_create_update_delete_and_every_conflict_is_a_kv_conflict(
         assert entry is not None and entry.deleted and entry.revision == tombstone
         third = await kv.create("k", b"three")  # a tombstone is no live value
         entry = await kv.get("k", linearizable=True)
-        assert entry == KvEntry("k", b"three", third, "PUT", entry.headers)
+        assert entry is not None and entry == KvEntry("k", b"three", third, "PUT", entry.headers)
         assert first < second < tombstone < third
     finally:
         await kv.destroy()
@@ -236,9 +236,9 @@ async def test_racing_acquirers_on_r3_one_holder_per_term_terms_strictly_increas
             assert not terms or winner.term > terms[-1], f"round {round_}: term {winner.term} after {terms}"
             terms.append(winner.term)
             # the holder renews while the others keep trying: still exactly one holder
-            renewed, *others = await asyncio.gather(
-                winner.renew(b"w"), *(lease.try_acquire(b"x") for lease in leases if lease is not winner))
-            assert renewed and not any(acquired for acquired, _ in others)
+            others = [lease.try_acquire(b"x") for lease in leases if lease is not winner]
+            renewed, tries = await asyncio.gather(winner.renew(b"w"), asyncio.gather(*others))
+            assert renewed and not any(acquired for acquired, _ in tries)
             await winner.release()
         entry = await buckets[1].get("job", linearizable=True)
         assert entry is not None and entry.deleted
