@@ -98,12 +98,10 @@ class Lease:
     def __init__(self, bucket: KvBucket, key: str, *, ttl: float, margin: float, linearizable: bool = False) -> None:
         if not ttl > 0 or not 0 <= margin < ttl:
             raise InvalidInputError(f"a lease needs ttl > 0 and 0 <= margin < ttl, got ttl={ttl!r} margin={margin!r}")
-        self.bucket = bucket
-        self.key = key
-        self.ttl = ttl
-        self.margin = margin
+        self.bucket, self.key, self.ttl, self.margin = bucket, key, ttl, margin
         self.linearizable = linearizable
         self.token = secrets.token_hex(8)
+        """Random per handle: marks this owner's writes (header :data:`LEASE_HEADER`)."""
         self.revision = 0
         """The revision of the holder's last write (0 when not holding)."""
         self.term = 0

@@ -59,12 +59,8 @@ class ProjectionLease:
         check_client(nc, "ProjectionLease")
         if not node_id:
             raise InvalidInputError("node_id must not be empty")
-        self._nc = nc
-        self.bucket = bucket
-        self.key = key
-        self.node_id = node_id
-        self.ttl = ttl
-        self._replicas = replicas
+        self._nc, self._replicas = nc, replicas
+        self.bucket, self.key, self.node_id, self.ttl = bucket, key, node_id, ttl
         self._kv: KvBucket | None = None
         self._lease: Lease | None = None
         self._watch: KvWatch | None = None
