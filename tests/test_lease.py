@@ -248,3 +248,24 @@ async def test_racing_acquirers_on_r3_one_holder_per_term_terms_strictly_increas
             await kv.aclose()
         for nc in clients:
             await nc.close()
+
+
+async def test_ensure_upgrades_an_older_bucket_to_direct_gets_and_message_ttls(
+        connect: Callable[..., Awaitable[Client]], unique_name: str) -> None:
+    nc = await connect()
+    name = _bucket_name(unique_name)
+    old = KvBucket(nc, name, msg_ttl=False)
+    config = {**old.config(), "allow_direct": False}  # as an older Aether (or nats-py) created it
+    await old.api.api(f"STREAM.CREATE.{old.stream}", config)
+    kv = KvBucket(nc, name)
+    try:
+        await kv.ensure()
+        info = await kv.api.api(f"STREAM.INFO.{kv.stream}")
+        assert info["config"]["allow_direct"] and info["config"]["allow_msg_ttl"] and kv.msg_ttl
+        revision = await kv.write("k", b"v", ttl=0.2)  # rounded up to the server's 1 s
+        entry = await kv.get("k")
+        assert entry is not None and entry.revision == revision and entry.headers.get("Nats-TTL") == "1s"
+    finally:
+        await kv.destroy()
+        await kv.aclose()
+        await old.aclose()

@@ -183,12 +183,13 @@ class KvBucket:
                 raise StoreError(f"KV bucket {self.name!r} exists with max age {max_age:g}s, expected "
                                  f"{self.max_age:g}s")
         want_ttl = self.msg_ttl and not config.get("allow_msg_ttl")
-        if want_ttl or not config.get("allow_direct"):
+        want_direct = not config.get("allow_direct")
+        if want_ttl or want_direct:
             config.update(allow_direct=True, **({"allow_msg_ttl": True} if self.msg_ttl else {}))
             try:
                 await self.api.api(f"STREAM.UPDATE.{self.stream}", config)
             except AetherError:
-                if not want_ttl and not config.get("allow_direct"):
+                if want_direct:  # reads need direct gets
                     raise
                 self.msg_ttl = False  # the max age (if any) expires values instead
 
