@@ -180,9 +180,8 @@ class ProjectionLease:
                     self._freed.set()
                 else:
                     self._last_write = loop.time()
-        except Exception as exc:  # e.g. the subscription was refused: the standby polls from now on
-            log.debug("lease %s: the watch ended, polling instead: %s", self.key, exc)
-            self._watch_failed = True
+        except Exception as exc:  # a read failed (e.g. a reconnect): the next wait_for_turn watches anew
+            log.debug("lease %s: the watch ended: %s", self.key, exc)
         finally:
             await watch.stop()
 
