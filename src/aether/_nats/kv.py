@@ -340,12 +340,12 @@ class KvBucket:
     async def watch(self, key: str) -> KvWatch:
         """Follow ``key``: see :class:`KvWatch`.
 
-        Needs permission to subscribe to ``$KV.<bucket>.<key>`` (and to read the key).
+        Needs permission to subscribe to ``$KV.<bucket>.<key>`` (and to read the key). The server
+        refuses a subscription asynchronously (to the connection's error callback): a refused
+        watch yields the initial state and then nothing, so callers bound their waits.
 
         Raises:
-            PermissionDeniedError: the server refused the subscription (reported when the first
-                update is awaited, as the server reports it asynchronously).
-            StoreUnavailableError / StoreError: the subscription failed.
+            StoreUnavailableError / StoreError: the subscription could not be made.
         """
         watch = KvWatch(self, key)
         await watch._start()
