@@ -196,3 +196,16 @@ def test_the_applications_and_test_support_speak_nats_only_through_the_adapter()
     # aether.connect and aether._nats.apps
     found = {m for m in _runtime_nats_importers() if _area(m) in {"cli", "demo", "dashboard", "server", "testing"}}
     assert found == set()
+
+
+def test_the_bus_and_the_store_speak_nats_only_through_the_adapter() -> None:
+    # they import nats-py only for type annotations; exceptions, the reply inbox and the error table
+    # come from aether._nats
+    speaking = {"aether.bus.nats", "aether.store._history", "aether.store.jetstream"}
+    assert not speaking & _runtime_nats_importers()
+    assert {m for m in _runtime_nats_importers() if _area(m) in {"bus", "store"}} == set()
+
+
+def test_permission_refusal_text_is_read_only_by_the_adapter() -> None:
+    found = {name for name, (_, text) in _sources().items() if "permissions violation" in text.lower()}
+    assert found == {"aether._nats.errors"}

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import math
-import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,24 +39,12 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
 
-__all__ = ["KvBucket", "KvConflict", "KvEntry", "KvWatch", "Op", "shared_api"]
+__all__ = ["KvBucket", "KvConflict", "KvEntry", "KvWatch", "Op"]
 
 _NS = 1_000_000_000
 _encode_json = msgspec.json.encode
 
 Op = Literal["PUT", "DEL", "PURGE"]
-
-
-_shared: weakref.WeakKeyDictionary[Client, JsApi] = weakref.WeakKeyDictionary()
-
-
-def shared_api(nc: Client) -> JsApi:
-    """One request helper (one reply subscription) per client, for the many small KV handles
-    (checkpoint stores, leases) a process opens and may never close: it lives as long as ``nc``."""
-    api = _shared.get(nc)
-    if api is None:
-        api = _shared[nc] = JsApi(nc)
-    return api
 
 
 class KvConflict(JetStreamApiError):
@@ -352,7 +339,8 @@ class KvBucket:
         return watch
 
     async def aclose(self) -> None:
-        """Release the reply subscription (the client stays open; a shared ``api`` stays open)."""
+        """Let go of the connection's reply inbox (the client stays open; an ``api`` given to the
+        constructor stays open)."""
         if self._own_api:
             await self.api.aclose()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aether._nats.kv import KvBucket, shared_api
+from aether._nats.kv import KvBucket
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -20,7 +20,8 @@ async def open_bucket(nc: Client, bucket: str, *, replicas: int, ttl: int | None
     same one. Keys are read with the direct get that names the key in its API subject, so NATS
     permissions can confine a user to its own keys (see :mod:`aether.permissions`). No per-message
     TTLs and no limit markers are configured: the max age expires leases. Requests go through
-    the client's shared reply inbox (:func:`aether._nats.kv.shared_api`): nothing to close.
+    the connection's one reply inbox (:mod:`aether._nats.inbox`): a handle holds no subscription
+    of its own.
 
     Raises:
         StoreError: the bucket exists with another TTL, or cannot be created.
@@ -28,6 +29,10 @@ async def open_bucket(nc: Client, bucket: str, *, replicas: int, ttl: int | None
         StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
     """
     kv = KvBucket(nc, bucket, replicas=replicas, max_age=float(ttl) if ttl else None, msg_ttl=False,
-                  keyed_reads=True, description=description, api=shared_api(nc))
-    await kv.ensure()
+                  keyed_reads=True, description=description)
+    try:
+        await kv.ensure()
+    except BaseException:
+        await kv.aclose()
+        raise
     return kv

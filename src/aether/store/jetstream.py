@@ -18,10 +18,9 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
-from nats.aio.client import Client
 
 from aether import tracing as _tracing
 from aether._ids import new_id
@@ -29,8 +28,7 @@ from aether._nats import (
     ERR_BATCH_DUPLICATE_MSG_ID,
     ERR_MESSAGE_TOO_LARGE,
     ERR_STREAM_NOT_FOUND,
-    ERR_WRONG_LAST_SEQUENCE,
-    ERR_WRONG_LAST_SEQUENCE_CLUSTERED,
+    WRONG_LAST_SEQUENCE_CODES,
     JetStreamApiError,
     JsApi,
     PubAck,
@@ -73,6 +71,9 @@ from aether.store.partitioning import (
 )
 from aether.store.placement import PartitionPlacement, current_placement, rebalance
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 
 _log = logging.getLogger("aether.store")
@@ -87,7 +88,7 @@ def _untraced(method: _F) -> _F:
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
 _encode_json = msgspec.json.encode
-_CONFLICT_CODES = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CLUSTERED, ERR_BATCH_DUPLICATE_MSG_ID)
+_CONFLICT_CODES = WRONG_LAST_SEQUENCE_CODES | {ERR_BATCH_DUPLICATE_MSG_ID}
 
 
 class _Entry:
