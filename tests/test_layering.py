@@ -176,6 +176,14 @@ def _runtime_nats_importers() -> set[str]:
     return found
 
 
+def test_projection_kv_leases_and_dead_letters_speak_nats_only_through_the_adapter() -> None:
+    # one KV client, one lease, one create-or-adopt: aether/_nats/kv.py, lease.py, streams.py
+    kv_users = {"aether.projection._kv", "aether.projection.checkpoint", "aether.projection.lease",
+                "aether.projection.deadletter", "aether.cluster._kv", "aether.cluster.leader", "aether.permissions"}
+    assert kv_users <= _sources().keys()
+    assert not kv_users & _runtime_nats_importers()
+
+
 def test_the_cluster_speaks_nats_only_through_the_adapter() -> None:
     # the node-process harness of the tests and benchmarks lives in aether.testing.node_process
     assert "aether.testing.node_process" in _sources()

@@ -27,7 +27,6 @@ from aether._ids import new_id
 from aether._nats import (
     ERR_BATCH_DUPLICATE_MSG_ID,
     ERR_MESSAGE_TOO_LARGE,
-    ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
     WRONG_LAST_SEQUENCE_CODES,
     JetStreamApiError,
@@ -37,6 +36,7 @@ from aether._nats import (
     check_client,
 )
 from aether._nats.leader import leader_get
+from aether._nats.streams import create_or_adopt
 from aether.codec import decode_event, decode_snapshot, encode_snapshot
 from aether.errors import (
     AetherError,
@@ -222,21 +222,11 @@ class JetStreamEventStore:
 
     async def _ensure_stream(self, known: dict[str, Any] | None = None) -> None:
         config = self._stream_config()
-        try:
-            info = known or await self._api.api(f"STREAM.INFO.{self.stream}")
-        except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NOT_FOUND:
-                raise
-            if not self.options.create_stream:
-                raise StoreError(f"stream {self.stream!r} does not exist (create_stream=False)") from None
-            try:
-                await self._api.api(f"STREAM.CREATE.{self.stream}", config)
-                self._replicated = int(config["num_replicas"]) > 1
-                return
-            except JetStreamApiError as create_exc:
-                if create_exc.err_code != ERR_STREAM_NAME_IN_USE:
-                    raise
-                info = await self._api.api(f"STREAM.INFO.{self.stream}")
+        info = await create_or_adopt(self._api, config, create=self.options.create_stream, known=known,
+                                     why_not_created="create_stream=False")
+        if info is None:
+            self._replicated = int(config["num_replicas"]) > 1
+            return
         existing = info["config"]
         self._replicated = int(existing.get("num_replicas", 1)) > 1
         self._check_recorded_count(existing)
