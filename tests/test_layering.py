@@ -208,3 +208,8 @@ def test_the_bus_and_the_store_speak_nats_only_through_the_adapter() -> None:
 def test_permission_refusal_text_is_read_only_by_the_adapter() -> None:
     found = {name for name, (_, text) in _sources().items() if "permissions violation" in text.lower()}
     assert found == {"aether._nats.errors"}
+
+
+def test_only_the_adapter_imports_nats_py_at_run_time() -> None:
+    # issue 11: at most 8 modules; today three, all in the adapter (see docs/architecture.md)
+    assert _runtime_nats_importers() == {"aether._nats.errors", "aether._nats.apps", "aether.connect"}
