@@ -62,6 +62,7 @@ from aether.store._validation import (
     encode_within,
 )
 from aether.store.observer import StoreObserver
+from aether.store.observer import guard as guard_observer
 from aether.store.options import JetStreamOptions
 from aether.store.partitioning import (
     PARTITION_METADATA_KEY,
@@ -146,7 +147,7 @@ class JetStreamEventStore:
         self._indexing = True
         self._cache: dict[str, _Entry] = {}
         self._anchors: dict[str, tuple[int, int]] = {}
-        self._observer = observer
+        self._observer = guard_observer(observer)
         self._ns_label = namespace or ""
         self._max_event_size = self.options.max_event_size
         self._trace = trace_from_env()  # diagnostics only: see aether.store._trace
