@@ -3,7 +3,7 @@
 * **Ring lookups/s** — :class:`aether.cluster.ConsistentHashRing` against ``uhashring`` with the
   same nodes and the same number of virtual nodes, on distinct keys (no caching helps either
   side); alternating runs, best of each.
-* **Failover** — three node processes (``python -m aether.cluster.node_process``, default
+* **Failover** — three node processes (``python -m aether.testing.node_process``, default
   :class:`~aether.cluster.ClusterOptions`) on a local nats-server; median of at least 5 runs:
 
   - SIGKILL of a non-leader node → the moment requests to an actor of EVERY shard it owned
@@ -87,7 +87,7 @@ def _ring_rows(report: Report, quick: bool) -> None:
 class _Node:
     def __init__(self, node_id: str, url: str, cluster: str, work_dir: Path) -> None:
         self.node_id = node_id
-        self.cmd = [sys.executable, "-m", "aether.cluster.node_process", "--nats-url", url, "--node-id", node_id,
+        self.cmd = [sys.executable, "-m", "aether.testing.node_process", "--nats-url", url, "--node-id", node_id,
                     "--cluster", cluster, "--events-file", str(work_dir / f"{node_id}.jsonl")]
         self.log = work_dir / f"{node_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None

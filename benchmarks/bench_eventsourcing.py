@@ -13,6 +13,10 @@
   ``IntegrityError``: conflicts are detected by the JetStream server (SQLite: its unique index).
 * **repository.get** — rebuilding a 20-event aggregate (no snapshot, no cache).
 * **select_notifications** — reading the whole application log in pages of 500.
+* **R3 rows** — ``repository.get`` and ``select_notifications`` again on an R3 stream of a
+  3-server cluster, the reading application connected to a *follower*: on a replicated stream
+  every read also asks the stream leader where the subject (or the stream) ends and reads what a
+  lagging replica's pages lack from it (docs/integrations.md). Compare with the R1 rows above.
 
 The "Aether" column is the JetStream module, the "baseline" column SQLite; ratio = Aether / SQLite
 (above 1: the JetStream module does more per second). Each row warms both up, then alternates
@@ -27,15 +31,18 @@ import random
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, OperationalError
 
-from aether.testing import NatsServer
+from aether._nats import JsApi
+from aether.connect import close, connect
+from aether.testing import NatsCluster, NatsServer
 from benchmarks._harness import Report, Timer
 
 __all__ = ["run"]
@@ -174,7 +181,58 @@ def _sqlite_synchronous(path: str) -> int:
         connection.close()
 
 
-def _measure(report: Report, quick: bool, url: str, url_always: str, folder: str) -> None:
+def _stream_leader(url: str, stream: str) -> str:
+    async def ask() -> str:
+        nc = await connect(url)
+        api = JsApi(nc)
+        try:
+            return str((await api.api(f"STREAM.INFO.{stream}"))["cluster"]["leader"])
+        finally:
+            await api.aclose()
+            await close(nc)
+
+    return asyncio.run(ask())
+
+
+def _r3_writer(env: dict[str, str]) -> Bench:
+    """The application that creates the R3 stream (the cluster's meta leader may still be settling)."""
+    for _ in range(150):
+        try:
+            return Bench(env=env)
+        except OperationalError:
+            time.sleep(0.2)
+    return Bench(env=env)
+
+
+def _measure_replicated(report: Report, quick: bool, cluster: NatsCluster, sqlite_app: Application[UUID],
+                        sqlite_ids: list[UUID], repeats: int) -> None:
+    """The read rows on an R3 stream, read through a follower (the writer is on the first server)."""
+    stream = "bench-es-r3"
+    writer = _r3_writer({**_nats_env(",".join(cluster.urls), stream), "AETHER_ES_REPLICAS": "3"})
+    try:
+        count, length = len(sqlite_ids), 20
+        ids = _long_aggregates(writer, count, length)
+        leader = _stream_leader(cluster.urls[0], stream)
+    finally:
+        writer.close()
+    follower = next(s for s in cluster.servers if s.server_name != leader)
+    reader = Bench(env=_nats_env(follower.url, stream))
+    try:
+        rounds = 2 if quick else 5
+        nats_gets, sqlite_gets = _pair(lambda: _gets(reader, ids, rounds),
+                                       lambda: _gets(sqlite_app, sqlite_ids, rounds), repeats)
+        report.add(GROUP, f"repository.get, {length}-event aggregate, R3 stream, client on a follower",
+                   aether=nats_gets, baseline=sqlite_gets, unit="gets/s",
+                   notes="each read also asks the stream leader where the aggregate ends")
+        nats_log, sqlite_log = _pair(lambda: _read_log(reader), lambda: _read_log(sqlite_app), repeats)
+        report.add(GROUP, "select_notifications, pages of 500, R3 stream, client on a follower", aether=nats_log,
+                   baseline=sqlite_log, unit="notifications/s",
+                   notes=f"JetStream log {count * length} events; each page also asks the leader (STREAM.INFO)")
+    finally:
+        reader.close()
+
+
+def _measure(report: Report, quick: bool, url: str, url_always: str, folder: str, cluster: NatsCluster) -> None:
     n = 200 if quick else 1000
     repeats = 2 if quick else 3
     sqlite_app = Bench(env=_sqlite_env(folder))
@@ -227,6 +285,7 @@ def _measure(report: Report, quick: bool, url: str, url_always: str, folder: str
         events = len(sqlite_app.recorder.select_notifications(1, 10**6))
         report.add(GROUP, "select_notifications, pages of 500", aether=nats_log, baseline=sqlite_log,
                    unit="notifications/s", notes=f"whole log of each app ({events} events)")
+        _measure_replicated(report, quick, cluster, sqlite_app, sqlite_ids, repeats)
     finally:
         sqlite_app.close()
         nats_app.close()
@@ -235,5 +294,5 @@ def _measure(report: Report, quick: bool, url: str, url_always: str, folder: str
 
 async def run(report: Report, quick: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-es-") as folder:
-        async with NatsServer() as server, NatsServer(sync_interval="always") as durable:
-            await asyncio.to_thread(_measure, report, quick, server.url, durable.url, folder)
+        async with NatsServer() as server, NatsServer(sync_interval="always") as durable, NatsCluster(3) as cluster:
+            await asyncio.to_thread(_measure, report, quick, server.url, durable.url, folder, cluster)

@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 
 class NodeProc:
-    """One ``python -m aether.cluster.node_process`` child process."""
+    """One ``python -m aether.testing.node_process`` child process."""
 
     def __init__(self, node_id: str, nats_url: str, cluster: str, work_dir: Path, *, stream: str = "",
                  replicas: int = 1, opts: Sequence[str] = ()) -> None:
@@ -39,7 +39,7 @@ class NodeProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "aether.cluster.node_process", "--nats-url", self.nats_url,
+        cmd = [sys.executable, "-m", "aether.testing.node_process", "--nats-url", self.nats_url,
                "--node-id", self.node_id, "--cluster", self.cluster, "--events-file", str(self.events_file),
                "--replicas", str(self.replicas)]
         if self.stream:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
+import gc
 import os
 
-from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
-from aether.connect import close, connect
+from eventsourcing.persistence import InfrastructureFactory
+
+from aether.integrations.eventsourcing.testing import delete_streams
+from aether.integrations.eventsourcing.testing import drop_streams as drop_application_streams
 from aether.integrations.eventsourcing.testing import streams_of as _streams_of
 from aether.testing import NatsServer
 
-__all__ = ["ModuleServer", "drop_streams", "streams_of"]
+__all__ = ["MODULE", "ModuleSelected", "ModuleServer", "drop_streams", "streams_of"]
+
+MODULE = "aether.integrations.eventsourcing"
 
 
 def streams_of(application_name: str) -> list[str]:
@@ -20,22 +24,7 @@ def streams_of(application_name: str) -> list[str]:
 
 def drop_streams(url: str, *streams: str) -> None:
     """Delete the streams (missing ones are fine)."""
-    asyncio.run(_drop(url, list(streams)))
-
-
-async def _drop(url: str, streams: list[str]) -> None:
-    nc = await connect(url)
-    api = JsApi(nc)
-    try:
-        for stream in streams:
-            try:
-                await api.api(f"STREAM.DELETE.{stream}")
-            except JetStreamApiError as exc:
-                if exc.err_code != ERR_STREAM_NOT_FOUND:
-                    raise
-    finally:
-        await api.aclose()
-        await close(nc)
+    delete_streams(streams, {"AETHER_NATS_URL": url})
 
 
 class ModuleServer:
@@ -61,3 +50,26 @@ class ModuleServer:
             os.environ["AETHER_NATS_URL"] = self._saved
         self.server.stop_sync()
         self.server.cleanup()
+
+
+class ModuleSelected:
+    """A test-case mixin: each test starts on the empty streams of ``app_name`` (on the server in
+    ``AETHER_NATS_URL``, see :class:`ModuleServer`) with this module as ``PERSISTENCE_MODULE``;
+    afterwards the applications the case left open are collected (closing their connections) and
+    the setting is restored."""
+
+    app_name: str
+
+    def setUp(self) -> None:
+        drop_application_streams(self.app_name)
+        self._saved_module = os.environ.get(InfrastructureFactory.PERSISTENCE_MODULE)
+        os.environ[InfrastructureFactory.PERSISTENCE_MODULE] = MODULE
+        super().setUp()  # type: ignore[misc]
+
+    def tearDown(self) -> None:
+        super().tearDown()  # type: ignore[misc]
+        gc.collect()
+        if self._saved_module is None:
+            del os.environ[InfrastructureFactory.PERSISTENCE_MODULE]
+        else:
+            os.environ[InfrastructureFactory.PERSISTENCE_MODULE] = self._saved_module

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aether.cli._cluster_state import ClusterState, MemberState
 from aether.cluster import NodeInfo, ShardManager, ShardMap
+from aether.cluster.state import ClusterState, MemberState
 from aether.errors import InvalidInputError
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -19,8 +19,8 @@ from nats.aio.client import Client
 from _dashboard_procs import AetherProc, fetch_json, start_dashboard, start_node
 from aether import Event
 from aether.cli import cli
-from aether.cli._cluster_state import ClusterState, MemberState
 from aether.cluster import ClusterManager
+from aether.cluster.state import ClusterState, MemberState
 from aether.cluster.types import ShardMap
 from aether.connect import connect as aether_connect  # composes the permission watch (plain nats.connect: timeouts)
 from aether.dashboard import Collector, diff_events

@@ -7,18 +7,13 @@ project turns warnings into errors, so this module restores the default action f
 
 from __future__ import annotations
 
-import gc
-import os
-
 import pytest
-from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.tests import application as es_application
 
-from _es_helpers import ModuleServer, drop_streams, streams_of
+from _es_helpers import ModuleSelected, ModuleServer
 
 pytestmark = pytest.mark.filterwarnings("always::DeprecationWarning")
 
-MODULE = "aether.integrations.eventsourcing"
 _server = ModuleServer()
 
 
@@ -30,17 +25,5 @@ def tearDownModule() -> None:
     _server.stop()
 
 
-class TestApplication(es_application.ApplicationTestCase):
-    def setUp(self) -> None:
-        drop_streams(_server.url, *streams_of("Application"))
-        self._saved = os.environ.get(InfrastructureFactory.PERSISTENCE_MODULE)
-        os.environ[InfrastructureFactory.PERSISTENCE_MODULE] = MODULE
-        super().setUp()
-
-    def tearDown(self) -> None:
-        super().tearDown()
-        gc.collect()  # the case leaves its applications open: closing them closes their connections
-        if self._saved is None:
-            del os.environ[InfrastructureFactory.PERSISTENCE_MODULE]
-        else:
-            os.environ[InfrastructureFactory.PERSISTENCE_MODULE] = self._saved
+class TestApplication(ModuleSelected, es_application.ApplicationTestCase):
+    app_name = "Application"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import threading
 import time
 import zlib
@@ -55,6 +56,7 @@ from aether.integrations.eventsourcing import (
 from aether.integrations.eventsourcing._settings import events_stream
 from aether.testing import NatsCluster, NatsServer
 from aether.testing.security import make_tls_files
+from test_store_cluster import _frozen_copy
 
 MODULE = "aether.integrations.eventsourcing"
 
@@ -694,7 +696,7 @@ def test_on_a_three_node_cluster_with_replicated_streams() -> None:
                 assert sorted(outcomes) == ["conflict", "stored"]
             ids = recorders[1].insert_events([event(uuid4(), 1), event(uuid4(), 1)])
             assert ids == [11, 12]
-            # read-your-writes: the writer's own reads wait for a replica that has its writes
+            # read-your-writes: a replica that lacks the latest saves is completed from the stream leader
             assert [n.id for n in recorders[1].select_notifications(None, 100)] == list(range(1, 13))
             assert recorders[1].max_notification_id() == 12
             process = factories[0].process_recorder()
@@ -704,6 +706,72 @@ def test_on_a_three_node_cluster_with_replicated_streams() -> None:
         finally:
             for f in factories:
                 f.close()
+
+
+def test_reads_answered_by_a_lagging_replica_still_hold_every_save() -> None:
+    """Any replica of an R3 stream may answer a direct get, and a follower that has not applied the
+    latest saves yet answers with a true but short prefix (nats-server 2.12+ ignores the
+    ``min_last_seq`` that would make it defer: docs/reliability.md, finding 2). The lagging replica
+    is played, deterministically, by a frozen copy of the stream made after the first 10 saves (a
+    mirror, then promoted, so it stops following); the recorders' direct gets are sent to it. Every
+    read must still hold all 20 saves, for the process that made them and for one that never wrote:
+    the module completes its reads from the stream leader."""
+    with NatsCluster(3) as cluster:
+        env = {"AETHER_NATS_URL": ",".join(cluster.urls), "AETHER_ES_REPLICAS": "3"}
+        factories = [JetStreamFactory(Environment("Lagging", env)) for _ in range(2)]
+        try:
+            writer, reader = (app_recorder(f) for f in factories)
+            originator = uuid4()
+            for version in range(1, 11):
+                writer.insert_events([event(originator, version)])
+            asyncio.run(_copy_stream(cluster.urls[0], writer.stream_name, "LAGGING_COPY", 10))
+            for version in range(11, 21):
+                writer.insert_events([event(originator, version)])
+            for recorder in (writer, reader):
+                recorder._store._direct = "$JS.API.DIRECT.GET.LAGGING_COPY"  # its direct gets reach the copy
+            subject = writer._store._event_subject(str(originator))
+            assert asyncio.run(_last_seq_on(cluster.urls[0], "LAGGING_COPY", subject)) == 10  # it lags by 10
+
+            for recorder in (writer, reader):
+                def versions(recorder: JetStreamApplicationRecorder = recorder, **kwargs: Any) -> list[int]:
+                    return [e.originator_version for e in recorder.select_events(originator, **kwargs)]
+
+                assert versions() == list(range(1, 21))
+                assert versions(gt=8) == list(range(9, 21))
+                assert versions(gt=15, limit=3) == [16, 17, 18]
+                assert versions(lte=12) == list(range(1, 13))
+                assert versions(desc=True, limit=1) == [20]
+                assert versions(desc=True, limit=3) == [20, 19, 18]
+                assert [n.id for n in recorder.select_notifications(None, 100)] == list(range(1, 21))
+                assert [n.id for n in recorder.select_notifications(8, 5)] == list(range(8, 13))
+                assert [n.id for n in recorder.select_notifications(5, 100, stop=15)] == list(range(5, 16))
+                assert recorder.max_notification_id() == 20
+            with pytest.raises(IntegrityError):
+                reader.insert_events([event(originator, 20)])
+            assert reader.insert_events([event(originator, 21)]) == [21]
+        finally:
+            for f in factories:
+                f.close()
+
+
+async def _copy_stream(url: str, source: str, name: str, messages: int) -> None:
+    nc = await connect(url)
+    try:
+        await _frozen_copy(nc, source, name, messages=messages)
+    finally:
+        await close(nc)
+
+
+async def _last_seq_on(url: str, stream: str, subject: str) -> int:
+    nc = await connect(url)
+    api = JsApi(nc)
+    try:
+        reply = await api.request(f"$JS.API.DIRECT.GET.{stream}", json.dumps({"last_by_subj": subject}).encode(),
+                                  what="reading the copy")
+        return int((reply.headers or {})["Nats-Sequence"])
+    finally:
+        await api.aclose()
+        await close(nc)
 
 
 # ---- a lost acknowledgement ----------------------------------------------------------------------------

@@ -8,15 +8,12 @@ modules so that pytest does not collect the abstract bases themselves.)
 
 from __future__ import annotations
 
-import gc
-import os
-
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.tests import application as es_application
 from eventsourcing.tests import persistence as es_persistence
 from eventsourcing.utils import Environment, get_topic
 
-from _es_helpers import ModuleServer, drop_streams, streams_of
+from _es_helpers import MODULE, ModuleSelected, ModuleServer, drop_streams, streams_of
 from aether.integrations.eventsourcing import (
     JetStreamAggregateRecorder,
     JetStreamApplicationRecorder,
@@ -25,7 +22,6 @@ from aether.integrations.eventsourcing import (
     JetStreamTrackingRecorder,
 )
 
-MODULE = "aether.integrations.eventsourcing"
 _server = ModuleServer()
 
 
@@ -140,19 +136,6 @@ class TestInfrastructureFactory(es_persistence.InfrastructureFactoryTestCase[Jet
         return JetStreamProcessRecorder
 
 
-class TestExampleApplication(es_application.ExampleApplicationTestCase):
+class TestExampleApplication(ModuleSelected, es_application.ExampleApplicationTestCase):
     expected_factory_topic = get_topic(JetStreamFactory)
-
-    def setUp(self) -> None:
-        drop_streams(_server.url, *streams_of("BankAccounts"))
-        self._saved = os.environ.get(InfrastructureFactory.PERSISTENCE_MODULE)
-        os.environ[InfrastructureFactory.PERSISTENCE_MODULE] = MODULE
-        super().setUp()
-
-    def tearDown(self) -> None:
-        super().tearDown()
-        gc.collect()  # the case leaves its applications open: closing them closes their connections
-        if self._saved is None:
-            del os.environ[InfrastructureFactory.PERSISTENCE_MODULE]
-        else:
-            os.environ[InfrastructureFactory.PERSISTENCE_MODULE] = self._saved
+    app_name = "BankAccounts"

@@ -3,7 +3,8 @@
     model (event, errors, names, codec, _ids)
       → adapter (_nats, connect, _tasks, _observers)
         → components (store, bus, cluster, projection, metrics, tracing, permissions)
-          → aggregate → applications (cli, demo, dashboard, integrations)
+          → aggregate → applications (cli, demo, dashboard, integrations; the nats-server
+            launcher ``aether.server``)
     aether.testing may import anything; nothing in production imports it.
 
 Known violations that other branches are fixing are allow-listed below, each with its reason, so
@@ -25,26 +26,16 @@ ROOT = Path(aether.__file__).parent
 MODEL = {"event", "errors", "names", "codec", "_ids", "__version__"}
 ADAPTER = {"_nats", "connect", "_tasks", "_observers"}
 COMPONENTS = {"store", "bus", "cluster", "projection", "metrics", "tracing", "permissions"}
-APPLICATIONS = {"cli", "demo", "dashboard", "integrations", "__main__"}
+# ``server``: the nats-server launcher the command line and the demo use (aether.testing re-exports it)
+APPLICATIONS = {"cli", "demo", "dashboard", "integrations", "__main__", "server"}
 
-# production modules importing aether.testing: the `aether server` command and the demo start
-# nats-server through aether.testing.server (branch `firstrun` moves the launcher into production)
-KNOWN_TESTING_IMPORTS = {"aether.cli.server", "aether.demo.runner"}
+# production modules importing aether.testing: none since the launcher moved to aether.server
+KNOWN_TESTING_IMPORTS: set[str] = set()
 # the bus importing the store: none since branch `busfast` landed
 KNOWN_BUS_STORE_IMPORTS: set[str] = set()
-# modules outside a package importing one of its private modules
-KNOWN_PRIVATE_IMPORTS = {
-    # cli/demo area (branch `firstrun`): the names are public in aether.cluster.naming now
-    ("aether.cli.dashboard", "aether.cluster._kv"),
-    ("aether.cli._cluster_state", "aether.cluster._kv"),
-    # cli/_cluster_state.py decodes the shard map with the router's decoder
-    ("aether.cli._cluster_state", "aether.cluster._routing"),
-    # the applications share cli's private helpers (issue 11: demo <-> cli import each other)
-    ("aether.dashboard.collector", "aether.cli._cluster_state"),
-    ("aether.demo.runner", "aether.cli._cluster_state"),
-    ("aether.demo.runner", "aether.cli._common"),
-    ("aether.demo.view", "aether.cli._cluster_state"),
-}
+# modules outside a package importing one of its private modules: none since the applications read
+# a cluster through the public aether.cluster.state and aether.cluster.naming
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 # nats-py private attributes: projection/_consumer.py feeds sub._pending_queue (projection area,
 # another helper's branch)
 KNOWN_NATS_PRIVATE = {"aether.projection._consumer"}
@@ -187,6 +178,26 @@ def _runtime_nats_importers() -> set[str]:
 
 
 def test_the_cluster_speaks_nats_only_through_the_adapter() -> None:
-    # node_process.py is a process launcher for tests and demos (issue 11: to move out of the package)
-    cluster = {m for m in _runtime_nats_importers() if _area(m) == "cluster"}
-    assert cluster == {"aether.cluster.node_process"}
+    # the node-process harness of the tests and benchmarks lives in aether.testing.node_process
+    assert "aether.testing.node_process" in _sources()
+    assert {m for m in _runtime_nats_importers() if _area(m) == "cluster"} == set()
+
+
+def test_the_applications_and_test_support_speak_nats_only_through_the_adapter() -> None:
+    # nats-py types in their signatures only; run-time needs (connect, ordered consumers) go through
+    # aether.connect and aether._nats.apps
+    found = {m for m in _runtime_nats_importers() if _area(m) in {"cli", "demo", "dashboard", "server", "testing"}}
+    assert found == set()
+
+
+def test_the_bus_and_the_store_speak_nats_only_through_the_adapter() -> None:
+    # they import nats-py only for type annotations; exceptions, the reply inbox and the error table
+    # come from aether._nats
+    speaking = {"aether.bus.nats", "aether.store._history", "aether.store.jetstream"}
+    assert not speaking & _runtime_nats_importers()
+    assert {m for m in _runtime_nats_importers() if _area(m) in {"bus", "store"}} == set()
+
+
+def test_permission_refusal_text_is_read_only_by_the_adapter() -> None:
+    found = {name for name, (_, text) in _sources().items() if "permissions violation" in text.lower()}
+    assert found == {"aether._nats.errors"}

@@ -1,4 +1,4 @@
-"""The append handler of ``aether.cluster.node_process`` (what ``--stream`` nodes and the
+"""The append handler of ``aether.testing.node_process`` (what ``--stream`` nodes and the
 single-writer fault tests run) answers a retried request with the version its event is stored at.
 
 The router re-sends a request that got no answer in time with the same request id, so two
@@ -18,12 +18,12 @@ import nats
 import pytest
 
 from aether import Event
-from aether.cluster.node_process import _append_handler
 from aether.cluster.types import ActorRequest
 from aether.connect import close
 from aether.errors import VersionConflictError
 from aether.store import JetStreamEventStore
 from aether.testing import NatsServer
+from aether.testing.node_process import _append_handler
 
 pytestmark = pytest.mark.anyio
 

@@ -3,7 +3,7 @@ servers' own client ports (``-p -1``) are picked later: no server can take anoth
 
 from __future__ import annotations
 
-from aether.testing.server import _ephemeral_range, _route_ports
+from aether.server import _ephemeral_range, _route_ports
 
 
 def test_route_ports_are_free_distinct_and_below_the_ephemeral_range() -> None:

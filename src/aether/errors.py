@@ -1,7 +1,9 @@
 """The Aether error tree.
 
 Every error Aether raises derives from :class:`AetherError`; errors of nats-py are
-translated at the boundary (the original is kept as ``__cause__``)::
+translated at the boundary, by one table (``aether._nats.errors``: a component sees its own
+"unavailable" class, e.g. :class:`StoreUnavailableError` from a store and
+:class:`NatsConnectionError` from the bus), the original kept as ``__cause__``::
 
     AetherError
     ├── VersionConflictError        append with a version that is not latest+1

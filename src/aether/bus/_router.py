@@ -72,11 +72,8 @@ def fanout(subs: tuple[Subscription, ...], event: Event, route: Route) -> None:
             continue
         buf.append(event)
         delivered += 1
-        waiter = sub._waiter
-        if waiter is not None:
-            sub._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if sub._waiter is not None:  # its reader waits for an event (a call only then)
+            sub._wake()
     route.delivered += delivered
 
 
@@ -105,11 +102,8 @@ def fanout_all(subs: tuple[Subscription, ...], events: list[Event], route: Route
             chosen = chosen[:room]
         buf.extend(chosen)
         delivered += len(chosen)
-        waiter = sub._waiter
-        if waiter is not None:
-            sub._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if sub._waiter is not None:
+            sub._wake()
     route.delivered += delivered
 
 

@@ -32,21 +32,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Coroutine, Iterable
-from types import TracebackType
-from typing import Any
-
-import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from aether import tracing as _tracing
-from aether._nats import check_client, watch_permission_denials
+from aether._nats import (
+    BUS_ERRORS,
+    NOT_SENT_ERRORS,
+    Inbox,
+    check_client,
+    is_payload_too_large,
+    translate_nats_error,
+    watch_permission_denials,
+)
 from aether.codec import EVENT_FORMAT_V1, decode_event, encode_event
 from aether.errors import (
     AetherError,
-    AetherTimeoutError,
-    BusClosedError,
     CorruptEventError,
     EventTooLargeError,
     InvalidInputError,
@@ -55,16 +56,8 @@ from aether.errors import (
 )
 from aether.event import Event
 
-from ._router import (
-    DEFAULT_BUFFER_SIZE,
-    Route,
-    Router,
-    check_buffer_size,
-    check_publish_event,
-    fanout,
-    fanout_all,
-    subscription_settings,
-)
+from ._base import BusBase
+from ._router import DEFAULT_BUFFER_SIZE, Route, fanout, fanout_all
 from .stats import BusMetricsHook, BusStats
 from .subscription import Subscription
 from .wire import (
@@ -85,6 +78,10 @@ from .wire import (
     pack_header,
     pattern_subject,
 )
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 __all__ = ["NATSEventBus"]
 
@@ -116,25 +113,12 @@ class _Batch:
             self.contexts = [context]
             self.size += context_size(context)
 
-# nats-py errors raised before a message is queued: the sequence number can be reused
-_NOT_SENT = (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError,
-             nats.errors.OutboundBufferLimitError, nats.errors.MaxPayloadError, nats.errors.BadSubjectError)
+_PROBE = "the bus's probe through its own inbox"
 
 
 def _translate(exc: BaseException, what: str) -> AetherError:
-    """Map a nats-py / asyncio exception raised by a bus operation to an AetherError."""
-    if isinstance(exc, AetherError):
-        return exc
-    if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
-        return AetherTimeoutError(f"{what}: no reply from NATS in time")
-    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError
-                  | nats.errors.StaleConnectionError | nats.errors.OutboundBufferLimitError
-                  | nats.errors.NoServersError | ConnectionError | OSError):
-        return NatsConnectionError(f"{what}: NATS connection unavailable ({type(exc).__name__})")
-    text = str(exc)
-    if "permissions violation" in text.lower():
-        return PermissionDeniedError(f"{what}: {text}")
-    return NatsConnectionError(f"{what}: {type(exc).__name__}: {text}")
+    """The AetherError a bus operation raises for ``exc`` (the adapter's table, the bus's classes)."""
+    return translate_nats_error(exc, what, BUS_ERRORS)
 
 
 class _Group:
@@ -299,7 +283,7 @@ class _Group:
         route.missed += missed * len(self.subs)
 
 
-class NATSEventBus:
+class NATSEventBus(BusBase):
     """Event bus across processes and machines (implements :class:`~aether.bus.EventBroadcaster`).
 
     Create it with ``await NATSEventBus.create(nc)``; the constructor does no I/O. The bus
@@ -333,7 +317,7 @@ class NATSEventBus:
                  max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> None:
         check_client(nc, "NATSEventBus")
         self._prefix = check_bus_prefix(subject_prefix)
-        self._buffer_size = check_buffer_size(buffer_size)
+        super().__init__(buffer_size, metrics)
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise InvalidInputError(f"timeout must be > 0, got {timeout!r}")
         if type(max_batch_events) is not int or not 1 <= max_batch_events <= _MAX_BATCH_EVENTS_LIMIT:
@@ -352,25 +336,18 @@ class NATSEventBus:
         self._nc = nc
         self._node = os.urandom(8)
         self._head = MAGIC + self._node
-        self._router = Router()
-        self._routes = self._router.routes
         self._subject_routes: dict[str, Route] = {}
         self._groups: dict[str, _Group] = {}
         self._sub_groups: dict[Subscription, _Group] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._invalid = 0
-        self._probe_prefix = ""
-        self._probe_sub: Any = None
-        self._probe_lock = asyncio.Lock()
-        self._probes: dict[str, asyncio.Future[None]] = {}
-        self._probe_count = 0
-        self._closed = False
+        self._inbox = Inbox.of(nc)  # the connection's reply inbox: the bus's probes come back through it
+        self._inbox.hold()
+        self._inbox_held = True
         self._refused_subjects: dict[str, str] = {}  # lower-cased bus subjects the server refused
         self._refusal: PermissionDeniedError | None = None  # a refused publish flush() has not reported
-        self._probe_refused: PermissionDeniedError | None = None
         watch_permission_denials(nc, self)
         self._reconnects_at_start = int(nc.stats.get("reconnects", 0)) if hasattr(nc, "stats") else 0
-        self._metrics = metrics
         if metrics is not None:
             metrics.attach(self)
 
@@ -402,16 +379,6 @@ class NATSEventBus:
         """The first subject token(s) of the bus's messages."""
         return self._prefix
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._closed
-
-    @property
-    def subscriptions(self) -> int:
-        """Open subscriptions."""
-        return len(self._router.subs)
-
     # ---- publish --------------------------------------------------------------------------
     async def publish(self, namespace: str, event: Event) -> None:
         """Send ``event`` to every node and deliver it to this node's matching subscriptions.
@@ -433,15 +400,7 @@ class NATSEventBus:
                 (namespace and event type). The server reports a refusal after the fact: the
                 first refused publish returns normally, and :meth:`flush` raises for it.
         """
-        if self._closed:
-            raise BusClosedError("publish on a closed NATSEventBus")
-        try:
-            route = self._routes[namespace]
-        except (KeyError, TypeError):
-            route = self._router.route(namespace)
-        if (type(event) is not Event or type(event.version) is not int or event.version < 1
-                or type(event.actor_id) is not str or not event.actor_id):
-            check_publish_event(event)
+        route = self._publish_route(namespace, event)
         event_type = event.event_type
         try:
             subject = route.subjects[event_type]
@@ -497,10 +456,10 @@ class NATSEventBus:
         route.seq = seq
         try:
             await self._nc.publish(subject, pack_header(self._head, seq) + payload, headers=trace)
-        except _NOT_SENT as exc:
+        except NOT_SENT_ERRORS as exc:
             if route.seq == seq:
                 route.seq = seq - 1  # nothing was queued: receivers must not see a gap
-            if isinstance(exc, nats.errors.MaxPayloadError):
+            if is_payload_too_large(exc):
                 raise EventTooLargeError(event.actor_id, len(payload) + HEADER_SIZE, self._nc.max_payload) from exc
             raise _translate(exc, f"publishing to {route.namespace!r}") from exc
         except Exception as exc:
@@ -579,43 +538,20 @@ class NATSEventBus:
         cache[subject] = route
         return route
 
-    # ---- subscribe ------------------------------------------------------------------------
-    def subscribe(self, pattern: str, *, event_types: Iterable[str] | None = None, actor_prefix: str | None = None,
-                  buffer_size: int | None = None) -> Subscription:
-        """Subscribe to the namespaces matching ``pattern`` on every node.
-
-        Local events reach the subscription at once; events of other nodes once the NATS
-        server has registered the interest: ``await sub.ready()`` (or ``async with``) waits for
-        that. Call it from the event loop of the bus.
-
-        Args:
-            pattern: an exact namespace, or one with ``*`` (one token) / final ``>`` (one or
-                more tokens) wildcards.
-            event_types: only these event types (``None``: all).
-            actor_prefix: only actors whose id starts with this prefix.
-            buffer_size: this subscription's buffer size (default: the bus's).
-
-        Raises:
-            BusClosedError: the bus is closed.
-            InvalidNameError: invalid pattern (wildcard inside a token, misplaced ``>``, …).
-            InvalidInputError: invalid filters or buffer size.
-        """
-        if self._closed:
-            raise BusClosedError("subscribe on a closed NATSEventBus")
-        types, prefix, size = subscription_settings(pattern, event_types, actor_prefix, buffer_size,
-                                                    self._buffer_size)
+    # ---- subscribe (BusBase.subscribe: one NATS subscription per pattern) ---------------------
+    def _ready(self, pattern: str) -> asyncio.Future[None]:
         group = self._groups.get(pattern)
         if group is None:
             loop = asyncio.get_running_loop()
             group = _Group(self, pattern, pattern_subject(self._prefix, pattern), loop.create_future())
             self._groups[pattern] = group
             group.task = self._spawn(group.start())
-        sub = Subscription(pattern, event_types=types, actor_prefix=prefix, buffer_size=size,
-                           detach=self._detach, ready=group.ready)
+        return group.ready
+
+    def _attach(self, sub: Subscription) -> None:
+        group = self._groups[sub.pattern]
         group.subs = (*group.subs, sub)
         self._sub_groups[sub] = group
-        self._router.add(pattern, sub)
-        return sub
 
     def _detach(self, sub: Subscription) -> None:
         self._router.remove(sub)
@@ -678,48 +614,24 @@ class NATSEventBus:
             raise failure
 
     async def _roundtrip(self, timeout: float) -> None:
-        """Send a probe message through the connection's outgoing queue and wait for it to come back.
+        """A probe through the connection and back (:meth:`aether._nats.Inbox.probe`): once back, the
+        server has processed every command this node queued before it (subscriptions, publishes)
+        and has sent this node everything it had for it before the probe.
 
-        When it is back, the server has processed every command this node queued before it
-        (subscriptions, publishes) and has sent this node everything it had for it before the
-        probe. nats-py's ``flush()`` cannot promise the first: its PING is written ahead of
-        commands still waiting in the client's outgoing queue.
+        Raises:
+            AetherTimeoutError, PermissionDeniedError (the inbox refused), NatsConnectionError.
         """
-        nc = self._nc
-        if self._probe_refused is not None:
-            raise self._probe_refused
-        if self._probe_sub is None:
-            async with self._probe_lock:
-                if self._probe_sub is None:
-                    prefix = f"{nc.new_inbox()}."
-                    self._probe_prefix = prefix  # set first: a refusal is matched against it
-                    self._probe_sub = await nc.subscribe(prefix + "*", cb=self._on_probe)
-        self._probe_count += 1
-        token = str(self._probe_count)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._probes[token] = future
-        try:
-            await nc.publish(self._probe_prefix + token, b"")
-            async with asyncio.timeout(timeout):
-                await future
-        finally:
-            del self._probes[token]
+        await self._inbox.probe(timeout, _PROBE, BUS_ERRORS)
 
     def _denied(self, kind: str, subject: str, text: str) -> None:
         """A permission violation on the connection (called by :func:`aether._nats.watch_permission_denials`).
 
         A refused subscription ends the subscriptions of its pattern with PermissionDeniedError;
-        a refused publish makes later publishes to that subject and the next :meth:`flush` raise.
+        a refused publish makes later publishes to that subject and the next :meth:`flush` raise
+        (a refused probe is the inbox's: :meth:`aether._nats.Inbox.probe` raises it).
         """
         subject = subject.lower()
-        probe = self._probe_prefix.lower()
-        if probe and subject.startswith(probe):
-            error = PermissionDeniedError(f"the bus's probe through its own inbox: the NATS server refused: {text}")
-            self._probe_refused = error
-            for future in self._probes.values():
-                if not future.done():
-                    future.set_exception(error)
-        elif kind.startswith("subscription"):
+        if kind.startswith("subscription"):
             for group in list(self._groups.values()):
                 if group.subject.lower() == subject:
                     group.refuse(PermissionDeniedError(f"subscribing to {group.pattern!r}: the NATS server "
@@ -729,11 +641,6 @@ class NATSEventBus:
                 self._refused_subjects.clear()
             self._refused_subjects[subject] = text
             self._refusal = PermissionDeniedError(f"publishing: the NATS server refused: {text}")
-
-    async def _on_probe(self, msg: Msg) -> None:
-        future = self._probes.get(msg.subject[len(self._probe_prefix):])
-        if future is not None and not future.done():
-            future.set_result(None)
 
     # ---- stats and lifecycle ----------------------------------------------------------------
     def stats(self) -> BusStats:
@@ -773,17 +680,9 @@ class NATSEventBus:
                 self._metrics.detach(self)
         while pending := [task for task in self._tasks if not task.done()]:
             await asyncio.wait(pending)
-        probe, self._probe_sub = self._probe_sub, None
-        if probe is not None and not self._nc.is_closed:
-            with contextlib.suppress(Exception):  # the connection went away: nothing left to release
-                await probe.unsubscribe()
-
-    async def __aenter__(self) -> NATSEventBus:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()
+        inbox, self._inbox_held = self._inbox_held, False
+        if inbox:
+            await self._inbox.release()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

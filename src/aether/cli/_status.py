@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nats.aio.client import Client
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["ConnectionStatus"]
 

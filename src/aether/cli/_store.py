@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
-
-from nats.aio.client import Client
+from typing import TYPE_CHECKING, Any
 
 from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
 from aether.cli._status import ConnectionStatus
@@ -16,6 +14,9 @@ from aether.errors import StoreError
 from aether.names import decode_token, stream_name, validate_namespace, validate_stream_base
 from aether.store import JetStreamEventStore
 from aether.store.partitioning import parse_partition_stream_name
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["StreamRef", "connected", "list_streams", "matches_namespace", "open_store", "subject_counts"]
 

@@ -12,9 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from aether._nats import JsApi
-from aether.cli._cluster_state import ClusterState, read_cluster_state
 from aether.cli._common import DEFAULT_STREAM, connection_options, emit_json, out_console, run
 from aether.cli._store import connected, list_streams
+from aether.cluster.state import ClusterState, read_cluster_state
 from aether.connect import ConnectOptions
 from aether.errors import AetherError
 from aether.store.placement import current_placement

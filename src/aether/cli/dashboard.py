@@ -40,7 +40,7 @@ def dashboard(cluster_name: str, host: str, port: int, interval: float, checkpoi
         import uvicorn  # noqa: F401
     except ImportError:
         fail("the dashboard needs starlette and uvicorn: pip install 'aether-nats[dashboard]'")
-    from aether.cluster._kv import validate_cluster_name
+    from aether.cluster.naming import validate_cluster_name
     from aether.dashboard.server import bind
 
     validate_cluster_name(cluster_name)

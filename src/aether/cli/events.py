@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 import msgspec
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aether._nats.apps import follow_ordered, stream_last_sequence
 from aether.cli._common import (
     connection_options,
     emit_json,
@@ -32,6 +32,7 @@ from aether.connect import ConnectOptions
 from aether.errors import AetherError, CorruptEventError, StoreError
 from aether.event import Event
 from aether.names import decode_token, encode_token, stream_name, validate_namespace, validate_namespace_pattern
+from aether.store.placement import PartitionPlacement
 
 __all__ = ["events"]
 
@@ -116,6 +117,25 @@ def stats(all_namespaces: bool, as_json: bool, stream: str, namespace: str | Non
     run(_stats(all_namespaces, as_json, stream, namespace, connect))
 
 
+async def _chosen_streams(nc: Any, all_namespaces: bool, stream: str, namespace: str | None) -> list[StreamRef]:
+    """The stream of ``--namespace`` (or of no namespace), or with ``--all`` every namespace's
+    (exits with a usage error on both, with an error when ``--all`` finds none)."""
+    if not all_namespaces:
+        return [StreamRef(stream_name(stream, namespace), namespace)]
+    if namespace is not None:
+        fail("--all and --namespace exclude each other", code=2)
+    refs = await list_streams(nc, stream)
+    if not refs:
+        fail(f"no stream of base name {stream!r} exists")
+    return refs
+
+
+def _placement_row(partition: int, placement: PartitionPlacement, messages: int) -> dict[str, Any]:
+    """One partition's row of the ``placement`` list in ``stats`` and ``rebalance`` output."""
+    return {"partition": partition, "stream": placement.stream, "leader": placement.leader, "messages": messages,
+            "replicas": [name for name, _ in placement.replicas]}
+
+
 async def _stream_stats(nc: Any, ref: StreamRef) -> dict[str, Any]:
     store = await open_store(nc, ref.stream.split("__", 1)[0], ref.namespace)
     try:
@@ -148,9 +168,7 @@ async def _stream_stats(nc: Any, ref: StreamRef) -> dict[str, Any]:
                 "created": infos[0].get("created")})
     leaders = Counter(p.leader for p in placements if p.leader)
     row["leaders"] = ", ".join(f"{server}: {n}" for server, n in sorted(leaders.items())) or None
-    row["placement"] = [{"partition": i, "stream": p.stream, "leader": p.leader,
-                         "messages": int(state.get("messages", 0)),
-                         "replicas": [name for name, _ in p.replicas]}
+    row["placement"] = [_placement_row(i, p, int(state.get("messages", 0)))
                         for i, (p, state) in enumerate(zip(placements, states, strict=True))]
     return row
 
@@ -158,14 +176,7 @@ async def _stream_stats(nc: Any, ref: StreamRef) -> dict[str, Any]:
 async def _stats(all_namespaces: bool, as_json: bool, stream: str, namespace: str | None,
                  connect: ConnectOptions) -> None:
     async with connected(connect) as nc:
-        if all_namespaces:
-            if namespace is not None:
-                fail("--all and --namespace exclude each other", code=2)
-            refs = await list_streams(nc, stream)
-            if not refs:
-                fail(f"no stream of base name {stream!r} exists")
-        else:
-            refs = [StreamRef(stream_name(stream, namespace), namespace)]
+        refs = await _chosen_streams(nc, all_namespaces, stream, namespace)
         rows = [await _stream_stats(nc, ref) for ref in refs]
     if as_json:
         emit_json(rows if all_namespaces else rows[0])
@@ -227,14 +238,7 @@ def rebalance(all_namespaces: bool, timeout: float, as_json: bool, stream: str, 
 async def _rebalance(all_namespaces: bool, timeout: float, as_json: bool, stream: str, namespace: str | None,
                      connect: ConnectOptions) -> None:
     async with connected(connect) as nc:
-        if all_namespaces:
-            if namespace is not None:
-                fail("--all and --namespace exclude each other", code=2)
-            refs = await list_streams(nc, stream)
-            if not refs:
-                fail(f"no stream of base name {stream!r} exists")
-        else:
-            refs = [StreamRef(stream_name(stream, namespace), namespace)]
+        refs = await _chosen_streams(nc, all_namespaces, stream, namespace)
         results: list[dict[str, Any]] = []
         for ref in refs:
             store = await open_store(nc, stream, ref.namespace)
@@ -246,9 +250,7 @@ async def _rebalance(all_namespaces: bool, timeout: float, as_json: bool, stream
             moved = sum(1 for a, b in zip(before, after, strict=True) if a.leader != b.leader)
             results.append({"stream": ref.stream, "namespace": ref.namespace, "partitions": store.partitions,
                             "moved": moved,
-                            "placement": [{"partition": i, "stream": p.stream, "leader": p.leader,
-                                           "replicas": [name for name, _ in p.replicas], "messages": 0}
-                                          for i, p in enumerate(after)]})
+                            "placement": [_placement_row(i, p, 0) for i, p in enumerate(after)]})
     if as_json:
         emit_json(results if all_namespaces else results[0])
         return
@@ -355,7 +357,7 @@ class _Follower:
 
     def __init__(self, nc: Any, refs: list[StreamRef], exact_actor: str | None,
                  queue: asyncio.Queue[tuple[StreamRef, Any]]) -> None:
-        self._js = nc.jetstream()
+        self._nc = nc
         self._targets = [(ref, name) for ref in refs for name in ref.streams]
         self._token = encode_token(exact_actor) if exact_actor is not None else "*"
         self._queue = queue
@@ -368,18 +370,12 @@ class _Follower:
                 self._next[name] = 0
             else:
                 try:
-                    info = await self._js.stream_info(name)
-                except Exception as exc:
-                    raise StoreError(f"cannot follow stream {name!r}: {exc}") from exc
-                self._next[name] = info.state.last_seq + 1
+                    self._next[name] = await stream_last_sequence(self._nc, name) + 1
+                except AetherError as exc:
+                    raise StoreError(f"cannot follow {exc}") from exc
             await self._subscribe(ref, name)
 
     async def _subscribe(self, ref: StreamRef, name: str) -> None:
-        start = self._next[name]
-        policy: dict[str, Any] = ({"deliver_policy": DeliverPolicy.ALL} if not start else
-                                  {"config": ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                                            opt_start_seq=start)})
-
         async def deliver(msg: Any) -> None:
             try:
                 self._queue.put_nowait((ref, msg))
@@ -389,10 +385,10 @@ class _Follower:
                 self._next[name] = msg.metadata.sequence.stream + 1
 
         try:
-            self._subs[name] = await self._js.subscribe(
-                f"{_PREFIX}.{name}.e.{self._token}", stream=name, cb=deliver, ordered_consumer=True, **policy)
-        except Exception as exc:
-            raise StoreError(f"cannot follow stream {name!r}: {exc}") from exc
+            self._subs[name] = await follow_ordered(self._nc, f"{_PREFIX}.{name}.e.{self._token}", stream=name,
+                                                    start_sequence=self._next[name], deliver=deliver)
+        except AetherError as exc:
+            raise StoreError(f"cannot follow {exc}") from exc
 
     async def resume(self, console: Console, done: asyncio.Event) -> bool:
         """Recreate the consumers after a reconnection; ``False`` when stopped meanwhile."""

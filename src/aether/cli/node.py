@@ -26,10 +26,9 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from nats.aio.client import Client
 from rich.console import Console
 from rich.markup import escape
 
@@ -39,6 +38,9 @@ from aether.cluster import ClusterManager, ClusterOptions
 from aether.connect import ConnectOptions, close
 from aether.errors import AetherError, AetherTimeoutError, InvalidInputError, MetricsUnavailableError
 from aether.store import JetStreamEventStore
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["DEFAULT_HANDLER", "NodeContext", "load_handler_factory", "node"]
 

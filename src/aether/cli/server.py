@@ -13,7 +13,7 @@ from rich.console import Console
 
 from aether.cli._common import emit_json, fail, on_stop_signals, run
 from aether.errors import NatsServerError
-from aether.testing.server import NatsCluster, NatsServer
+from aether.server import NatsCluster, NatsServer
 
 __all__ = ["server"]
 

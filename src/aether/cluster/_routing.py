@@ -1,6 +1,6 @@
 """Request routing: the wire envelopes, the shard-map watcher and the retry loop that takes a
 request to the node owning its actor. Requests travel over the multiplexed reply inbox of
-:class:`aether._nats.JsApi` (the cluster bucket's, so one inbox per component).
+:class:`aether._nats.JsApi` (the connection's one reply inbox, shared by every component on it).
 
 A request is a core-NATS request to the owner's subject
 ``<prefix>.cluster.<cluster>.node.<encoded node id>.rpc``. The owner answers ``OK``,

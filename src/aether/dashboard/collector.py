@@ -3,7 +3,7 @@
 :class:`Collector` reads, at every ``interval`` (and at once when a cluster key changes):
 
 * the cluster's KV bucket, exactly as ``aether cluster status --json`` does
-  (:func:`aether.cli._cluster_state.read_cluster_state`, with every member pinged);
+  (:func:`aether.cluster.state.read_cluster_state`, with every member pinged);
 * every stream (``STREAM.LIST``), the projections' checkpoints, leases and dead letters
   (:mod:`aether.dashboard.streams`);
 * each member's ``/metrics`` endpoint when its heartbeat advertises one (metadata ``metrics``),
@@ -24,17 +24,18 @@ import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-from nats.aio.client import Client
+from typing import TYPE_CHECKING, Any
 
 from aether._nats import JsApi
-from aether.cli._cluster_state import ClusterState, read_cluster_state
 from aether.cluster.discovery import REASON_HEADER
 from aether.cluster.naming import bucket_name, validate_cluster_name
+from aether.cluster.state import ClusterState, read_cluster_state
 from aether.dashboard.streams import StreamView, list_streams, read_projections, read_streams
 from aether.errors import AetherError, InvalidInputError, InvalidNameError
 from aether.names import decode_token
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["Collector", "ClusterEvent", "diff_events"]
 

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
-from typing import Any
-
-from nats.aio.client import Client
+from typing import TYPE_CHECKING, Any
 
 from aether.dashboard.collector import Collector
 from aether.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["DashboardServer", "bind", "dashboard_url"]
 

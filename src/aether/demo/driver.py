@@ -38,6 +38,15 @@ class Driver:
         seed: random seed of the workload.
     """
 
+    # what happened so far (class-level zeros: each driver's own counts start there)
+    acked = 0  # commands acknowledged
+    refused = 0  # commands answered with an error
+    retries = 0  # commands sent again after an error or a timeout
+    in_doubt = 0  # commands never acknowledged within their attempts
+    duplicates = 0  # acknowledged as already stored (a re-sent command, stored once)
+    rejected_withdrawals = 0
+    last_error = ""
+
     def __init__(self, client: Requester, accounts: Sequence[str], *, concurrency: int = 32,
                  request_timeout: float = 3.0, attempts: int = 5, seed: int | None = None) -> None:
         self.client = client
@@ -47,13 +56,6 @@ class Driver:
         self.attempts = attempts
         self.rng = random.Random(seed)
         self.ledger: dict[str, CommandRecord] = {}
-        self.acked = 0
-        self.refused = 0
-        self.retries = 0
-        self.in_doubt = 0
-        self.duplicates = 0
-        self.rejected_withdrawals = 0
-        self.last_error = ""
         self.started = time.monotonic()
         self._acks: deque[float] = deque()
         self._stop = asyncio.Event()

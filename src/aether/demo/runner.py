@@ -20,22 +20,23 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from nats.aio.client import Client
 from rich.console import Console
 
-from aether.cli._cluster_state import ClusterState, read_cluster_state
-from aether.cli._common import DEFAULT_STREAM
 from aether.cluster import ClusterClient
+from aether.cluster.state import ClusterState, read_cluster_state
 from aether.connect import ConnectOptions, close
 from aether.demo.driver import Driver
 from aether.demo.processes import NodeProcess
 from aether.demo.verify import VerificationReport, load_histories, verify_histories
 from aether.demo.view import DemoView
 from aether.errors import AetherError, AetherTimeoutError
+from aether.server import NatsServer
 from aether.store import JetStreamEventStore
-from aether.testing.server import NatsServer
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
@@ -67,7 +68,7 @@ class DemoConfig:
     kill_at: float = 0.3
     restart_at: float = 0.6
     connect: ConnectOptions = field(default_factory=ConnectOptions)
-    stream: str = DEFAULT_STREAM
+    stream: str = "events"  # the command line's default stream name (``aether --stream``)
     seed: int | None = None
     live: bool | None = None
     dashboard: bool = False

@@ -14,7 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from aether.cli._cluster_state import ClusterState
+from aether.cluster.state import ClusterState
 
 if TYPE_CHECKING:
     from aether.demo.driver import Driver

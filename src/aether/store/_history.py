@@ -29,18 +29,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import secrets
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from nats.aio.msg import Msg
 
-from aether._nats import JetStreamApiError, JsApi, inbox_root, translate_nats_error
+from aether._nats import JetStreamApiError, JsApi
 from aether.codec import decode_event
-from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, PermissionDeniedError, StoreError
+from aether.errors import AetherError, CorruptEventError, PermissionDeniedError, StoreError
 from aether.event import Event
 from aether.store._seqindex import SeqIndex, decode_index, encode_index
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
 
 __all__ = ["DENSE_SPACING", "HistoryReader", "ReadPosition", "sequence_at"]
 
@@ -61,9 +62,6 @@ CHAIN_FIRST_READ = 32
 # windows of at least this many events read from version 1 are proven complete by the subject's
 # message count instead of each event's predecessor header
 COUNT_MIN_WINDOW = 64
-# sequence reads in flight at most, and the bytes they may bring at once (see PAGE_BYTES)
-_MAX_WINDOW = 256
-_WINDOW_BYTES = 8 * 1024 * 1024
 _DENSE_MEMORY = 10_000  # dense actors remembered per store
 _CHUNK = 1000  # events verified and handed out per page when reading by sequence
 _encode_json = msgspec.json.encode
@@ -113,123 +111,6 @@ class ReadPosition:
             self.version, self.seq = version, seq
 
 
-class _Batch:
-    __slots__ = ("done", "expected", "got", "largest", "msgs", "room", "window")
-
-    def __init__(self, n: int) -> None:
-        loop = asyncio.get_running_loop()
-        self.msgs: list[Msg | None] = [None] * n
-        self.got = 0
-        self.expected = n
-        self.largest = 0
-        self.window = 64
-        self.room = asyncio.Event()
-        self.done: asyncio.Future[None] = loop.create_future()
-
-
-class SequenceFetcher:
-    """Pipelined direct gets by sequence (``no_hdr``) over one reply subscription.
-
-    ``fetch`` returns the payload at each sequence, or ``None`` where the server has no message.
-    At most ``_MAX_WINDOW`` requests are in flight, fewer when the events are large.
-    """
-
-    def __init__(self, api: JsApi) -> None:
-        self._api = api
-        self._sub: Any = None
-        self._prefix = ""
-        self._batches: dict[str, _Batch] = {}
-        self._lock = asyncio.Lock()
-        self._counter = 0
-
-    async def _ensure(self) -> None:
-        if self._sub is not None:
-            return
-        async with self._lock:
-            if self._sub is not None:
-                return
-            nc = self._api.nc
-            prefix = f"{inbox_root(nc)}.{secrets.token_hex(8)}."
-            try:
-                self._sub = await nc.subscribe(prefix + ">", cb=self._on_reply, pending_bytes_limit=0)
-            except Exception as exc:
-                raise translate_nats_error(exc, "subscribing to the reply inbox") from exc
-            self._prefix = prefix
-
-    async def _on_reply(self, msg: Msg) -> None:
-        token, _, index = msg.subject[len(self._prefix):].partition(".")
-        batch = self._batches.get(token)
-        if batch is None or batch.done.done():
-            return
-        headers = msg.headers
-        if headers is not None and "Status" in headers:
-            status = headers["Status"]
-            if status != "404":
-                batch.done.set_exception(StoreError(
-                    f"direct get failed: {status} {headers.get('Description', '')}"))
-                return
-        else:
-            data = msg.data
-            batch.msgs[int(index)] = msg
-            if len(data) > batch.largest:
-                batch.largest = len(data)
-                batch.window = max(4, min(_MAX_WINDOW, _WINDOW_BYTES // max(len(data), 1)))
-        batch.got += 1
-        batch.room.set()
-        if batch.got == batch.expected:
-            batch.done.set_result(None)
-
-    async def fetch(self, stream_get: str, seqs: list[int], *, timeout: float | None, what: str,
-                    with_headers: bool = False) -> list[Msg | None]:
-        """The messages at ``seqs`` of the stream whose direct-get subject is ``stream_get`` (bare
-        payloads unless ``with_headers``), ``None`` where the server has none.
-
-        Raises:
-            AetherTimeoutError: not every reply arrived within ``timeout`` seconds.
-            StoreUnavailableError / StoreError: connection trouble or a refused request.
-        """
-        if not seqs:
-            return []
-        await self._ensure()
-        self._api.check_connected(what)
-        self._counter += 1
-        token = f"{self._counter:x}"
-        batch = _Batch(len(seqs))
-        self._batches[token] = batch
-        reply = f"{self._prefix}{token}."
-        body = b'{"seq":%d}' if with_headers else b'{"seq":%d,"no_hdr":true}'
-        publish = self._api.nc.publish
-        try:
-            try:
-                async with asyncio.timeout(self._api.timeout if timeout is None else timeout):
-                    for i, seq in enumerate(seqs):
-                        while i - batch.got >= batch.window and not batch.done.done():
-                            batch.room.clear()
-                            await batch.room.wait()
-                        if batch.done.done():
-                            break
-                        await publish(stream_get, body % seq, reply=f"{reply}{i}")
-                    await batch.done
-            except TimeoutError:
-                raise AetherTimeoutError(f"{what}: no reply from NATS in time") from None
-            except AetherError:
-                raise
-            except Exception as exc:
-                raise translate_nats_error(exc, what) from exc
-            batch.done.result()
-            return batch.msgs
-        finally:
-            del self._batches[token]
-            if not batch.done.done():
-                batch.done.cancel()
-
-    async def aclose(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None and not self._api.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-
 async def sequence_at(api: JsApi, stream_get: str, subject: str, start: int, index: int) -> int | None:
     """Stream sequence of the ``index``-th message of ``subject`` from ``start`` (error path only)."""
     body = _encode_json({"seq": start, "next_by_subj": subject, "batch": index + 1})
@@ -252,7 +133,6 @@ class HistoryReader:
 
     def __init__(self, api: JsApi, *, page_size: int, timeout: float, index_limit: int) -> None:
         self._api = api
-        self._fetcher = SequenceFetcher(api)
         self._page_size = page_size
         self._timeout = timeout
         self._index_limit = index_limit
@@ -360,8 +240,8 @@ class HistoryReader:
             # before the lookups by subject touch them (a cold block loaded only for a subject
             # lookup is dropped again at once)
             first_chunk = index.seqs[want - index.first_version:][:_CHUNK]
-            prefetch = asyncio.ensure_future(self._fetcher.fetch(stream_get, first_chunk, timeout=self._timeout,
-                                                                 what=what, with_headers=chained))
+            prefetch = asyncio.ensure_future(self._api.direct_get_each(stream_get, first_chunk, timeout=self._timeout,
+                                                                       what=what, with_headers=chained))
         latest_task = asyncio.ensure_future(self._last_of(stream_get, subject))
         count_task = asyncio.ensure_future(self._count(stream_get, subject)) \
             if prefetch is not None and not chained else None
@@ -543,7 +423,7 @@ class HistoryReader:
         """
         version = want
         prev_seq = 0
-        fetch = self._fetcher.fetch
+        fetch = self._api.direct_get_each
         for start in range(0, len(seqs), _CHUNK):
             chunk = seqs[start:start + _CHUNK]
             msgs: list[Msg | None]
@@ -717,4 +597,3 @@ class HistoryReader:
         for task in list(self._writes):
             task.cancel()
         await self.wait_index_writes()
-        await self._fetcher.aclose()

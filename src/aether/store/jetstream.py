@@ -14,32 +14,29 @@ above, on its own stream and subjects) and routes every call to the actor's part
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
-from nats.aio.client import Client
 
 from aether import tracing as _tracing
 from aether._ids import new_id
 from aether._nats import (
     ERR_BATCH_DUPLICATE_MSG_ID,
     ERR_MESSAGE_TOO_LARGE,
-    ERR_NO_MESSAGE_FOUND,
     ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
-    ERR_WRONG_LAST_SEQUENCE,
-    ERR_WRONG_LAST_SEQUENCE_CLUSTERED,
+    WRONG_LAST_SEQUENCE_CODES,
     JetStreamApiError,
     JsApi,
     PubAck,
     api_error,
     check_client,
 )
+from aether._nats.leader import leader_get
 from aether.codec import decode_event, decode_snapshot, encode_snapshot
 from aether.errors import (
     AetherError,
@@ -50,7 +47,6 @@ from aether.errors import (
     InvalidInputError,
     NatsConnectionError,
     StoreError,
-    StoreUnavailableError,
     VersionConflictError,
 )
 from aether.event import ActorSnapshot, Event
@@ -75,6 +71,9 @@ from aether.store.partitioning import (
 )
 from aether.store.placement import PartitionPlacement, current_placement, rebalance
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 
 _log = logging.getLogger("aether.store")
@@ -89,7 +88,7 @@ def _untraced(method: _F) -> _F:
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
 _encode_json = msgspec.json.encode
-_CONFLICT_CODES = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CLUSTERED, ERR_BATCH_DUPLICATE_MSG_ID)
+_CONFLICT_CODES = WRONG_LAST_SEQUENCE_CODES | {ERR_BATCH_DUPLICATE_MSG_ID}
 
 
 class _Entry:
@@ -401,30 +400,14 @@ class JetStreamEventStore:
         """One message through the stream leader (``STREAM.MSG.GET``): ``(sequence, payload)``.
 
         Unlike a direct get, which any replica may answer (a lagging follower gives a stale
-        answer), this is answered by the leader: what the concurrency decisions rely on.
+        answer), this is answered by the leader: what the concurrency decisions rely on. While
+        the stream has no leader it waits for one within the store's timeout.
         """
-        deadline = time.monotonic() + self.options.timeout
-        pause = 0.05
-        while True:
-            try:
-                reply = await self._api.api(f"STREAM.MSG.GET.{self.stream}", body)
-                break
-            except JetStreamApiError as exc:
-                if exc.err_code == ERR_NO_MESSAGE_FOUND:
-                    return None
-                # 503 (e.g. 10008): no stream leader right now (an election after a server died);
-                # wait for the new one within the store's timeout instead of failing at once
-                if exc.code != 503 or time.monotonic() + pause > deadline:
-                    if exc.code == 503:
-                        raise StoreUnavailableError(f"{what}: {exc.description}") from exc
-                    raise StoreError(f"{what}: {exc.description}") from exc
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.5)
-        message = reply.get("message") or {}
         try:
-            return int(message["seq"]), base64.b64decode(message.get("data") or "")
-        except (KeyError, ValueError, TypeError) as exc:
-            raise StoreError(f"{what}: malformed message reply") from exc
+            found = await leader_get(self._api, self.stream, body, timeout=self.options.timeout, what=what)
+        except JetStreamApiError as exc:
+            raise StoreError(f"{what}: {exc.description}") from exc
+        return None if found is None else (found.seq, found.data)
 
     async def _fetch_latest(self, actor_id: str, subject: str) -> _Latest:
         """Ask the stream leader for the actor's last event; updates the cache (never trusts it)."""

@@ -20,13 +20,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from nats.aio.client import Client
+from typing import TYPE_CHECKING, Any
 
 from aether.cluster._routing import node_subject
 from aether.demo.processes import NodeProcess
 from aether.errors import AetherTimeoutError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["Balance", "NodeFleet", "balance_of", "cpu_seconds"]
 

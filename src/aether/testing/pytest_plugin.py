@@ -4,7 +4,7 @@ Fixtures:
     anyio_backend        "asyncio" (session); async tests run under the anyio plugin.
     nats_server          one JetStream server for the whole session.
     nats_url             its URL.
-    nc                   a connected nats-py client, closed after the test.
+    nc                   a nats-py client connected with aether.connect, closed after the test.
     nats_server_factory  starts extra servers (for tests that kill or pause them),
                          all cleaned up.
     nats_cluster_factory starts NatsCluster instances, all cleaned up.
@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from aether.connect import close
+from aether.connect import close, connect
 from aether.errors import NatsServerError
-from aether.testing.server import NatsCluster, NatsServer, find_nats_server
+from aether.server import NatsCluster, NatsServer, find_nats_server
 
 __all__ = ["anyio_backend", "nats_cluster_factory", "nats_server", "nats_server_factory", "nats_url", "nc",
            "unique_name"]
@@ -66,9 +66,7 @@ def nats_url(nats_server: NatsServer) -> str:
 
 @pytest.fixture
 async def nc(nats_url: str) -> AsyncIterator[Any]:
-    import nats
-
-    client = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    client = await connect(nats_url, connect_timeout=5.0, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     try:
         yield client
     finally:

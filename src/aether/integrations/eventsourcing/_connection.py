@@ -7,10 +7,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
-
-from nats.aio.client import Client
-from nats.aio.msg import Msg
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aether._nats import JsApi
 from aether.connect import close as close_client
@@ -18,6 +15,10 @@ from aether.integrations.eventsourcing._loop import LoopThread
 from aether.integrations.eventsourcing._settings import Settings
 from aether.integrations.eventsourcing._stream import StreamStore
 from aether.integrations.eventsourcing.errors import JetStreamOperationalError, JetStreamProgrammingError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 __all__ = ["Connection"]
 

@@ -27,32 +27,26 @@ sequence each, so its notification ids increase with gaps where a tracking recor
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import secrets
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import Notification, StoredEvent, Tracking
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from aether._nats import (
-    ERR_MESSAGE_TOO_LARGE,
-    ERR_NO_MESSAGE_FOUND,
-    ERR_STREAM_NAME_IN_USE,
-    ERR_STREAM_NOT_FOUND,
-    ERR_WRONG_LAST_SEQUENCE,
-    ERR_WRONG_LAST_SEQUENCE_CLUSTERED,
-    JetStreamApiError,
-    JsApi,
-    PubAck,
-    api_error,
+from aether._nats import ERR_MESSAGE_TOO_LARGE, WRONG_LAST_SEQUENCE_CODES, JetStreamApiError, JsApi, PubAck, api_error
+from aether._nats.leader import LeaderMessage, leader_get, leader_next, leader_request
+from aether.errors import (
+    AetherError,
+    AetherTimeoutError,
+    InvalidNameError,
+    NatsConnectionError,
+    PermissionDeniedError,
+    StoreError,
 )
-from aether.errors import AetherError, AetherTimeoutError, InvalidNameError, PermissionDeniedError
 from aether.integrations.eventsourcing._records import (
     EventRecord,
     TrackingRecord,
@@ -64,6 +58,7 @@ from aether.integrations.eventsourcing._records import (
     to_stored_event,
 )
 from aether.integrations.eventsourcing._settings import SUBJECT_ROOT
+from aether.integrations.eventsourcing._streams import create_or_adopt
 from aether.integrations.eventsourcing.errors import (
     JetStreamDataError,
     JetStreamIntegrityError,
@@ -71,6 +66,10 @@ from aether.integrations.eventsourcing.errors import (
     JetStreamProgrammingError,
 )
 from aether.names import encode_token
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 __all__ = ["MAX_BATCH", "StreamStore"]
 
@@ -80,7 +79,6 @@ plus its tracking record."""
 
 ERR_BATCH_INCOMPLETE = 10176  # e.g. the stream already had 50 batches in flight: nothing stored
 ERR_BATCH_TOO_LARGE = 10199
-_CONFLICT = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CLUSTERED)
 _EXPECTED = "Nats-Expected-Last-Subject-Sequence"
 _INSERT_ID = "Aether-Insert-Id"
 _MAX_INFLIGHT = 32  # atomic batches this process keeps in flight per stream (the server allows 50)
@@ -136,11 +134,13 @@ class StreamStore:
         self.notify_subject = f"{root}.n"
         self._events_prefix = f"{root}.e."
         self._tracking_prefix = f"{root}.t."
+        self._all_subjects = f"{root}.>"
         self._direct = f"$JS.API.DIRECT.GET.{stream}"
         self._known: dict[str, _Known] = {}
         self._known_tracking: dict[str, _Known] = {}
         self._slots = asyncio.Semaphore(_MAX_INFLIGHT)
-        self._high = 0  # the highest sequence this process stored: replicas must have it to answer reads
+        # a replicated stream's reads are completed from its leader (see select_events); set by ensure()
+        self.replicated = False
         self._progress = 0.0  # time.monotonic() of the latest page read (see last_progress)
 
     # ---- the stream ------------------------------------------------------------------------------
@@ -155,26 +155,22 @@ class StreamStore:
             "num_replicas": replicas, "discard": "old", "allow_direct": True, "allow_atomic": True,
         }
         try:
-            info = await self.api.api(f"STREAM.INFO.{self.stream}")
-        except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NOT_FOUND:
+            info = await create_or_adopt(self.api, config, create=create)
+        except StoreError as exc:
+            if create or isinstance(exc, JetStreamApiError | NatsConnectionError):
                 raise
-            if not create:
-                raise JetStreamProgrammingError(
-                    f"stream {self.stream!r} does not exist and CREATE_TABLE is false: create it (run once with "
-                    "CREATE_TABLE=true, or with the nats CLI) or point AETHER_ES_STREAM at an existing one") from None
-            try:
-                await self.api.api(f"STREAM.CREATE.{self.stream}", config)
-                return
-            except JetStreamApiError as create_exc:
-                if create_exc.err_code != ERR_STREAM_NAME_IN_USE:
-                    raise
-                info = await self.api.api(f"STREAM.INFO.{self.stream}")
+            raise JetStreamProgrammingError(
+                f"stream {self.stream!r} does not exist and CREATE_TABLE is false: create it (run once with "
+                "CREATE_TABLE=true, or with the nats CLI) or point AETHER_ES_STREAM at an existing one") from None
+        if info is None:  # created here
+            self.replicated = replicas > 1
+            return
         existing = info["config"]
         if not set(self.subjects) <= set(existing.get("subjects") or ()):
             raise JetStreamProgrammingError(
                 f"stream {self.stream!r} exists but does not hold the subjects {self.subjects}: it is not an "
                 "eventsourcing stream of this module (choose another name with AETHER_ES_STREAM)")
+        self.replicated = int(existing.get("num_replicas") or 1) > 1
         if not existing.get("allow_direct") or not existing.get("allow_atomic"):
             if not create:
                 raise JetStreamProgrammingError(
@@ -320,7 +316,7 @@ class StreamStore:
             if ack.error is None:
                 return await self._stored(plan, ack.seq - len(plan.payloads) + 1)
             code = ack.error.err_code
-            if code in _CONFLICT:
+            if code in WRONG_LAST_SEQUENCE_CODES:
                 await self._refresh(plan)
                 continue
             if code == ERR_BATCH_INCOMPLETE:
@@ -364,7 +360,6 @@ class StreamStore:
 
     async def _stored(self, plan: _Plan, first_seq: int) -> list[int]:
         """Remember what the stored batch (first message at ``first_seq``) made latest; ping subscribers."""
-        self._high = max(self._high, first_seq + len(plan.payloads) - 1)
         for key, (index, version) in plan.lasts.items():
             self._remember(self._known, key, version, first_seq + index)
         if plan.tracking is not None:
@@ -387,37 +382,26 @@ class StreamStore:
 
     async def _refresh(self, plan: _Plan) -> None:
         """Ask the stream leader for the latest message of every subject the save checks."""
-        keys = list(plan.firsts)
-        lookups = [self._latest_event(key, self._event_subject(key)) for key in keys]
+        lookups = [self._latest(key, self._event_subject(key), tracking=False) for key in plan.firsts]
         if plan.tracking is not None:
-            lookups.append(self._latest_tracking(plan.tracking.application_name, plan.tracking_subject))
+            lookups.append(self._latest(plan.tracking.application_name, plan.tracking_subject, tracking=True))
         await asyncio.gather(*lookups)
 
     async def _landed(self, probes: list[tuple[str, int]], insert_id: str) -> int | None:
         """The first sequence of an unacknowledged attempt of this save that was stored after all."""
         for subject, expected in probes:
-            reply = await self._msg_get({"seq": expected + 1, "next_by_subj": subject}, "checking a save")
-            if reply is None:
-                continue
-            headers = base64.b64decode(reply.get("hdrs") or "")
-            if f"{_INSERT_ID}: {insert_id}".encode() in headers:
-                return int(reply["seq"])
+            message = await leader_next(self.api, self.stream, subject, expected, what="checking a save")
+            if message is not None and f"{_INSERT_ID}: {insert_id}".encode() in message.headers:
+                return message.seq
         return None
 
     # ---- reading ---------------------------------------------------------------------------------
-    async def _msg_get(self, body: dict[str, Any], what: str) -> dict[str, Any] | None:
-        """One message, answered by the stream leader (``STREAM.MSG.GET``), or None."""
-        try:
-            reply = await self.api.api(f"STREAM.MSG.GET.{self.stream}", body)
-        except JetStreamApiError as exc:
-            if exc.err_code == ERR_NO_MESSAGE_FOUND:
-                return None
-            raise
-        message = reply.get("message")
-        if not isinstance(message, dict):
-            raise JetStreamOperationalError(f"{what}: malformed reply from stream {self.stream!r}")
-        return message
-
+    # Any replica may answer a direct get, and a follower applies a write only once it hears that it
+    # committed: right after a save its answer can lack the save, and nats-server 2.12+ has no request
+    # field that makes it defer (docs/reliability.md, finding 2). On a replicated stream every read
+    # therefore asks the stream leader, alongside its first page, where the subject (or the stream)
+    # ends, and reads whatever the pages lack from the leader (aether._nats.leader), as the event store
+    # does: a read never returns less than what was acknowledged before it began.
     def _decode(self, data: bytes, where: str) -> EventRecord | TrackingRecord:
         try:
             return decode_record(data)
@@ -425,31 +409,53 @@ class StreamStore:
             raise JetStreamOperationalError(f"stream {self.stream!r} holds a message that is not an eventsourcing "
                                             f"record ({where}): {exc}") from None
 
-    async def _latest_event(self, key: str, subject: str) -> _Known:
-        message = await self._msg_get({"last_by_subj": subject}, f"reading the latest event of {key}")
-        if message is None:
-            known = _Known(None, 0)
-        else:
-            record = self._decode(base64.b64decode(message.get("data") or ""), subject)
-            if not isinstance(record, EventRecord):
-                raise JetStreamOperationalError(f"stream {self.stream!r}: {subject} holds a tracking record")
-            known = _Known(record.version, int(message["seq"]))
-        self._known.pop(key, None)
-        self._remember(self._known, key, known.value, known.seq)
+    def _event_record(self, data: bytes, subject: str) -> EventRecord:
+        record = self._decode(data, subject)
+        if not isinstance(record, EventRecord):
+            raise JetStreamOperationalError(f"stream {self.stream!r}: {subject} holds a tracking record")
+        return record
+
+    async def _latest(self, key: str, subject: str, *, tracking: bool) -> _Known:
+        """The subject's latest event (or tracking record), asked of the stream leader; cached."""
+        what = f"reading the tracking of {key!r}" if tracking else f"reading the latest event of {key}"
+        message = await leader_get(self.api, self.stream, {"last_by_subj": subject}, what=what)
+        known = _Known(None, 0)
+        if message is not None:
+            record = self._decode(message.data, subject)
+            if isinstance(record, TrackingRecord) != tracking:
+                raise JetStreamOperationalError(
+                    f"stream {self.stream!r}: {subject} holds {'an event' if tracking else 'a tracking record'}")
+            known = _Known(record.notification_id if isinstance(record, TrackingRecord) else record.version,
+                           message.seq)
+        cache = self._known_tracking if tracking else self._known
+        cache.pop(key, None)
+        self._remember(cache, key, known.value, known.seq)
         return known
 
-    async def _latest_tracking(self, application_name: str, subject: str) -> _Known:
-        message = await self._msg_get({"last_by_subj": subject}, f"reading the tracking of {application_name!r}")
-        if message is None:
-            known = _Known(None, 0)
-        else:
-            record = self._decode(base64.b64decode(message.get("data") or ""), subject)
-            if not isinstance(record, TrackingRecord):
-                raise JetStreamOperationalError(f"stream {self.stream!r}: {subject} holds an event")
-            known = _Known(record.notification_id, int(message["seq"]))
-        self._known_tracking.pop(application_name, None)
-        self._remember(self._known_tracking, application_name, known.value, known.seq)
-        return known
+    async def _leader_after(self, subject: str, after: int, top: int, what: str) -> AsyncIterator[LeaderMessage]:
+        """The messages on ``subject`` after sequence ``after`` up to ``top``, one by one from the stream
+        leader: what a lagging replica that answered a read had not applied yet."""
+        while after < top:
+            message = await leader_next(self.api, self.stream, subject, after, what=what)
+            if message is None or message.seq > top:
+                return
+            self._progress = time.monotonic()
+            yield message
+            after = message.seq
+
+    async def _leader_last_seq(self, subject: str, what: str) -> int:
+        """The sequence of the subject's last message on the stream leader (0: none)."""
+        message = await leader_get(self.api, self.stream, {"last_by_subj": subject}, what=what)
+        return 0 if message is None else message.seq
+
+    async def _stream_state(self, what: str) -> dict[str, Any]:
+        """The stream's state (``STREAM.INFO`` is answered by the leader: constant time)."""
+        info = await leader_request(self.api, f"STREAM.INFO.{self.stream}", what=what)
+        state: dict[str, Any] = info.get("state") or {}
+        return state
+
+    async def _stream_last_seq(self, what: str) -> int:
+        return int((await self._stream_state(what)).get("last_seq") or 0)
 
     def last_progress(self) -> float:
         """When the latest page of a read arrived (``time.monotonic()``; read from another thread)."""
@@ -467,69 +473,57 @@ class StreamStore:
             raise JetStreamOperationalError(f"{what}: direct get failed: {code} {status.get('Description', '')}")
         return msgs, int(status.get("Nats-Last-Sequence", "0")), int(status.get("Nats-Num-Pending", "0"))
 
+    async def _last_event(self, subject: str, what: str) -> tuple[int, EventRecord] | None:
+        """The subject's last event and its sequence: from the leader on a replicated stream."""
+        if self.replicated:
+            message = await leader_get(self.api, self.stream, {"last_by_subj": subject}, what=what)
+            return None if message is None else (message.seq, self._event_record(message.data, subject))
+        msg = await self.api.request(self._direct, _encode_json({"last_by_subj": subject}), what=what)
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status == "404":
+            return None
+        if status is not None:
+            raise JetStreamOperationalError(f"{what}: direct get failed: {status}")
+        return int(headers.get("Nats-Sequence", "0")), self._event_record(msg.data, subject)
+
     async def select_events(self, originator_id: UUID | str, *, gt: int | None, lte: int | None, desc: bool,
                             limit: int | None) -> list[StoredEvent]:
         """The originator's stored events with ``gt < version <= lte``, ascending (or descending), at most
-        ``limit``. Only the originator's subject is read."""
+        ``limit``. Only the originator's subject is read (on a replicated stream, completed from the leader)."""
         key = str(originator_id)
         if not key or (limit is not None and limit <= 0):
             return []
         subject = self._event_subject(key)
         what = f"reading the events of {key}"
-        known = self._known.get(key)
         if desc and limit == 1 and lte is None:  # the latest one (e.g. the last snapshot)
-            body: dict[str, Any] = {"last_by_subj": subject}
-            if known is not None and known.seq:
-                body["min_last_seq"] = known.seq
-            msg = await self.api.request(self._direct, _encode_json(body), what=what)
-            headers = msg.headers or {}
-            status = headers.get("Status")
-            if status == "404":
+            last = await self._last_event(subject, what)
+            if last is None:
                 return []
-            if status is not None:
-                raise JetStreamOperationalError(f"{what}: direct get failed: {status}")
-            record = self._decode(msg.data, subject)
-            if not isinstance(record, EventRecord):
-                raise JetStreamOperationalError(f"stream {self.stream!r}: {subject} holds a tracking record")
-            self._remember(self._known, key, record.version, int(headers.get("Nats-Sequence", "0")))
+            seq, record = last
+            self._remember(self._known, key, record.version, seq)
             if gt is not None and record.version <= gt:
                 return []
             return [to_stored_event(record, self._same_originator(originator_id, record))]
+        known = self._known.get(key)
         start = 1
         if gt is not None and known is not None and known.value is not None and gt >= known.value:
             start = known.seq + 1  # versions ascend along the subject: nothing above gt lies before
-        request: dict[str, Any] = {"seq": start, "next_by_subj": subject, "batch": _PAGE, "max_bytes": _PAGE_BYTES,
-                                   "no_hdr": True}
-        if known is not None and known.seq:
-            request["min_last_seq"] = known.seq  # read-your-writes on a replicated stream
-        records: list[EventRecord] = []
-        last_version: int | None = None
-        last_seq = 0
-        complete = True
-        while True:
-            msgs, page_last, pending = await self._batch(request, what)
-            if not msgs:
-                break
-            last_seq = page_last
-            for msg in msgs:
-                record = self._decode(msg.data, subject)
-                if not isinstance(record, EventRecord):
-                    raise JetStreamOperationalError(f"stream {self.stream!r}: {subject} holds a tracking record")
-                last_version = record.version
-                if gt is not None and record.version <= gt:
-                    continue
-                if lte is not None and record.version > lte:
-                    complete = False
-                    break
-                records.append(record)
-                if not desc and limit is not None and len(records) >= limit:
-                    complete = False
-                    break
-            if not complete or (len(msgs) < _PAGE and pending <= len(msgs)):
-                break
-            request["seq"] = page_last + 1
-        if complete and last_seq:
-            self._remember(self._known, key, last_version, last_seq)
+        selection = _Selection(gt, lte, None if desc else limit)
+        leader = asyncio.ensure_future(self._leader_last_seq(subject, what)) if self.replicated else None
+        try:
+            last_seq = await self._scan_subject(subject, start, selection, what)
+            if leader is not None and not selection.full:
+                top, leader = await leader, None
+                async for message in self._leader_after(subject, last_seq, top, what):
+                    if not selection.add(self._event_record(message.data, subject)):
+                        break
+                    last_seq = message.seq
+        finally:
+            await _cancel(leader)
+        if not selection.full and selection.last_version is not None:
+            self._remember(self._known, key, selection.last_version, last_seq)
+        records = selection.records
         if desc:
             records.reverse()
             if limit is not None:
@@ -538,6 +532,24 @@ class StreamStore:
             return []
         originator = self._same_originator(originator_id, records[0])
         return [to_stored_event(record, originator) for record in records]
+
+    async def _scan_subject(self, subject: str, start: int, selection: _Selection, what: str) -> int:
+        """Batched direct gets of the subject from ``start`` into ``selection``; the sequence of the
+        last message read (``start - 1``: none)."""
+        request: dict[str, Any] = {"seq": start, "next_by_subj": subject, "batch": _PAGE, "max_bytes": _PAGE_BYTES,
+                                   "no_hdr": True}
+        last_seq = start - 1
+        while True:
+            msgs, page_last, pending = await self._batch(request, what)
+            if not msgs:
+                return last_seq
+            last_seq = page_last
+            for msg in msgs:
+                if not selection.add(self._event_record(msg.data, subject)):
+                    return last_seq
+            if len(msgs) < _PAGE and pending <= len(msgs):
+                return last_seq
+            request["seq"] = page_last + 1
 
     @staticmethod
     def _same_originator(given: UUID | str, record: EventRecord) -> UUID | str:
@@ -549,7 +561,8 @@ class StreamStore:
     async def select_notifications(self, start: int | None, limit: int, stop: int | None,
                                    topics: Sequence[str], inclusive_of_start: bool) -> list[Notification]:
         """The events with ``start <= id`` (``start < id`` unless inclusive) and ``id <= stop``, in stream
-        order, whose topic is in ``topics`` (any when empty), at most ``limit``."""
+        order, whose topic is in ``topics`` (any when empty), at most ``limit`` (on a replicated stream,
+        completed from the leader)."""
         if start is None:
             start, inclusive_of_start = 1, True
         seq = max(start if inclusive_of_start else start + 1, 1)
@@ -557,16 +570,43 @@ class StreamStore:
         found: list[Notification] = []
         originators: dict[str, UUID | str] = {}  # one parse per originator per call
         what = f"reading the notifications of stream {self.stream!r}"
-        while len(found) < limit and (stop is None or seq <= stop):
-            batch = _PAGE if wanted else min(limit - len(found), _PAGE)
+
+        def take(data: bytes, number: int) -> bool:
+            """Keep the message at ``number`` if it is a wanted event; False once ``limit`` are kept."""
+            record = self._decode(data, f"sequence {number}")
+            if isinstance(record, EventRecord) and (not wanted or record.topic in wanted):
+                originator = originators.get(record.originator)
+                if originator is None or record.is_uuid != isinstance(originator, UUID):
+                    originator = originators[record.originator] = originator_of(record)
+                found.append(to_notification(record, number, originator))
+            return len(found) < limit
+
+        leader = asyncio.ensure_future(self._stream_last_seq(what)) if self.replicated else None
+        try:
+            seq = await self._scan_stream(seq, stop, take, lambda: _PAGE if wanted else min(limit - len(found), _PAGE),
+                                          what)
+            if leader is not None and len(found) < limit:
+                top, leader = await leader, None
+                async for message in self._leader_after(self._all_subjects, seq - 1,
+                                                        top if stop is None else min(top, stop), what):
+                    if not take(message.data, message.seq):
+                        break
+        finally:
+            await _cancel(leader)
+        return found
+
+    async def _scan_stream(self, seq: int, stop: int | None, take: Callable[[bytes, int], bool],
+                           batch_size: Callable[[], int], what: str) -> int:
+        """Batched direct gets of the stream from ``seq`` (up to ``stop``), each message handed to
+        ``take`` until it returns False; the next sequence to read."""
+        while stop is None or seq <= stop:
+            batch = batch_size()
             if stop is not None:
                 batch = min(batch, stop - seq + 1)
             request: dict[str, Any] = {"seq": seq, "batch": batch, "max_bytes": _PAGE_BYTES, "no_hdr": True}
-            if self._high:
-                request["min_last_seq"] = self._high  # read-your-writes on a replicated stream
             msgs, last_seq, pending = await self._batch(request, what)
             if not msgs:
-                break
+                return seq
             sequences: Sequence[int]
             if last_seq - len(msgs) + 1 == seq:
                 sequences = range(seq, last_seq + 1)  # no hole: the i-th message is at seq + i
@@ -576,20 +616,13 @@ class StreamStore:
                 sequences = [int((m.headers or {}).get("Nats-Sequence", "0")) for m in msgs]
             for msg, number in zip(msgs, sequences, strict=True):
                 if stop is not None and number > stop:
-                    break
-                record = self._decode(msg.data, f"sequence {number}")
-                if not isinstance(record, EventRecord) or (wanted and record.topic not in wanted):
-                    continue
-                originator = originators.get(record.originator)
-                if originator is None or record.is_uuid != isinstance(originator, UUID):
-                    originator = originators[record.originator] = originator_of(record)
-                found.append(to_notification(record, number, originator))
-                if len(found) >= limit:
-                    break
-            if len(msgs) < batch and pending <= len(msgs):
-                break
+                    return number
+                if not take(msg.data, number):
+                    return number + 1
             seq = last_seq + 1
-        return found
+            if len(msgs) < batch and pending <= len(msgs):
+                return seq
+        return seq
 
     async def max_notification_id(self) -> int | None:
         """The sequence of the stream's last event (tracking records aside), or None.
@@ -599,8 +632,8 @@ class StreamStore:
         may end with tracking records). A wildcard last-by-subject lookup would answer directly but
         costs time in proportion to the number of aggregates (60 ms at 100,000 on a test VM).
         """
-        info = await self.api.api(f"STREAM.INFO.{self.stream}")
-        state = info.get("state") or {}
+        what = f"reading the last notification of stream {self.stream!r}"
+        state = await self._stream_state(what)
         last = int(state.get("last_seq") or 0)
         first = max(int(state.get("first_seq") or 1), 1)
         if not int(state.get("messages") or 0):
@@ -608,40 +641,68 @@ class StreamStore:
         high, window, scanned = last, 16, 0
         while high >= first:
             low = max(first, high - window + 1)
-            found = await self._last_event_between(low, high, last)
+            found = await self._last_event_between(low, high, what)
             if found is not None:
                 return found
             scanned += high - low + 1
             if scanned >= 10_000:  # a very long run of tracking records: ask by subject after all
-                message = await self._msg_get({"last_by_subj": self._events_prefix + "*"},
-                                               "reading the last notification")
-                return None if message is None else int(message["seq"])
+                return await self._leader_last_seq(self._events_prefix + "*", what) or None
             high, window = low - 1, min(window * 4, _PAGE)
         return None
 
-    async def _last_event_between(self, low: int, high: int, last: int) -> int | None:
-        what = f"reading the last notification of stream {self.stream!r}"
-        request: dict[str, Any] = {"seq": low, "batch": high - low + 1, "max_bytes": _PAGE_BYTES, "no_hdr": True,
-                                   "min_last_seq": last}
-        msgs, last_seq, _ = await self._batch(request, what)
-        if not msgs:
-            return None
-        sequences: Sequence[int]
-        if last_seq - len(msgs) + 1 == low:
-            sequences = range(low, last_seq + 1)
-        else:
-            del request["no_hdr"]
-            msgs, last_seq, _ = await self._batch(request, what)
-            sequences = [int((m.headers or {}).get("Nats-Sequence", "0")) for m in msgs]
+    async def _last_event_between(self, low: int, high: int, what: str) -> int | None:
         found: int | None = None
-        for msg, number in zip(msgs, sequences, strict=True):
-            if number > high:
-                break
-            if isinstance(self._decode(msg.data, f"sequence {number}"), EventRecord):
+
+        def take(data: bytes, number: int) -> bool:
+            nonlocal found
+            if isinstance(self._decode(data, f"sequence {number}"), EventRecord):
                 found = number
+            return True
+
+        seq = await self._scan_stream(low, high, take, lambda: high - low + 1, what)
+        if self.replicated:  # a lagging replica may have answered: the rest of the window from the leader
+            async for message in self._leader_after(self._all_subjects, seq - 1, high, what):
+                take(message.data, message.seq)
         return found
 
     async def max_tracking_id(self, application_name: str) -> int | None:
         """The highest notification id recorded for ``application_name``, or None."""
-        known = await self._latest_tracking(application_name, self._tracking_subject(application_name))
+        known = await self._latest(application_name, self._tracking_subject(application_name), tracking=True)
         return known.value
+
+
+class _Selection:
+    """The events a ``select_events`` call keeps, in stream order (``full``: no more are wanted)."""
+
+    __slots__ = ("full", "gt", "last_version", "limit", "lte", "records")
+
+    def __init__(self, gt: int | None, lte: int | None, limit: int | None) -> None:
+        self.gt, self.lte, self.limit = gt, lte, limit
+        self.records: list[EventRecord] = []
+        self.full = False
+        self.last_version: int | None = None
+
+    def add(self, record: EventRecord) -> bool:
+        """Keep ``record`` if it is wanted; False once nothing further is."""
+        self.last_version = record.version
+        if self.gt is not None and record.version <= self.gt:
+            return True
+        if self.lte is not None and record.version > self.lte:
+            self.full = True
+            return False
+        self.records.append(record)
+        if self.limit is not None and len(self.records) >= self.limit:
+            self.full = True
+            return False
+        return True
+
+
+async def _cancel(task: asyncio.Future[Any] | None) -> None:
+    """Cancel a leader lookup the read no longer needs and reap it (its error, if any, is moot: the
+    read failed or did not need it); a cancellation of the caller still propagates."""
+    if task is not None:
+        if not task.done():
+            task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()

@@ -12,14 +12,16 @@ their tables::
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from eventsourcing.utils import Environment
 
-from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi
+from aether._nats import JsApi
 from aether.connect import close
 from aether.integrations.eventsourcing._settings import Settings, purpose_stream
+from aether.integrations.eventsourcing._streams import delete_stream
 
-__all__ = ["drop_streams", "streams_of"]
+__all__ = ["delete_streams", "drop_streams", "streams_of"]
 
 
 def streams_of(application_name: str, env: dict[str, str] | None = None, *,
@@ -40,25 +42,32 @@ def drop_streams(application_name: str, env: dict[str, str] | None = None, *,
     ``env`` first, then the process environment (``AETHER_NATS_URL`` …).
 
     Raises:
+        InvalidInputError / InvalidNameError: malformed settings or an unusable name.
+        NatsConnectionError / PermissionDeniedError: the server cannot be reached or refuses.
+        JetStreamApiError: the server refused a deletion.
+    """
+    delete_streams(streams_of(application_name, env, purposes=purposes), env, application_name=application_name)
+
+
+def delete_streams(streams: Sequence[str], env: dict[str, str] | None = None, *, application_name: str = "") -> None:
+    """Delete the named streams (missing ones are fine), connecting with the factory's settings
+    for ``application_name`` (``env`` first, then the process environment).
+
+    Raises:
+        InvalidInputError: malformed settings.
         NatsConnectionError / PermissionDeniedError: the server cannot be reached or refuses.
         JetStreamApiError: the server refused a deletion.
     """
     settings = Settings.from_env(Environment(application_name, env))
-    streams = streams_of(application_name, env, purposes=purposes)
 
     async def drop() -> None:
         nc = await settings.connect.connect()
         api = JsApi(nc, timeout=settings.timeout)
         try:
             for stream in streams:
-                try:
-                    await api.api(f"STREAM.DELETE.{stream}")
-                except JetStreamApiError as exc:
-                    if exc.err_code != ERR_STREAM_NOT_FOUND:
-                        raise
+                await delete_stream(api, stream)
         finally:
             await api.aclose()
             await close(nc)
 
     asyncio.run(drop())
-

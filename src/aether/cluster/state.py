@@ -2,7 +2,8 @@
 
 Reads the ``leader`` lease, the ``map`` key and every ``node.*`` heartbeat of the bucket
 ``aether-cluster-<cluster>`` (see :mod:`aether.cluster`), and optionally asks each member for its
-live status on its ``status`` subject.
+live status on its ``status`` subject. Public so that tools which only watch a cluster (``aether
+cluster status``, the dashboard, the demo) need not reach into the cluster's private modules.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from nats.aio.client import Client
 
 from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError
 from aether.cluster._kv import ClusterBucket
@@ -22,6 +22,9 @@ from aether.cluster._routing import MAP_KEY, decode_map, node_subject
 from aether.cluster.leader import LEADER_KEY, LeaseRecord
 from aether.cluster.types import NodeInfo, ShardMap
 from aether.errors import ClusterError
+
+if TYPE_CHECKING:  # nats-py types in signatures only: the cluster speaks NATS through aether._nats
+    from nats.aio.client import Client
 
 __all__ = ["ClusterState", "MemberState", "read_cluster_state"]
 

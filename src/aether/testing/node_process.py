@@ -1,6 +1,6 @@
-"""Run one cluster node as its own OS process (tests, benchmarks, demos)::
+"""Run one cluster node as its own OS process (a harness for tests and benchmarks)::
 
-    python -m aether.cluster.node_process --nats-url nats://127.0.0.1:4222 --node-id n1 \\
+    python -m aether.testing.node_process --nats-url nats://127.0.0.1:4222 --node-id n1 \\
         [--cluster demo] [--stream events] [--replicas 3] [--events-file n1.jsonl] [--opt lease_ttl=2.0]
 
 The node serves requests for the actors it owns. With ``--stream`` each request appends one
@@ -11,6 +11,8 @@ new version; without it the node echoes ``<node id>:<payload>``.
 Every cluster event (started, ready, elected, deposed, leader change, shards acquired / released,
 each shard-map write attempt with its term, stopping) is appended to ``--events-file`` as one
 JSON line with the wall-clock time ``t``. SIGTERM / SIGINT stop the node gracefully.
+
+For a node that serves an application, use ``aether node`` (:mod:`aether.cli.node`) instead.
 """
 
 from __future__ import annotations
@@ -27,13 +29,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO, TypeVar
 
-import nats
-
 from aether.cluster.leader import LeaderChange
 from aether.cluster.manager import ClusterManager
 from aether.cluster.options import ClusterOptions
 from aether.cluster.types import ActorRequest, ShardMap
-from aether.connect import close
+from aether.connect import close, connect
 from aether.errors import AetherError
 from aether.event import Event
 from aether.store import JetStreamEventStore
@@ -88,8 +88,7 @@ def _append_handler(store: JetStreamEventStore) -> Any:
 async def run_node(args: argparse.Namespace, log: _EventLog) -> None:
     """Run the node until SIGTERM / SIGINT."""
     servers = [u for u in args.nats_url.split(",") if u]
-    nc = await nats.connect(servers=servers, connect_timeout=3, max_reconnect_attempts=-1,
-                            reconnect_time_wait=0.1, allow_reconnect=True, dont_randomize=True)
+    nc = await connect(servers, connect_timeout=10.0, reconnect_time_wait=0.1, name=f"aether-node-{args.node_id}")
     store = None
     options = ClusterOptions(**{"replicas": args.replicas, **_parse_opts(args.opt)})
     if args.stream:
@@ -155,7 +154,7 @@ async def _start_node(nc: Any, args: argparse.Namespace, options: ClusterOptions
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aether.cluster.node_process")
+    parser = argparse.ArgumentParser(prog="python -m aether.testing.node_process")
     parser.add_argument("--nats-url", required=True, help="comma-separated NATS URLs")
     parser.add_argument("--node-id", required=True)
     parser.add_argument("--cluster", default="default")
