@@ -3,7 +3,7 @@
     python -m benchmarks._failover_node --nats-url URL --node-id n1 --cluster C --stream S \\
         --events-file n1.jsonl [--snapshots]
 
-Unlike ``aether.cluster.node_process`` (whose request appends after reading only the actor's
+Unlike ``aether.testing.node_process`` (whose request appends after reading only the actor's
 last event), a request here does what an event-sourced actor does on its first request: it
 **activates** the actor — with ``--snapshots`` its newest snapshot first — reads its whole
 history after it with ``get_events`` and folds it into the state (kept in memory: later requests

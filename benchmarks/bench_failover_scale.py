@@ -28,7 +28,7 @@ Modes (``AETHER_BENCH_FAILOVER_MODES``, default all four):
 
 * ``echo`` — ``NODE_MODULE`` without a stream: the node replies with its id; no store is touched, so
   this is the floor set by failure detection, takeover and routing the requests;
-* ``append`` — ``NODE_MODULE`` (``aether.cluster.node_process --stream``): a request appends one event
+* ``append`` — ``NODE_MODULE`` (``aether.testing.node_process --stream``): a request appends one event
   after reading the actor's latest version and its last event (no history read);
 * ``load`` — ``benchmarks._failover_node``: a request activates the actor (reads its whole history
   with ``get_events`` and folds it) and then appends; active actors stay in memory;
@@ -65,9 +65,9 @@ from benchmarks._scale_data import build_stream
 __all__ = ["run"]
 
 GROUP = "failover_scale"
-# The cluster node process whose request appends (``--stream``). It is being moved to another module:
-# this constant is the one place to re-point.
-NODE_MODULE = "aether.cluster.node_process"
+# The cluster node process (a request appends with ``--stream``, echoes without). It moved once
+# (from aether.cluster): this constant is the one place to re-point.
+NODE_MODULE = "aether.testing.node_process"
 LOAD_NODE_MODULE = "benchmarks._failover_node"
 NODES = ["n1", "n2", "n3"]
 CONCURRENCY = int(os.environ.get("AETHER_BENCH_FAILOVER_CONCURRENCY", "200"))  # first requests in flight
