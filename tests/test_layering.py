@@ -36,9 +36,8 @@ KNOWN_BUS_STORE_IMPORTS: set[str] = set()
 # modules outside a package importing one of its private modules: none since the applications read
 # a cluster through the public aether.cluster.state and aether.cluster.naming
 KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
-# nats-py private attributes: projection/_consumer.py feeds sub._pending_queue (projection area,
-# another helper's branch)
-KNOWN_NATS_PRIVATE = {"aether.projection._consumer"}
+# nats-py private attributes outside the adapter: none since branch `projcons` landed
+KNOWN_NATS_PRIVATE: set[str] = set()
 # a private attribute of a client (``nc``), or one of the nats-py internals Aether once used; a generic
 # ``sub._x`` is not matched: Aether's own bus Subscription has private fields of that name
 NATS_PRIVATE = re.compile(r"\b(?:nc|self\._nc|self\.nc)\._[a-z]\w*|\._inbox_prefix\b|\._error_cb\b"

@@ -17,6 +17,7 @@ import pytest
 from nats.aio.client import Client
 
 from aether import Event
+from aether._nats import consume as consumer_module
 from aether.bus import NATSEventBus, Subscription
 from aether.cluster import ActorRequest, ClusterClient, ClusterManager
 from aether.connect import connect as aether_connect
@@ -44,7 +45,6 @@ from aether.projection import (
     ProjectionRunner,
     RetryPolicy,
 )
-from aether.projection import _consumer as consumer_module
 from aether.projection.checkpoint import checkpoint_key
 from aether.store import JetStreamEventStore
 from aether.testing import NatsServer
@@ -263,9 +263,9 @@ async def test_projection_works_under_its_permissions_and_tenant_b_is_refused(
     flow_control = _Counter()
     respond = consumer_module.OrderedConsumer.respond
 
-    async def counting_respond(self: consumer_module.OrderedConsumer, msg: Any) -> None:
+    async def counting_respond(self: consumer_module.OrderedConsumer, subject: str) -> None:
         flow_control.n += 1
-        await respond(self, msg)
+        await respond(self, subject)
 
     monkeypatch.setattr(consumer_module.OrderedConsumer, "respond", counting_respond)
 
