@@ -54,7 +54,7 @@ class Layout:
     probes: dict[str, list[int]] = field(default_factory=dict)
 
 
-def _plan(total: int, probe_sizes: list[int], dense: int) -> tuple[list[str], Layout]:
+def _plan(total: int, probe_sizes: list[int], dense: int, actors: int = ACTORS) -> tuple[list[str], Layout]:
     """The actor of every position 1..total."""
     owner: list[str | None] = [None] * (total + 1)
     layout = Layout(total)
@@ -74,7 +74,7 @@ def _plan(total: int, probe_sizes: list[int], dense: int) -> tuple[list[str], La
             owner[s] = name
             seqs.append(s)
         layout.probes[name] = seqs
-    fillers = ACTORS - len(layout.probes)
+    fillers = actors - len(layout.probes)
     n = 0
     out: list[str] = []
     for s in range(1, total + 1):
@@ -86,13 +86,14 @@ def _plan(total: int, probe_sizes: list[int], dense: int) -> tuple[list[str], La
     return out, layout
 
 
-async def build_stream(nc: Client, stream: str, total: int, probe_sizes: list[int], dense: int = 0) -> Layout:
-    """Create ``stream`` and fill it with ``total`` events (see the module docstring)."""
+async def build_stream(nc: Client, stream: str, total: int, probe_sizes: list[int], dense: int = 0,
+                       actors: int = ACTORS) -> Layout:
+    """Create ``stream`` and fill it with ``total`` events of ``actors`` actors (see the module docstring)."""
     msg = await nc.request(f"$JS.API.STREAM.CREATE.{stream}", _json(stream_config(stream)), timeout=30)
     reply = msgspec.json.decode(msg.data)
     if reply.get("error"):
         raise RuntimeError(f"stream create failed: {reply['error']}")
-    owners, layout = _plan(total, probe_sizes, dense)
+    owners, layout = _plan(total, probe_sizes, dense, actors)
     loop = asyncio.get_running_loop()
     inbox = nc.new_inbox()
     state = {"acked": 0, "errors": 0}

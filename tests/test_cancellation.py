@@ -14,8 +14,8 @@ import pytest
 from nats.aio.client import Client
 
 from aether._nats import JsApi
+from aether._nats.consume import OrderedConsumer
 from aether.dashboard.collector import Collector
-from aether.projection._consumer import OrderedConsumer
 from aether.projection.lease import ProjectionLease
 from aether.testing import wait_for
 

@@ -36,9 +36,8 @@ KNOWN_BUS_STORE_IMPORTS: set[str] = set()
 # modules outside a package importing one of its private modules: none since the applications read
 # a cluster through the public aether.cluster.state and aether.cluster.naming
 KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
-# nats-py private attributes: projection/_consumer.py feeds sub._pending_queue (projection area,
-# another helper's branch)
-KNOWN_NATS_PRIVATE = {"aether.projection._consumer"}
+# nats-py private attributes outside the adapter: none since branch `projcons` landed
+KNOWN_NATS_PRIVATE: set[str] = set()
 # a private attribute of a client (``nc``), or one of the nats-py internals Aether once used; a generic
 # ``sub._x`` is not matched: Aether's own bus Subscription has private fields of that name
 NATS_PRIVATE = re.compile(r"\b(?:nc|self\._nc|self\.nc)\._[a-z]\w*|\._inbox_prefix\b|\._error_cb\b"
@@ -177,6 +176,14 @@ def _runtime_nats_importers() -> set[str]:
     return found
 
 
+def test_projection_kv_leases_and_dead_letters_speak_nats_only_through_the_adapter() -> None:
+    # one KV client, one lease, one create-or-adopt: aether/_nats/kv.py, lease.py, streams.py
+    kv_users = {"aether.projection._kv", "aether.projection.checkpoint", "aether.projection.lease",
+                "aether.projection.deadletter", "aether.cluster._kv", "aether.cluster.leader", "aether.permissions"}
+    assert kv_users <= _sources().keys()
+    assert not kv_users & _runtime_nats_importers()
+
+
 def test_the_cluster_speaks_nats_only_through_the_adapter() -> None:
     # the node-process harness of the tests and benchmarks lives in aether.testing.node_process
     assert "aether.testing.node_process" in _sources()
@@ -201,3 +208,8 @@ def test_the_bus_and_the_store_speak_nats_only_through_the_adapter() -> None:
 def test_permission_refusal_text_is_read_only_by_the_adapter() -> None:
     found = {name for name, (_, text) in _sources().items() if "permissions violation" in text.lower()}
     assert found == {"aether._nats.errors"}
+
+
+def test_only_the_adapter_imports_nats_py_at_run_time() -> None:
+    # issue 11: at most 8 modules; today three, all in the adapter (see docs/architecture.md)
+    assert _runtime_nats_importers() == {"aether._nats.errors", "aether._nats.apps", "aether.connect"}

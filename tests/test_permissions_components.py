@@ -17,6 +17,7 @@ import pytest
 from nats.aio.client import Client
 
 from aether import Event
+from aether._nats import consume as consumer_module
 from aether.bus import NATSEventBus, Subscription
 from aether.cluster import ActorRequest, ClusterClient, ClusterManager
 from aether.connect import connect as aether_connect
@@ -44,7 +45,6 @@ from aether.projection import (
     ProjectionRunner,
     RetryPolicy,
 )
-from aether.projection import _consumer as consumer_module
 from aether.projection.checkpoint import checkpoint_key
 from aether.store import JetStreamEventStore
 from aether.testing import NatsServer
@@ -263,9 +263,9 @@ async def test_projection_works_under_its_permissions_and_tenant_b_is_refused(
     flow_control = _Counter()
     respond = consumer_module.OrderedConsumer.respond
 
-    async def counting_respond(self: consumer_module.OrderedConsumer, msg: Any) -> None:
+    async def counting_respond(self: consumer_module.OrderedConsumer, subject: str) -> None:
         flow_control.n += 1
-        await respond(self, msg)
+        await respond(self, subject)
 
     monkeypatch.setattr(consumer_module.OrderedConsumer, "respond", counting_respond)
 
@@ -391,3 +391,34 @@ async def test_a_shared_checkpoint_bucket_reveals_no_other_key(
         await alice_store.load(checkpoint_key("EV__tenant-b", "balances"))
     saved = await alice_store.load(checkpoint_key("EV__tenant-a", "balances"))
     assert saved is not None and saved.position == 7
+
+
+async def test_a_standby_follows_the_lease_key_under_projection_permissions(
+        nats_server_factory: Callable[..., NatsServer],
+        connect: Callable[..., Awaitable[tuple[Client, Violations]]]) -> None:
+    """A standby's watch subscribes to its lease key (granted with ``clustered``): it sees a release
+    at once, long before the lease's 30 s TTL, and the server reports no violation."""
+    inbox = "_INBOX_a"
+    options = ProjectionOptions(lease_ttl=30)
+    server = nats_server_factory(extra_config=authorization_config([
+        {"user": "admin", "password": "admin-pw"},
+        user("alice", projection_permissions("EV", "tenant-a", "balances", inbox_prefix=inbox, clustered=True,
+                                             options=options))]))
+    admin, _ = await connect(server, "admin")
+    alice, violations = await connect(server, "alice", inbox)
+    key = checkpoint_key("EV__tenant-a", "balances")
+    holder = ProjectionLease(admin, bucket=options.lease_bucket_name(), key=key, node_id="node-1", ttl=30)
+    await holder.open()
+    assert await holder.try_acquire()
+    standby = ProjectionLease(alice, bucket=options.lease_bucket_name(), key=key, node_id="node-2", ttl=30)
+    await standby.open()
+    assert not await standby.try_acquire() and await standby.holder() == "node-1"
+    waiting = asyncio.create_task(standby.wait_for_turn())
+    await wait_for(lambda: standby.watching, timeout=15, message="the standby's watch")
+    await holder.release()
+    async with asyncio.timeout(15):  # the TTL is 30 s: only the watch can end the wait this soon
+        await waiting
+    assert await standby.try_acquire() and standby.term > holder.term
+    await standby.release()
+    await standby.close()
+    assert violations.seen == []

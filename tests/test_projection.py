@@ -535,24 +535,3 @@ async def test_prometheus_metrics_count_progress_failures_and_lag(nc: Any, uniqu
     metrics.unregister()
     assert sample("aether_projection_position") is None
 
-
-async def test_consumer_works_without_the_nats_py_pending_queue(nc: Any, unique_name: str,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Should a nats-py release drop ``Subscription._pending_queue``, a callback feeds a queue instead."""
-    import aether.projection._consumer as consumer_module
-
-    monkeypatch.setattr(consumer_module, "_PENDING_QUEUE_ATTRIBUTE", "_no_such_attribute")
-    store = await make_store(nc, unique_name)
-    async with CatchUpSubscription(nc, EventSource.of(store)) as sub:
-        assert await sub.head() == 0  # an empty stream
-        for v in range(1, 4):
-            await store.save_event(Event("Deposited", "a", v, {"amount": v}))
-        got = [(await sub.__anext__()).position for _ in range(3)]
-        assert await sub.head() == 3
-    assert got == [1, 2, 3]
-    model = Balances("fallback")
-    for v in range(4, 6):
-        await store.save_event(Event("Deposited", "a", v, {"amount": v}))
-    async with ProjectionRunner(nc, model.projection, store, options=FAST) as runner:
-        await runner.catch_up(timeout=60)
-    assert model.as_dict() == {"a": (15, 5)}

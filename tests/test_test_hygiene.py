@@ -23,9 +23,6 @@ OWN = frozenset({"self", "cls"})  # a class's own private fields are its busines
 
 # (file, attribute): why the read is justified. The test fails when an entry is no longer needed.
 ALLOWED_PRIVATE_READS: dict[tuple[str, str], str] = {
-    ("test_projection.py", "_PENDING_QUEUE_ATTRIBUTE"):
-        "tests the private consumer module's own fallback for a nats-py without Subscription._pending_queue "
-        "(goes away with the adapter's consumption without private queues)",
     # the lagging-replica test of the eventsourcing module (landed on main during issue 11): the
     # recorders connect inside the factory's own thread, so no redirecting Client can be passed in
     # (as tests/test_store_cluster.py does); it needs a public hook in aether.integrations (esmod)

@@ -369,7 +369,8 @@ def projection_permissions(stream_base: str, namespace: str | None, name: str, *
       ``$JS.API.STREAM.INFO.KV_C``, ``$JS.API.DIRECT.GET.KV_C.$KV.C.<key>`` (load) and
       ``$KV.C.<key>`` (save) — this projection's key only;
     * with ``clustered`` (a ``node_id`` is given), the same three for the lease bucket
-      (``options.lease_bucket_name()``, same key);
+      (``options.lease_bucket_name()``, same key), and SUBSCRIBE to that key's subject
+      ``$KV.<lease bucket>.<key>`` (a standby's watch: it learns of a release at once);
     * the dead-letter stream ``D`` (``options.dead_letter_stream`` or ``__DLQ_<stream>``):
       ``$JS.API.STREAM.INFO.D``, ``$JS.API.DIRECT.GET.D`` (``dead_letters()``) and the
       projection's own subject ``<prefix>.__dlq.<stream>.<encoded name>``;
@@ -392,13 +393,15 @@ def projection_permissions(stream_base: str, namespace: str | None, name: str, *
     dlq = opts.dead_letter_stream or dead_letter_stream_name(stream)
     publish = [*_allowed(base, "publish"), *(f"{JS_API}.STREAM.INFO.{name}" for name in _streams(stream, partitions)),
                *_kv_key(opts.checkpoint_bucket, key, may_create=may_create)]
+    subscribe = _allowed(base, "subscribe")
     if clustered:
         publish += _kv_key(opts.lease_bucket_name(), key, may_create=may_create)
+        subscribe.append(f"$KV.{opts.lease_bucket_name()}.{key}")
     publish += [f"{JS_API}.STREAM.INFO.{dlq}", f"{JS_API}.DIRECT.GET.{dlq}",
                 f"{prefix}.__dlq.{stream}.{encode_token(name)}"]
     if may_create:
         publish.append(f"{JS_API}.STREAM.CREATE.{dlq}")
-    return _make(publish, _allowed(base, "subscribe"))
+    return _make(publish, subscribe)
 
 
 def dashboard_permissions(cluster: str, *, inbox_prefix: str, event_streams: Iterable[str] = (),

@@ -1,6 +1,7 @@
 """LeaderElection: one leader per cluster, a lease in JetStream KV, a fencing term.
 
-The lease is the ``leader`` key of the cluster bucket (``history=1``):
+The lease is the ``leader`` key of the cluster bucket (``history=1``), held with Aether's one
+lease primitive (:class:`aether._nats.lease.Lease`, shared with projection leases):
 
 * **acquire**: compare-and-set create (expected last revision 0, or the tombstone's). The
   revision of that write is the leader's **term**: stream sequences only grow, so every new
@@ -16,6 +17,9 @@ The lease is the ``leader`` key of the cluster bucket (``history=1``):
   is after its ``t0``) is taken over with a compare-and-set on that revision. Hence a leader that
   cannot renew has stepped down by its own deadline before anyone can take over — whether it
   crashed, was paused (SIGSTOP) or lost its connection.
+* **lost acknowledgement**: a renewal whose reply was lost but which the server stored is
+  recognised as the leader's own (a header carries its token and term) and adopted without
+  extending the deadline.
 * **fencing**: :meth:`LeaderElection.fenced` yields headers that make a write into the cluster
   bucket succeed only while the lease is still at the leader's current revision, so even a
   write that was in flight when the lease changed hands is refused by the server.
@@ -41,9 +45,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from aether._nats import check_client, translate_nats_error
+from aether._nats.lease import Lease
 from aether._observers import call_observer
 from aether._tasks import TaskOwner
-from aether.cluster._kv import ClusterBucket, KvConflict
+from aether.cluster._kv import ClusterBucket
 from aether.cluster._lag import lag_tracker, suspicion_grace
 from aether.cluster._notify import Listener, Listeners, logger
 from aether.cluster.observer import ClusterObserver
@@ -121,6 +126,7 @@ class LeaderElection:
             raise InvalidInputError("node_id must be a non-empty str")
         check_lease_timings(lease_ttl, renew_interval, step_down_margin, check_interval)
         self._bucket = ClusterBucket(nc, cluster, replicas=replicas, storage=storage, timeout=lease_ttl)
+        self._lease = Lease(self._bucket, LEADER_KEY, ttl=lease_ttl, margin=step_down_margin, linearizable=True)
         self._nc = nc
         self.cluster = cluster
         self.node_id = node_id
@@ -132,13 +138,8 @@ class LeaderElection:
         self._token = secrets.token_hex(8)
         self._leading = False
         self._term = 0
-        self._rev = 0
-        self._deadline = 0.0
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._leader_id: str | None = None
-        self._seen_rev = 0
-        self._seen_at = 0.0
-        self._read_leader = False
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._owner = TaskOwner(f"leader election {node_id}")
@@ -157,7 +158,7 @@ class LeaderElection:
     @property
     def is_leader(self) -> bool:
         """Whether this node leads NOW: holds the lease and its local deadline has not passed."""
-        return self._leading and time.monotonic() < self._deadline
+        return self._leading and time.monotonic() < self._lease.deadline
 
     @property
     def leader_id(self) -> str | None:
@@ -174,7 +175,7 @@ class LeaderElection:
     @property
     def lease_deadline(self) -> float:
         """``time.monotonic()`` time at which this leader steps down unless it renews (0 if not leading)."""
-        return self._deadline if self._leading else 0.0
+        return self._lease.deadline if self._leading else 0.0
 
     # ---- notifications ------------------------------------------------------------------------
     def on_elected(self, callback: Listener[int]) -> Callable[[], None]:
@@ -232,10 +233,8 @@ class LeaderElection:
         self._closing = True
         await self._owner.cancel(self._task)
         async with self._lock:
-            if self._leading and self._rev:
-                with contextlib.suppress(AetherError):
-                    await self._bucket.write(LEADER_KEY, b"", last=self._rev, op="DEL",
-                                             ttl=max(1.0, self.lease_ttl), timeout=1.0)
+            if self._leading:
+                await self._lease.release(timeout=1.0)
             self._step_down("stopped")
         await self._flush()
         await self._owner.aclose()  # a notification flush spawned by the deadline timer
@@ -268,7 +267,7 @@ class LeaderElection:
         async with self._lock:
             if not self.is_leader:
                 raise FencedError(f"node {self.node_id!r} does not lead cluster {self.cluster!r}")
-            yield Fence(self._term, self._bucket.fence_headers(LEADER_KEY, self._rev), self._deadline)
+            yield Fence(self._term, self._lease.fence_headers(), self._lease.deadline)
 
     # ---- the loop -------------------------------------------------------------------------------
     async def _on_hint(self, msg: Msg) -> None:
@@ -302,10 +301,12 @@ class LeaderElection:
         return _encode(LeaseRecord(node_id=self.node_id, term=term, token=self._token))
 
     async def _campaign(self) -> None:
-        linearizable, self._read_leader = self._read_leader, False
-        entry = await self._bucket.get(LEADER_KEY, linearizable=linearizable, timeout=self.lease_ttl / 2)
-        now = time.monotonic()
-        if entry is None or entry.deleted:
+        # (a takeover waits longer while this process's loop lags: the leader's renewals may be
+        # queued behind the same CPU storm; waiting longer is always safe)
+        grace = suspicion_grace(self.lease_ttl, local=lag_tracker().recent(self.lease_ttl + self.check_interval))
+        sighting = await self._lease.look(grace=grace, timeout=self.lease_ttl / 2)
+        entry = sighting.entry
+        if entry is None or sighting.free:
             if self._leader_id is not None:
                 self._leader_id = None
                 self._pending.append(("change", 0))
@@ -316,17 +317,13 @@ class LeaderElection:
             record = _decode_record(entry.value)
         except (msgspec.DecodeError, msgspec.ValidationError):
             record = LeaseRecord(node_id="?")
-        if entry.revision != self._seen_rev:
-            self._seen_rev, self._seen_at = entry.revision, now
+        if sighting.new:
             self._leader_id = record.node_id
-            self._term = record.term or entry.revision
+            self._term = record.term or sighting.term
             self._pending.append(("change", 0))
-        elif now - self._seen_at >= self.lease_ttl + suspicion_grace(
-                self.lease_ttl, local=lag_tracker().recent(self.lease_ttl + self.check_interval)):
-            # (a takeover waits longer while this process's loop lags: the leader's renewals
-            # may be queued behind the same CPU storm; waiting longer is always safe)
+        elif sighting.stale:
             logger.info("node %s: lease of %s (term %d) expired; taking over", self.node_id, record.node_id,
-                        record.term or entry.revision)
+                        record.term or sighting.term)
             await self._acquire(entry.revision)
         await self._flush()
 
@@ -334,22 +331,14 @@ class LeaderElection:
         async with self._lock:
             if self._closing:
                 return
-            sent_at = time.monotonic()
-            try:
-                rev = await self._bucket.write(LEADER_KEY, self._record(0), last=last, ttl=self.lease_ttl,
-                                               timeout=self.lease_ttl - self.step_down_margin)
-            except KvConflict:
-                # someone else won, or our read was stale (a lagging replica): re-read from the
-                # stream leader and, for a takeover, wait a full lease_ttl on what it shows
-                self._seen_rev = 0
-                self._read_leader = True
-                return
-            self._rev = rev
+            if not await self._lease.acquire(self._record(0), expected=last,
+                                             timeout=self.lease_ttl - self.step_down_margin):
+                return  # someone else won, or our read was stale: the lease reads again
+            rev = self._lease.term
             self._term = rev
             self._leading = True
             self._leader_id = self.node_id
-            self._seen_rev = rev
-            self._set_deadline(sent_at + self.lease_ttl - self.step_down_margin)
+            self._set_deadline(self._lease.deadline)
             logger.info("node %s: elected leader of %r with term %d", self.node_id, self.cluster, rev)
             if self._observer is not None:
                 call_observer(self._observer.on_leadership, self.cluster, self.node_id, True, rev)
@@ -366,58 +355,36 @@ class LeaderElection:
             if not self._leading:
                 return
             sent_at = time.monotonic()
-            remaining = self._deadline - sent_at
-            if remaining <= 0:
+            if self._lease.deadline <= sent_at:
                 self._step_down("lease deadline passed")
                 return
             try:
-                rev = await self._bucket.write(LEADER_KEY, self._record(self._term), last=self._rev,
-                                               ttl=self.lease_ttl, timeout=remaining)
-            except KvConflict:
-                if not await self._still_ours():
-                    self._step_down("lease taken over")
-                self._renewed(sent_at, ok=False)
-                return
+                renewed = await self._lease.renew(self._record(self._term))
             except AetherError as exc:
                 self._renewed(sent_at, ok=False)
                 logger.warning("node %s: lease renewal failed: %s", self.node_id, exc)
-                if time.monotonic() >= self._deadline:
+                if time.monotonic() >= self._lease.deadline:
                     self._step_down("could not renew before the deadline")
                 return
-            self._rev = rev
-            self._set_deadline(sent_at + self.lease_ttl - self.step_down_margin)
+            if not renewed:
+                self._step_down("lease taken over" if time.monotonic() < self._lease.deadline
+                                else "lease deadline passed")
+                self._renewed(sent_at, ok=False)
+                return
+            self._set_deadline(self._lease.deadline)
             self._renewed(sent_at, ok=True)
 
     def _renewed(self, sent_at: float, *, ok: bool) -> None:
         if self._observer is not None:
             call_observer(self._observer.on_lease_renewal, self.cluster, self.node_id, time.monotonic() - sent_at, ok)
 
-    async def _still_ours(self) -> bool:
-        """After a failed compare-and-set: was it our own earlier write (lost ack)? Adopt it then."""
-        try:
-            entry = await self._bucket.get(LEADER_KEY, linearizable=True,
-                                           timeout=max(0.05, self._deadline - time.monotonic()))
-        except AetherError:
-            return time.monotonic() < self._deadline
-        if entry is None or entry.deleted:
-            return False
-        try:
-            record = _decode_record(entry.value)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return False
-        if record.token == self._token and record.term == self._term:
-            self._rev = entry.revision  # the deadline is NOT extended: we do not know when it was sent
-            return True
-        return False
-
     def _set_deadline(self, deadline: float) -> None:
-        self._deadline = deadline
         if self._deadline_handle is not None:
             self._deadline_handle.cancel()
         self._deadline_handle = asyncio.get_running_loop().call_at(deadline, self._deadline_reached)
 
     def _deadline_reached(self) -> None:
-        if self._leading and time.monotonic() >= self._deadline:
+        if self._leading and time.monotonic() >= self._lease.deadline:
             self._step_down("lease deadline passed")
             self._owner.spawn(self._flush(), name=f"aether-leader-flush-{self.node_id}")
 
@@ -428,7 +395,7 @@ class LeaderElection:
         self._leading = False
         term = self._term
         self._leader_id = None
-        self._seen_rev, self._seen_at = 0, 0.0
+        self._lease.lose()
         if self._deadline_handle is not None:
             self._deadline_handle.cancel()
             self._deadline_handle = None

@@ -20,31 +20,31 @@ position, saving nothing itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Coroutine, Sequence
-from typing import Any
-
-from nats.aio.client import Client
+from typing import TYPE_CHECKING, Any
 
 from aether._nats import JsApi
-from aether.errors import AetherError, AetherTimeoutError, InvalidInputError, StoreError
-from aether.projection._consumer import head_sequence
+from aether._nats.consume import head_sequence
+from aether._observers import call_observer
+from aether.errors import AetherError, InvalidInputError, StoreError
 from aether.projection.checkpoint import Checkpoint
 from aether.projection.errors import ProjectionError
 from aether.projection.observer import ProjectionObserver
 from aether.projection.options import ProjectionOptions
 from aether.projection.projection import Projection
-from aether.projection.runner import ProjectionRunner, ProjectionStats
+from aether.projection.runner import ProjectionRunner, ProjectionStats, _Target
 from aether.projection.source import EventSource
 from aether.store.jetstream import JetStreamEventStore
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["PartitionRunner", "PartitionedRunner"]
 
 log = logging.getLogger("aether.projection")
 
-_Target = int | tuple[int, ...]
 _NEVER = 1 << 62
 
 
@@ -119,53 +119,24 @@ class PartitionedRunner(ProjectionRunner):
         processed = self._done.plus(self._children or []).processed
         delta = processed - self._reported
         self._reported = processed
-        try:
-            observer.on_progress(self.name, delta, self._current_position(), self.lag)
-        except Exception:
-            log.exception("projection observer failed")
+        call_observer(observer.on_progress, self.name, delta, self._current_position(), self.lag)
 
     # ---- waiting ------------------------------------------------------------------------------
-    async def wait_until(self, position: int | Sequence[int], timeout: float | None = None) -> None:
-        """Wait until the sum of positions reaches ``position`` (an int), or every partition
-        reaches its entry of ``position`` (one int per partition).
-
-        Raises:
-            InvalidInputError: a sequence of the wrong length.
-            AetherTimeoutError: not reached within ``timeout`` seconds.
-            ProjectionError: the runner stopped or failed.
-        """
-        target: _Target
+    def _wait_target(self, position: int | Sequence[int]) -> _Target:
+        """A sum of positions (an int) or one position per partition (checked)."""
         if isinstance(position, int):
-            target = position
-        else:
-            target = tuple(position)
-            if len(target) != self.source.partitions:
-                raise InvalidInputError(f"expected {self.source.partitions} positions, got {len(target)}")
-        if self._failure is not None:
-            raise ProjectionError(f"projection {self.name!r} failed: {self._failure!r}") from self._failure
-        if self._reached(target):
-            return
-        if self._stopping:
-            raise ProjectionError(f"projection {self.name!r} was stopped")
-        waiter = asyncio.get_running_loop().create_future()
-        entry = (target, waiter)
-        self._part_waiters.append(entry)
-        self._arm_children()
-        try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            raise AetherTimeoutError(f"projection {self.name!r} did not reach position {position} within "
-                                     f"{timeout}s (at {self.positions})") from None
-        finally:
-            with contextlib.suppress(ValueError):
-                self._part_waiters.remove(entry)
+            return position
+        target = tuple(position)
+        if len(target) != self.source.partitions:
+            raise InvalidInputError(f"expected {self.source.partitions} positions, got {len(target)}")
+        return target
 
-    def _reached(self, target: _Target) -> bool:
-        positions = self.positions
-        if isinstance(target, int):
-            return sum(positions) >= target
-        return all(have >= want for have, want in zip(positions, target, strict=True))
+    def _add_waiter(self, target: _Target, waiter: asyncio.Future[None]) -> None:
+        self._part_waiters.append((target, waiter))
+        self._arm_children()
+
+    def _remove_waiter(self, target: _Target, waiter: asyncio.Future[None]) -> None:
+        self._part_waiters[:] = [entry for entry in self._part_waiters if entry[1] is not waiter]
 
     def _threshold(self, index: int) -> int:
         """The position of partition ``index`` at which its runner must report progress: the

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import msgspec
-import nats.js.errors
-from nats.aio.client import Client
-from nats.js.kv import KeyValue
 
-from aether._nats import check_client, translate_nats_error
+from aether._nats import check_client
+from aether._nats.kv import KvBucket
 from aether.errors import CorruptEventError, StoreError
 from aether.event import utc_now
 from aether.names import encode_token
-from aether.projection._kv import guarded, open_bucket
+from aether.projection._kv import open_bucket
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["Checkpoint", "CheckpointStore", "checkpoint_key"]
 
@@ -62,7 +64,7 @@ class CheckpointStore:
         self._nc = nc
         self.bucket = bucket
         self._replicas = replicas
-        self._kv: KeyValue | None = None
+        self._kv: KvBucket | None = None
 
     async def open(self) -> None:
         """Open or create the bucket.
@@ -74,7 +76,7 @@ class CheckpointStore:
             self._kv = await open_bucket(self._nc, self.bucket, replicas=self._replicas,
                                          description="Aether projection checkpoints")
 
-    def _bucket(self) -> KeyValue:
+    def _bucket(self) -> KvBucket:
         if self._kv is None:
             raise StoreError("CheckpointStore.open() was not called")
         return self._kv
@@ -87,13 +89,8 @@ class CheckpointStore:
             PermissionDeniedError: the NATS user may not read this key.
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
         """
-        try:
-            entry = await guarded(self._nc, self.bucket, self._bucket().get(key))
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        except Exception as exc:
-            raise translate_nats_error(exc, f"loading checkpoint {key!r}") from exc
-        if not entry.value:
+        entry = await self._bucket().get(key)
+        if entry is None or entry.deleted or not entry.value:
             return None
         try:
             return _decode(entry.value)
@@ -107,7 +104,4 @@ class CheckpointStore:
             PermissionDeniedError: the NATS user may not write this key.
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
         """
-        try:
-            await guarded(self._nc, self.bucket, self._bucket().put(key, _encode(checkpoint)))
-        except Exception as exc:
-            raise translate_nats_error(exc, f"saving checkpoint {key!r}") from exc
+        await self._bucket().put(key, _encode(checkpoint))

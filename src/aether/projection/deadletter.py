@@ -11,16 +11,20 @@ writing and retries later does not duplicate the letter (within the duplicate wi
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import msgspec
-from nats.aio.client import Client
 
-from aether._nats import ERR_STREAM_NAME_IN_USE, ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi, api_error, check_client
+from aether._nats import JsApi, api_error, check_client
+from aether._nats.streams import create_or_adopt
 from aether.codec import decode_event
 from aether.errors import StoreError
 from aether.event import Event, utc_now
 from aether.names import encode_token
 from aether.projection.source import EventSource
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["DeadLetter", "DeadLetterQueue", "dead_letter_stream_name"]
 
@@ -109,12 +113,6 @@ class DeadLetterQueue:
         Raises:
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
         """
-        try:
-            await self._api.api(f"STREAM.INFO.{self.stream}")
-            return
-        except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NOT_FOUND:
-                raise
         config = {
             "name": self.stream,
             "subjects": [self._base + "*"],
@@ -125,11 +123,7 @@ class DeadLetterQueue:
             "duplicate_window": 120 * _NS,
             "allow_direct": True,
         }
-        try:
-            await self._api.api(f"STREAM.CREATE.{self.stream}", config)
-        except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NAME_IN_USE:
-                raise
+        await create_or_adopt(self._api, config)
 
     async def publish(self, letter: DeadLetter) -> int:
         """Store ``letter``; returns its sequence in the dead-letter stream.

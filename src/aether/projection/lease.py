@@ -1,19 +1,22 @@
 """A lease in JetStream KV that lets exactly one node run a named projection.
 
-The bucket has ``history=1`` and a max age equal to the lease TTL: ``create()`` acquires (it
-fails while someone holds the key), ``update(last=revision)`` renews (it fails once the lease
-expired or someone else took it) and the server drops a lease that was not renewed within the
-TTL. The holder keeps a *local* deadline, measured from before it sent the acquiring or
-renewing write; the server's expiry is always later, so a holder that cannot renew stops
-acting before anyone else can acquire. The revision that acquired the lease is the fencing
-token (:attr:`ProjectionLease.term`); it increases with every new holder.
+Held with Aether's one lease primitive (:class:`aether._nats.lease.Lease`, shared with cluster
+leadership; its docstring gives the protocol). The bucket has ``history=1`` and a max age equal
+to the lease TTL: acquiring is a compare-and-set on a free key (or on a revision seen unchanged
+for a TTL), renewing a compare-and-set on the holder's last revision, and the server drops a
+lease that was not renewed within the TTL. The holder keeps a *local* deadline on
+``time.monotonic()``, read just before it sent the acquiring or renewing write, ``ttl - margin``
+later (margin: a tenth of the TTL, at most 0.5 s); the server's expiry is always later, so a
+holder that cannot renew stops acting before anyone else can acquire. The revision that acquired
+the lease is the fencing token (:attr:`ProjectionLease.term`); it increases with every new holder.
 
-A standby (:meth:`ProjectionLease.wait_for_turn`) follows the key with a KV watch: a graceful
-``release()`` deletes the key and the standby tries at once; otherwise it tries when the last
-write it saw is a TTL old (when the server expires the key of a holder that died) and then every
-:attr:`~ProjectionLease.retry_interval`. So failover after a crash takes at most the TTL plus one
-retry interval after the holder's last renewal. Without a watch (e.g. the NATS user may not create
-consumers on the lease bucket) it polls every retry interval: the same bound.
+A standby (:meth:`ProjectionLease.wait_for_turn`) follows the key with a watch
+(:class:`aether._nats.kv.KvWatch`: a subscription on the key's subject, each write re-read from
+the bucket): a graceful ``release()`` deletes the key and the standby tries at once; otherwise it
+tries when the last write it saw is a TTL old (when the server expires the key of a holder that
+died) and then every :attr:`~ProjectionLease.retry_interval`. So failover after a crash takes at
+most the TTL plus one retry interval after the holder's last renewal. Without a watch (the NATS
+user may not subscribe to the key) it polls every retry interval: the same bound.
 """
 
 from __future__ import annotations
@@ -21,15 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
-import nats.js.errors
-from nats.aio.client import Client
-from nats.js.kv import KeyValue
-
-from aether._nats import check_client, translate_nats_error
+from aether._nats import check_client
+from aether._nats.kv import KvBucket, KvEntry, KvWatch
+from aether._nats.lease import Lease
 from aether._tasks import cancel_and_wait
-from aether.errors import AetherError, InvalidInputError, StoreError
-from aether.projection._kv import guarded, open_bucket
+from aether.errors import InvalidInputError, StoreError
+from aether.projection._kv import open_bucket
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["ProjectionLease"]
 
@@ -46,22 +51,20 @@ class ProjectionLease:
         node_id: this node's id, stored as the lease's value.
         ttl: lease duration in whole seconds.
         replicas: bucket replicas when it is created.
+
+    Raises:
+        InvalidInputError: ``nc`` is not a nats-py client, or ``node_id`` is empty.
     """
 
     def __init__(self, nc: Client, *, bucket: str, key: str, node_id: str, ttl: int, replicas: int = 1) -> None:
         check_client(nc, "ProjectionLease")
         if not node_id:
             raise InvalidInputError("node_id must not be empty")
-        self._nc = nc
-        self.bucket = bucket
-        self.key = key
-        self.node_id = node_id
-        self.ttl = ttl
-        self._replicas = replicas
-        self._kv: KeyValue | None = None
-        self._revision = 0
-        self.term = 0
-        self.deadline = 0.0
+        self._nc, self._replicas = nc, replicas
+        self.bucket, self.key, self.node_id, self.ttl = bucket, key, node_id, ttl
+        self._kv: KvBucket | None = None
+        self._lease: Lease | None = None
+        self._watch: KvWatch | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._watch_failed = False
         self._freed = asyncio.Event()  # set when the key is seen deleted
@@ -69,7 +72,7 @@ class ProjectionLease:
 
     @property
     def watching(self) -> bool:
-        """Whether a KV watch follows the key (a standby that could not create one polls)."""
+        """Whether a watch follows the key (a standby that could not create one polls)."""
         return self._watch_task is not None and not self._watch_task.done()
 
     @property
@@ -78,56 +81,59 @@ class ProjectionLease:
         TTL, between 0.2 s and 1 s. Failover after a crash takes at most ``ttl + retry_interval``."""
         return max(0.2, min(1.0, self.ttl / 10))
 
+    @property
+    def term(self) -> int:
+        """The fencing token: the revision that acquired the lease last (0 before)."""
+        return self._lease.term if self._lease is not None else 0
+
+    @property
+    def deadline(self) -> float:
+        """``time.monotonic()`` time (asyncio's default loop clock) at which the holder stops
+        holding unless it renews (0 before the first acquisition)."""
+        return self._lease.deadline if self._lease is not None else 0.0
+
     async def open(self) -> None:
         """Open or create the bucket.
 
         Raises:
             StoreError: the bucket exists with another max age.
+            PermissionDeniedError: the NATS user may not use the bucket.
             StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
         """
         if self._kv is None:
             self._kv = await open_bucket(self._nc, self.bucket, replicas=self._replicas, ttl=self.ttl,
                                          description="Aether projection leases")
+            self._lease = Lease(self._kv, self.key, ttl=self.ttl, margin=min(0.5, self.ttl * 0.1))
 
-    def _bucket(self) -> KeyValue:
-        if self._kv is None:
+    def _held_lease(self) -> Lease:
+        if self._lease is None:
             raise StoreError("ProjectionLease.open() was not called")
-        return self._kv
-
-    def _safe_ttl(self) -> float:
-        # the server expires the lease ttl seconds after it stored the write, which is after
-        # ``sent``; keeping a margin on top makes the holder stop well before anyone can acquire
-        return self.ttl - min(0.5, self.ttl * 0.1)
+        return self._lease
 
     @property
     def held(self) -> bool:
         """Whether this node holds the lease and its local deadline has not passed."""
-        return self._revision != 0 and asyncio.get_running_loop().time() < self.deadline
+        return self._lease is not None and self._lease.held
 
     def forget(self) -> None:
         """Consider the lease lost (after the deadline passed or a renewal was refused)."""
-        self._revision = 0
+        if self._lease is not None:
+            self._lease.lose()
 
     async def try_acquire(self) -> bool:
-        """Take the lease if nobody holds it.
+        """Take the lease if nobody holds it (or its holder stopped renewing a TTL ago).
 
         Raises:
+            StoreError: :meth:`open` was not called.
             PermissionDeniedError: the NATS user may not use this lease key.
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
         """
-        loop = asyncio.get_running_loop()
-        sent = loop.time()
+        lease = self._held_lease()
         self._freed.clear()  # a deletion seen from now on means: try again
-        try:
-            revision = await guarded(self._nc, self.bucket, self._bucket().create(self.key, self.node_id.encode()))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return False
-        except Exception as exc:
-            raise translate_nats_error(exc, f"acquiring lease {self.key!r}") from exc
-        self._revision = self.term = revision
-        self.deadline = sent + self._safe_ttl()
-        await self._stop_watch()  # the holder needs no watch
-        return True
+        acquired, _ = await lease.try_acquire(self.node_id.encode())
+        if acquired:
+            await self._stop_watch()  # the holder needs no watch
+        return acquired
 
     async def wait_for_turn(self) -> None:
         """After a failed :meth:`try_acquire`: wait until another attempt may succeed.
@@ -155,33 +161,36 @@ class ProjectionLease:
         if self._watch_failed or self._kv is None:
             return False
         try:
-            watcher = await guarded(self._nc, self.bucket, self._kv.watch(self.key, include_history=False))
-        except Exception as exc:  # e.g. no permission to create a consumer on the bucket: poll instead
+            self._watch = await self._kv.watch(self.key)
+        except Exception as exc:  # e.g. no permission to subscribe to the key: poll instead
             log.debug("lease %s: cannot watch the key, polling instead: %s", self.key, exc)
             self._watch_failed = True
             return False
         self._last_write = None
-        self._watch_task = asyncio.get_running_loop().create_task(self._follow(watcher),
+        self._watch_task = asyncio.get_running_loop().create_task(self._follow(self._watch),
                                                                   name=f"aether-lease-watch-{self.key}")
         return True
 
-    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+    async def _follow(self, watch: KvWatch) -> None:
         loop = asyncio.get_running_loop()
+        entry: KvEntry | None
         try:
-            async for entry in watcher:
-                if entry is None:  # the initial value (if any) was delivered
-                    continue
-                if entry.operation in ("DEL", "PURGE"):
+            async for entry in watch:
+                if entry is None or entry.deleted:
                     self._last_write = None
                     self._freed.set()
                 else:
                     self._last_write = loop.time()
+        except Exception as exc:  # a read failed (e.g. a reconnect): the next wait_for_turn watches anew
+            log.debug("lease %s: the watch ended: %s", self.key, exc)
         finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            await watch.stop()
 
     async def _stop_watch(self) -> None:
         task, self._watch_task = self._watch_task, None
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await watch.stop()
         await cancel_and_wait(task)  # ours to cancel; a cancellation of the caller propagates
 
     async def close(self) -> None:
@@ -189,48 +198,31 @@ class ProjectionLease:
         await self._stop_watch()
 
     async def renew(self) -> bool:
-        """Extend the lease; ``False`` when it was lost (expired on the server or taken over).
+        """Extend the lease; ``False`` when it was lost (expired, taken over, or past the local deadline).
 
         Raises:
             PermissionDeniedError: the NATS user may not use this lease key.
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble (the lease
                 may still be held until :attr:`deadline`).
         """
-        if not self._revision:
+        if self._lease is None:
             return False
-        sent = asyncio.get_running_loop().time()
-        try:
-            revision = await guarded(self._nc, self.bucket,
-                                     self._bucket().update(self.key, self.node_id.encode(), last=self._revision))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            self._revision = 0
-            return False
-        except Exception as exc:
-            raise translate_nats_error(exc, f"renewing lease {self.key!r}") from exc
-        self._revision = revision
-        self.deadline = sent + self._safe_ttl()
-        return True
+        return await self._lease.renew(self.node_id.encode())
 
     async def release(self) -> None:
         """Give the lease up at once so another node can take over without waiting for expiry."""
-        revision, self._revision = self._revision, 0
-        if revision and self._kv is not None:
-            with contextlib.suppress(Exception):
-                await self._kv.delete(self.key, last=revision)
+        if self._lease is not None:
+            await self._lease.release()
 
     async def holder(self) -> str | None:
         """The node currently holding the lease according to the server, or ``None``.
 
         Raises:
+            StoreError: :meth:`open` was not called.
             PermissionDeniedError: the NATS user may not use this lease key.
             StoreError / StoreUnavailableError / AetherTimeoutError: server trouble.
         """
-        try:
-            entry = await guarded(self._nc, self.bucket, self._bucket().get(self.key))
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        entry = await self._held_lease().bucket.get(self.key)
+        if entry is None or entry.deleted or not entry.value:
             return None
-        except AetherError:
-            raise
-        except Exception as exc:
-            raise translate_nats_error(exc, f"reading lease {self.key!r}") from exc
-        return entry.value.decode(errors="replace") if entry.value else None
+        return entry.value.decode(errors="replace")

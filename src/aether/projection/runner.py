@@ -1,6 +1,6 @@
 """ProjectionRunner: runs a :class:`Projection` over a stream, durably, once per cluster.
 
-* **Delivery**: an ordered push consumer (see :mod:`aether.projection._consumer`) delivers
+* **Delivery**: an ordered push consumer (see :mod:`aether._nats.consume`) delivers
   every stored event after the saved position, then live events, in stream order, with no
   gap and no duplicate at the switch.
 * **Position**: the stream sequence of the last message handled (all earlier ones are done)
@@ -29,18 +29,16 @@ import traceback
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
-
-from nats.aio.client import Client
-from nats.aio.msg import Msg
+from typing import TYPE_CHECKING, Any
 
 from aether import tracing as _tracing
 from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi, check_client
+from aether._nats.consume import OrderedConsumer, head_sequence
+from aether._observers import call_observer
 from aether.errors import AetherError, AetherTimeoutError, CorruptEventError, InvalidInputError, StoreError
 from aether.event import Event
 from aether.names import encode_token
-from aether.projection._consumer import FLOW_CONTROL, OrderedConsumer, head_sequence
+from aether.projection._context import StartsAndCloses
 from aether.projection._decode import decode_stored
 from aether.projection.checkpoint import Checkpoint, CheckpointStore, checkpoint_key
 from aether.projection.deadletter import DeadLetter, DeadLetterQueue
@@ -53,11 +51,16 @@ from aether.projection.source import EventSource
 from aether.store.jetstream import JetStreamEventStore
 from aether.store.partitioning import PARTITIONS_METADATA_KEY
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+
 __all__ = ["ProjectionRunner", "ProjectionStats"]
 
 log = logging.getLogger("aether.projection")
 
 _NEVER = 1 << 62
+_Target = int | tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,7 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-class ProjectionRunner:
+class ProjectionRunner(StartsAndCloses):
     """Runs ``projection`` over ``source`` with a durable position, retries, dead letters and metrics.
 
     Args:
@@ -173,8 +176,7 @@ class ProjectionRunner:
         self._space_waiter: asyncio.Future[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wait_min = _NEVER  # the lowest position a waiter waits for
-        self._position = 0
-        self._dispatched = 0
+        self._dispatched = 0  # without lanes: the position; with lanes: the last message handed to a lane
         self._saved = -1
         self._lag = 0  # as of the last deactivation; while active the consumer's figure is used
         self._processed = 0
@@ -207,9 +209,7 @@ class ProjectionRunner:
         consumer = self._consumer
         if consumer is None:
             return self._lag
-        done = self._dispatched if self._lanes is not None else self._position
-        in_progress = 1 if consumer.received > done else 0  # accepted, being handled or dispatched
-        return int(consumer.pending) + in_progress + self._in_flight
+        return consumer.lag(self._dispatched) + self._in_flight
 
     @property
     def is_active(self) -> bool:
@@ -323,14 +323,6 @@ class ProjectionRunner:
         finally:
             await self.stop()
 
-    async def __aenter__(self) -> ProjectionRunner:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
-
     # ---- waiting ------------------------------------------------------------------------------
     async def wait_until(self, position: int | Sequence[int], timeout: float | None = None) -> None:
         """Wait until every message up to stream sequence ``position`` has been handled (with
@@ -341,31 +333,47 @@ class ProjectionRunner:
             AetherTimeoutError: not reached within ``timeout`` seconds.
             ProjectionError: the runner stopped or failed.
         """
-        if not isinstance(position, int):
-            values = tuple(position)
-            if len(values) != 1:
-                raise InvalidInputError(f"expected 1 position, got {len(values)}")
-            position = values[0]
+        target = self._wait_target(position)
         if self._failure is not None:
             raise ProjectionError(f"projection {self.name!r} failed: {self._failure!r}") from self._failure
-        if self._current_position() >= position:
+        if self._reached(target):
             return
         if self._stopping:
             raise ProjectionError(f"projection {self.name!r} was stopped")
         waiter = asyncio.get_running_loop().create_future()
-        entry = (position, waiter)
-        self._waiters.append(entry)
-        self._wait_min = min(self._wait_min, position)
+        self._add_waiter(target, waiter)
         try:
             async with asyncio.timeout(timeout):
                 await waiter
         except TimeoutError:
+            at = self.positions if len(self.positions) > 1 else self._current_position()
             raise AetherTimeoutError(f"projection {self.name!r} did not reach position {position} within "
-                                     f"{timeout}s (at {self._current_position()})") from None
+                                     f"{timeout}s (at {at})") from None
         finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(entry)
-            self._wait_min = min((target for target, _ in self._waiters), default=_NEVER)
+            self._remove_waiter(target, waiter)
+
+    def _wait_target(self, position: int | Sequence[int]) -> _Target:
+        """``position`` as :meth:`wait_until` waits for it (checked)."""
+        if isinstance(position, int):
+            return position
+        values = tuple(position)
+        if len(values) != 1:
+            raise InvalidInputError(f"expected 1 position, got {len(values)}")
+        return values[0]
+
+    def _reached(self, target: _Target) -> bool:
+        if isinstance(target, int):
+            return self._current_position() >= target
+        return all(have >= want for have, want in zip(self.positions, target, strict=True))
+
+    def _add_waiter(self, target: _Target, waiter: asyncio.Future[None]) -> None:
+        position = target if isinstance(target, int) else target[0]
+        self._waiters.append((position, waiter))
+        self._wait_min = min(self._wait_min, position)
+
+    def _remove_waiter(self, target: _Target, waiter: asyncio.Future[None]) -> None:
+        self._waiters[:] = [entry for entry in self._waiters if entry[1] is not waiter]
+        self._wait_min = min((position for position, _ in self._waiters), default=_NEVER)
 
     async def catch_up(self, timeout: float | None = None) -> int:
         """Wait until every event stored now has been handled; returns that stream sequence.
@@ -450,7 +458,7 @@ class ProjectionRunner:
         async with self._save_lock:
             await self._checkpoints.save(self._key, Checkpoint(0, self._node, term))
             self._saved = 0
-        self._position = self._dispatched = 0
+        self._dispatched = 0
 
     # ---- activation ---------------------------------------------------------------------------------
     async def _load_position(self) -> int:
@@ -468,7 +476,7 @@ class ProjectionRunner:
             if position + 1 < first:
                 log.warning("projection %s: the stream's retention limits removed messages %d..%d before this "
                             "projection read them; it resumes at %d", self.name, position + 1, first - 1, first)
-        self._position = self._dispatched = position
+        self._dispatched = position
         self._saved = position
         self._lanes = None
         self._in_flight = 0
@@ -479,8 +487,7 @@ class ProjectionRunner:
         await consumer.start()
         self._consumer = consumer
         self._active = True
-        body = self._consume_parallel(consumer) if self.options.concurrency > 1 else self._consume(consumer)
-        self._consume_task = asyncio.get_running_loop().create_task(self._guard(body),
+        self._consume_task = asyncio.get_running_loop().create_task(self._guard(self._consume(consumer)),
                                                                      name=f"aether-projection-{self.name}")
         log.info("projection %s active on %s from position %d", self.name, self._node, position)
         self._notify_active(True)
@@ -509,7 +516,7 @@ class ProjectionRunner:
         if graceful:
             await self._save_checkpoint()
         if consumer is not None:
-            self._lag = int(consumer.pending) + (1 if consumer.received > self._current_position() else 0)
+            self._lag = consumer.lag(self._dispatched) + self._in_flight
         self._active = False
         if consumer is not None:
             self._resets += consumer.resets
@@ -531,80 +538,19 @@ class ProjectionRunner:
             if not isinstance(exc, Exception):
                 raise
 
-    # ---- the consuming loops ------------------------------------------------------------------------
-    # _consume and _consume_parallel share their first half (take a message, follow a recreated
-    # consumer, answer flow control, filter, decode, dead-letter what cannot be decoded) on purpose:
-    # it is the per-event hot path, and moving it into a shared generator or callback costs a
-    # measurable share of the catch-up throughput. Change both together.
+    # ---- the consuming loop -------------------------------------------------------------------------
+    # One loop for both modes: without lanes it awaits each handler in place, with lanes it hands
+    # the event to the lane of its actor. It is the per-event hot path: the handler call stays
+    # inline (not behind a helper) and the state it reads is held in locals.
     async def _consume(self, consumer: OrderedConsumer) -> None:
-        queue = consumer.queue
-        get_nowait, task_done = queue.get_nowait, queue.task_done
-        accept = consumer.accept
-        projection = self.projection
-        handlers = dict(projection.handlers)
-        default = projection.default
-        subject_filter = self._subject_filter()
-        stream = self.source.stream
-        prefix_len = len(self.source.event_prefix)
-        every = self.options.checkpoint_every
-        since_checkpoint = 0
-        wake_checkpoint = self._checkpoint_wake.set
-        while not self._draining:
-            try:
-                msg = get_nowait()
-            except asyncio.QueueEmpty:
-                msg = await queue.get()
-            task_done()
-            if msg is None or queue is not consumer.queue:  # a wake-up, or the consumer was recreated
-                if consumer.closed:
-                    return
-                queue = consumer.queue
-                get_nowait, task_done = queue.get_nowait, queue.task_done
-                continue
-            seq = accept(msg)
-            if seq <= 0:
-                if seq == FLOW_CONTROL:
-                    await consumer.respond(msg)
-                continue
-            subject = msg.subject
-            if subject_filter is None or subject.startswith(subject_filter):
-                try:
-                    event = decode_stored(msg.data, subject, seq, stream, prefix_len)
-                except CorruptEventError as exc:
-                    await self._dead_letter(msg, seq, str(exc), 0, None)
-                else:
-                    handler = handlers.get(event.event_type, default)
-                    if handler is None:
-                        self._skipped += 1
-                    else:
-                        try:
-                            if _tracing.TRACER is None:
-                                await handler(event, seq)
-                            else:
-                                await _tracing.projection_handle(handler, event, seq, msg.headers, self.name, stream)
-                            self._processed += 1
-                        except Exception as exc:
-                            await self._retry(handler, event, seq, msg, exc)
-            else:
-                self._skipped += 1
-            self._position = seq
-            since_checkpoint += 1
-            if since_checkpoint >= every:
-                since_checkpoint = 0
-                wake_checkpoint()
-            if seq >= self._wait_min:
-                self._release_waiters(seq)
-
-    async def _consume_parallel(self, consumer: OrderedConsumer) -> None:
         opts = self.options
-        lanes = [_Lane() for _ in range(opts.concurrency)]
+        count = opts.concurrency
+        lanes = [_Lane() for _ in range(count)] if count > 1 else None
         self._lanes = lanes
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self._lane(lane), name=f"aether-lane-{self.name}-{i}")
-                 for i, lane in enumerate(lanes)]
-        queue = consumer.queue
-        get_nowait, task_done = queue.get_nowait, queue.task_done
-        accept = consumer.accept
+                 for i, lane in enumerate(lanes or ())]
+        take = consumer.take
         projection = self.projection
         handlers = dict(projection.handlers)
         default = projection.default
@@ -613,62 +559,62 @@ class ProjectionRunner:
         prefix_len = len(self.source.event_prefix)
         every = opts.checkpoint_every
         max_in_flight = opts.max_in_flight
-        count = len(lanes)
         since_checkpoint = 0
+        wake_checkpoint = self._checkpoint_wake.set
         graceful = False
         try:
             while not self._draining:
-                try:
-                    msg = get_nowait()
-                except asyncio.QueueEmpty:
-                    msg = await queue.get()
-                task_done()
-                if msg is None or queue is not consumer.queue:
-                    if consumer.closed:
+                batch = await take()
+                if not batch and consumer.closed:
+                    break
+                for seq, msg in batch:
+                    if self._draining:
                         break
-                    queue = consumer.queue
-                    get_nowait, task_done = queue.get_nowait, queue.task_done
-                    continue
-                seq = accept(msg)
-                if seq <= 0:
-                    if seq == FLOW_CONTROL:
-                        await consumer.respond(msg)
-                    continue
-                subject = msg.subject
-                if subject_filter is None or subject.startswith(subject_filter):
-                    try:
-                        event = decode_stored(msg.data, subject, seq, stream, prefix_len)
-                    except CorruptEventError as exc:
-                        await self._dead_letter(msg, seq, str(exc), 0, None)
-                    else:
-                        handler = handlers.get(event.event_type, default)
-                        if handler is None:
-                            self._skipped += 1
+                    subject = msg.subject
+                    if subject_filter is None or subject.startswith(subject_filter):
+                        try:
+                            event = decode_stored(msg.data, subject, seq, stream, prefix_len)
+                        except CorruptEventError as exc:
+                            await self._dead_letter(msg, seq, str(exc), 0, None)
                         else:
-                            while self._in_flight >= max_in_flight:
-                                self._space_waiter = loop.create_future()
-                                await self._space_waiter
-                            lane = lanes[hash(subject[prefix_len:]) % count]
-                            lane.items.append((handler, event, seq, msg))
-                            self._in_flight += 1
-                            lane.wake()
-                else:
-                    self._skipped += 1
-                self._dispatched = seq
-                since_checkpoint += 1
-                if since_checkpoint >= every:
-                    since_checkpoint = 0
-                    self._checkpoint_wake.set()
-                if seq >= self._wait_min:
-                    self._release_waiters(self._current_position())
+                            handler = handlers.get(event.event_type, default)
+                            if handler is None:
+                                self._skipped += 1
+                            elif lanes is None:
+                                try:
+                                    if _tracing.TRACER is None:
+                                        await handler(event, seq)
+                                    else:
+                                        await _tracing.projection_handle(handler, event, seq, msg.headers,
+                                                                         self.name, stream)
+                                    self._processed += 1
+                                except Exception as exc:
+                                    await self._retry(handler, event, seq, msg, exc)
+                            else:
+                                while self._in_flight >= max_in_flight:
+                                    self._space_waiter = loop.create_future()
+                                    await self._space_waiter
+                                lane = lanes[hash(subject[prefix_len:]) % count]
+                                lane.items.append((handler, event, seq, msg))
+                                self._in_flight += 1
+                                lane.wake()
+                    else:
+                        self._skipped += 1
+                    self._dispatched = seq
+                    since_checkpoint += 1
+                    if since_checkpoint >= every:
+                        since_checkpoint = 0
+                        wake_checkpoint()
+                    if seq >= self._wait_min:
+                        self._release_waiters(self._current_position())
             graceful = True
         finally:
-            if graceful:  # let the lanes finish what they hold (bounded by stop_timeout in _deactivate)
+            if lanes is not None and graceful:  # the lanes finish what they hold (bounded by stop_timeout)
                 self._draining = True
                 for lane in lanes:
                     lane.wake()
                 await asyncio.gather(*tasks)
-            else:
+            elif lanes is not None:
                 for task in tasks:
                     task.cancel()
                 await asyncio.wait(tasks)
@@ -686,11 +632,7 @@ class ProjectionRunner:
                 continue
             handler, event, seq, msg = items[0]
             try:
-                if _tracing.TRACER is None:
-                    await handler(event, seq)
-                else:
-                    await _tracing.projection_handle(handler, event, seq, msg.headers, self.name,
-                                                     self.source.stream)
+                await self._apply(handler, event, seq, msg)
                 self._processed += 1
             except Exception as exc:
                 await self._retry(handler, event, seq, msg, exc)
@@ -704,6 +646,13 @@ class ProjectionRunner:
             if self._dispatched >= self._wait_min:
                 self._release_waiters(self._current_position())
 
+    async def _apply(self, handler: Handler, event: Event, seq: int, msg: Msg) -> None:
+        """Call ``handler`` once (within a span when tracing is on)."""
+        if _tracing.TRACER is None:
+            await handler(event, seq)
+        else:
+            await _tracing.projection_handle(handler, event, seq, msg.headers, self.name, self.source.stream)
+
     def _subject_filter(self) -> str | None:
         prefix = self.projection.actor_prefix
         return self.source.event_prefix + encode_token(prefix) if prefix else None
@@ -711,7 +660,7 @@ class ProjectionRunner:
     def _current_position(self) -> int:
         lanes = self._lanes
         if lanes is None:
-            return self._position
+            return self._dispatched
         low = 0
         for lane in lanes:
             items = lane.items
@@ -735,11 +684,7 @@ class ProjectionRunner:
             await asyncio.sleep(delay)
             attempts += 1
             try:
-                if _tracing.TRACER is None:
-                    await handler(event, seq)
-                else:
-                    await _tracing.projection_handle(handler, event, seq, msg.headers, self.name,
-                                                     self.source.stream)
+                await self._apply(handler, event, seq, msg)
             except Exception as again:
                 exc = again
                 continue
@@ -854,35 +799,23 @@ class ProjectionRunner:
         self._lease.forget()
         await self._deactivate(graceful=False)
 
-    # ---- observer -----------------------------------------------------------------------------------
+    # ---- observer (guarded: a raising observer is logged and counted, never breaks the runner) --------
     def _report_progress(self) -> None:
         observer = self._observer
         if observer is None:
             return
         delta = self._processed - self._reported
         self._reported = self._processed
-        try:
-            observer.on_progress(self.name, delta, self._current_position(), self.lag)
-        except Exception:
-            log.exception("projection observer failed")
+        call_observer(observer.on_progress, self.name, delta, self._current_position(), self.lag)
 
     def _notify_retry(self) -> None:
         if self._observer is not None:
-            try:
-                self._observer.on_retry(self.name)
-            except Exception:
-                log.exception("projection observer failed")
+            call_observer(self._observer.on_retry, self.name)
 
     def _notify_dead_letter(self, kind: str) -> None:
         if self._observer is not None:
-            try:
-                self._observer.on_dead_letter(self.name, kind)
-            except Exception:
-                log.exception("projection observer failed")
+            call_observer(self._observer.on_dead_letter, self.name, kind)
 
     def _notify_active(self, active: bool) -> None:
         if self._observer is not None:
-            try:
-                self._observer.on_active(self.name, active)
-            except Exception:
-                log.exception("projection observer failed")
+            call_observer(self._observer.on_active, self.name, active)

@@ -5,22 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
-from types import TracebackType
-
-from nats.aio.client import Client
+from typing import TYPE_CHECKING
 
 from aether._nats import ERR_STREAM_NOT_FOUND, JetStreamApiError, JsApi, check_client
+from aether._nats.consume import Delivery, OrderedConsumer, head_sequence
 from aether.errors import InvalidInputError, StoreError
 from aether.names import encode_token
-from aether.projection._consumer import FLOW_CONTROL, OrderedConsumer, head_sequence
+from aether.projection._context import StartsAndCloses
 from aether.projection._decode import decode_stored
 from aether.projection._merge import Merged, partition_positions
 from aether.projection.source import EventSource, StoredEvent
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
 __all__ = ["CatchUpSubscription"]
 
 
-class CatchUpSubscription:
+class CatchUpSubscription(StartsAndCloses):
     """An async iterator of :class:`StoredEvent` over one namespace's stream.
 
     It yields every event stored after position ``after`` (0 = from the beginning) in stream
@@ -82,7 +84,8 @@ class CatchUpSubscription:
         self._consumer = OrderedConsumer(nc, self._api, source.stream, source.event_filter, start_after=after,
                                          heartbeat=heartbeat)
         self._position = after
-        self._lag = "0"
+        self._batch: list[Delivery] = []  # taken from the consumer; the next one to look at is _next
+        self._next = 0
         self._started = False
         self._closed = False
         self._cleanup: asyncio.Task[None] | None = None
@@ -108,7 +111,7 @@ class CatchUpSubscription:
         """Matching messages stored after :attr:`position` (as last reported by the server)."""
         if self._merged is not None:
             return self._merged.lag
-        return int(self._lag)
+        return self._consumer.lag(self._position)
 
     @property
     def closed(self) -> bool:
@@ -170,8 +173,6 @@ class CatchUpSubscription:
             if item is None or self._closed:
                 raise StopAsyncIteration
             return item
-        consumer = self._consumer
-        accept = consumer.accept
         types = self._types
         subject_filter = self._subject_filter
         stream = self.source.stream
@@ -179,21 +180,13 @@ class CatchUpSubscription:
         while True:
             if self._closed:
                 raise StopAsyncIteration
-            queue = consumer.queue
-            try:
-                msg = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                msg = await queue.get()
-            queue.task_done()
-            if msg is None or queue is not consumer.queue:  # a wake-up, or the consumer was recreated
+            batch, i = self._batch, self._next
+            if i == len(batch):
+                self._batch, self._next = await self._consumer.take(), 0
                 continue
-            seq = accept(msg)
-            if seq <= 0:
-                if seq == FLOW_CONTROL:
-                    await consumer.respond(msg)
-                continue
+            self._next = i + 1
+            seq, msg = batch[i]
             self._position = seq
-            self._lag = consumer.pending
             subject = msg.subject
             if subject_filter is not None and not subject.startswith(subject_filter):
                 continue
@@ -225,10 +218,3 @@ class CatchUpSubscription:
         if self._cleanup is not None:
             await self._cleanup
 
-    async def __aenter__(self) -> CatchUpSubscription:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()

@@ -26,7 +26,6 @@ from aether._ids import new_id
 from aether._nats import (
     ERR_BATCH_DUPLICATE_MSG_ID,
     ERR_MESSAGE_TOO_LARGE,
-    ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
     WRONG_LAST_SEQUENCE_CODES,
     JetStreamApiError,
@@ -36,6 +35,7 @@ from aether._nats import (
     check_client,
 )
 from aether._nats.leader import leader_get
+from aether._nats.streams import create_or_adopt
 from aether._tasks import cancel_and_wait
 from aether.codec import decode_event, decode_snapshot, encode_snapshot
 from aether.errors import (
@@ -62,6 +62,7 @@ from aether.store._validation import (
     encode_within,
 )
 from aether.store.observer import StoreObserver
+from aether.store.observer import guard as guard_observer
 from aether.store.options import JetStreamOptions
 from aether.store.partitioning import (
     PARTITION_METADATA_KEY,
@@ -146,7 +147,7 @@ class JetStreamEventStore:
         self._indexing = True
         self._cache: dict[str, _Entry] = {}
         self._anchors: dict[str, tuple[int, int]] = {}
-        self._observer = observer
+        self._observer = guard_observer(observer)
         self._ns_label = namespace or ""
         self._max_event_size = self.options.max_event_size
         self._trace = trace_from_env()  # diagnostics only: see aether.store._trace
@@ -222,21 +223,11 @@ class JetStreamEventStore:
 
     async def _ensure_stream(self, known: dict[str, Any] | None = None) -> None:
         config = self._stream_config()
-        try:
-            info = known or await self._api.api(f"STREAM.INFO.{self.stream}")
-        except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NOT_FOUND:
-                raise
-            if not self.options.create_stream:
-                raise StoreError(f"stream {self.stream!r} does not exist (create_stream=False)") from None
-            try:
-                await self._api.api(f"STREAM.CREATE.{self.stream}", config)
-                self._replicated = int(config["num_replicas"]) > 1
-                return
-            except JetStreamApiError as create_exc:
-                if create_exc.err_code != ERR_STREAM_NAME_IN_USE:
-                    raise
-                info = await self._api.api(f"STREAM.INFO.{self.stream}")
+        info = await create_or_adopt(self._api, config, create=self.options.create_stream, known=known,
+                                     why_not_created="create_stream=False")
+        if info is None:
+            self._replicated = int(config["num_replicas"]) > 1
+            return
         existing = info["config"]
         self._replicated = int(existing.get("num_replicas", 1)) > 1
         self._check_recorded_count(existing)

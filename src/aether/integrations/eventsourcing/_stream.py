@@ -39,6 +39,7 @@ from eventsourcing.persistence import Notification, StoredEvent, Tracking
 
 from aether._nats import ERR_MESSAGE_TOO_LARGE, WRONG_LAST_SEQUENCE_CODES, JetStreamApiError, JsApi, PubAck, api_error
 from aether._nats.leader import LeaderMessage, leader_get, leader_next, leader_request
+from aether._nats.streams import create_or_adopt
 from aether.errors import (
     AetherError,
     AetherTimeoutError,
@@ -58,7 +59,6 @@ from aether.integrations.eventsourcing._records import (
     to_stored_event,
 )
 from aether.integrations.eventsourcing._settings import SUBJECT_ROOT
-from aether.integrations.eventsourcing._streams import create_or_adopt
 from aether.integrations.eventsourcing.errors import (
     JetStreamDataError,
     JetStreamIntegrityError,

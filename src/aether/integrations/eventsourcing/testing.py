@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from eventsourcing.utils import Environment
 
 from aether._nats import JsApi
+from aether._nats.streams import delete_stream
 from aether.connect import close
 from aether.integrations.eventsourcing._settings import Settings, purpose_stream
-from aether.integrations.eventsourcing._streams import delete_stream
 
 __all__ = ["delete_streams", "drop_streams", "streams_of"]
 

@@ -1,10 +1,8 @@
-"""Create a stream or adopt the one that exists, and delete one.
+"""Create a JetStream stream or adopt the one that exists: the one place Aether does it.
 
-The same functions, with the same signatures, as ``aether._nats.streams`` (branch ``kvlease``,
-issue 11: the one place Aether creates or adopts a stream). Until that lands this module holds
-them for the eventsourcing module; at the merge, import ``create_or_adopt`` and
-``delete_stream`` from ``aether._nats.streams`` in ``_stream.py`` and ``testing.py`` (their only
-users) and delete this file.
+Used by the event store (``store/jetstream.py``), the KV buckets (:mod:`aether._nats.kv`: the
+cluster bucket, projection checkpoints and leases) and the dead-letter streams. Each caller then
+checks the adopted configuration its own way (subjects, partition count, max age, ...).
 """
 
 from __future__ import annotations
@@ -20,11 +18,21 @@ __all__ = ["create_or_adopt", "delete_stream"]
 async def create_or_adopt(api: JsApi, config: dict[str, Any], *, create: bool = True,
                           known: dict[str, Any] | None = None,
                           why_not_created: str = "it may not be created here") -> dict[str, Any] | None:
-    """Create the stream ``config["name"]`` with ``config``, or adopt the one that exists (also one
-    a concurrent creator made first).
+    """Create the stream ``config["name"]`` with ``config``, or adopt the one that exists.
+
+    A concurrent creator that wins the race is adopted too (``STREAM.CREATE`` answers 10058,
+    the stream is read back).
+
+    Args:
+        api: the request helper.
+        config: the full stream configuration (JetStream API JSON) used when creating.
+        create: ``False``: never create; a missing stream is an error.
+        known: the stream's ``STREAM.INFO`` reply when the caller already has it (no request then).
+        why_not_created: said in the error for a missing stream when ``create`` is false.
 
     Returns:
-        ``None`` when this call created the stream, else the existing stream's ``STREAM.INFO`` reply.
+        ``None`` when this call created the stream, else the existing stream's ``STREAM.INFO``
+        reply (its ``"config"`` is for the caller to check or upgrade).
 
     Raises:
         StoreError: the stream is missing and ``create`` is false ("does not exist").
@@ -32,7 +40,7 @@ async def create_or_adopt(api: JsApi, config: dict[str, Any], *, create: bool = 
         PermissionDeniedError / StoreUnavailableError / AetherTimeoutError: server trouble.
     """
     name = config["name"]
-    if known is not None:
+    if known:
         return known
     try:
         info: dict[str, Any] = await api.api(f"STREAM.INFO.{name}")

@@ -1,20 +1,20 @@
-"""An ordered, ack-less push consumer: flow control, heartbeats, gap recovery, no duplicates.
+"""Ordered, ack-less consumption of a stream: flow control, heartbeats, gap recovery, no duplicates.
 
 The server pushes the stream's messages (``ack_policy: none``, flow control, idle heartbeats)
-to a private inbox. The owner of an :class:`OrderedConsumer` drains :attr:`~OrderedConsumer.queue`
-in its own task and passes each message to :meth:`~OrderedConsumer.accept`, which checks the
-consumer sequence (a gap means messages were dropped: the consumer is recreated from the last
-accepted stream sequence), drops anything at or below the last accepted stream sequence (so
-nothing is delivered twice across a reset) and tells flow-control requests apart; those are
-answered when the owner reaches them, which bounds what is buffered: the server waits for the
-answer before it sends more.
+to a private inbox. A callback subscription (nats-py's public ``subscribe(cb=...)``) classifies
+each message as it arrives: it checks the consumer sequence (a gap means messages were
+dropped: the consumer is recreated from the last accepted stream sequence), drops anything at
+or below the last accepted stream sequence (so nothing is delivered twice across a reset),
+appends the accepted ones to this consumer's own buffer and notes flow-control requests.
 
-For speed, :attr:`queue` is the nats-py subscription's own pending queue (no callback task,
-no second queue; nats-py has kept it as ``Subscription._pending_queue`` since 2.0). Should a
-nats-py release lack it, a callback feeds an equivalent queue instead.
+The owner of an :class:`OrderedConsumer` takes the accepted messages in batches
+(:meth:`OrderedConsumer.take`) in its own task. A flow-control request is answered when the
+owner comes back for more after the batch that preceded it, which bounds what is buffered:
+the server waits for the answer before it sends more.
 
-A ``None`` in the queue is a wake-up (reset, close, interrupt): the owner re-reads
-:attr:`queue` (a reset switches to a new subscription) and its own state.
+Only nats-py's public API is used: ``Client.subscribe`` with a coroutine callback,
+``Client.new_inbox``, ``Client.publish``, ``Subscription.unsubscribe`` and the public fields
+of ``Msg`` (``subject``, ``reply``, ``data``, ``headers``); ``tests/test_nats_consume.py`` pins them.
 """
 
 from __future__ import annotations
@@ -23,27 +23,31 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import Any
+from bisect import bisect_right
+from collections.abc import Awaitable, Callable
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from aether._nats import JetStreamApiError, JsApi, translate_nats_error
+from aether._nats import ERR_NO_MESSAGE_FOUND, JetStreamApiError, JsApi, translate_nats_error
 from aether._tasks import cancel_and_wait
 from aether.errors import AetherError
 
-__all__ = ["FLOW_CONTROL", "OrderedConsumer", "head_sequence"]
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
 
-log = logging.getLogger("aether.projection")
+__all__ = ["Delivery", "OrderedConsumer", "head_sequence"]
 
-FLOW_CONTROL = -1
-"""What :meth:`OrderedConsumer.accept` returns for a flow-control request (answer with ``respond``)."""
+log = logging.getLogger("aether.consumer")
+
+Delivery = tuple[int, "Msg"]
+"""A message taken from an :class:`OrderedConsumer`: ``(stream sequence, message)``."""
 
 _NS = 1_000_000_000
 _ACK_PREFIX = "$JS.ACK."
-_PENDING_MSGS_LIMIT = 1024 * 1024
-_PENDING_QUEUE_ATTRIBUTE = "_pending_queue"  # nats-py's Subscription queue (fast path, see the module doc)
-_ERR_NO_MESSAGE_FOUND = 10037
+_PENDING_MSGS_LIMIT = 1024 * 1024  # nats-py's queue in front of the callback; flow control bounds it
+_SEQUENCE = itemgetter(0)
 
 
 async def head_sequence(api: JsApi, stream: str, filter_subject: str) -> int:
@@ -55,7 +59,7 @@ async def head_sequence(api: JsApi, stream: str, filter_subject: str) -> int:
     try:
         reply = await api.api(f"STREAM.MSG.GET.{stream}", {"last_by_subj": filter_subject})
     except JetStreamApiError as exc:
-        if exc.err_code == _ERR_NO_MESSAGE_FOUND:
+        if exc.err_code == ERR_NO_MESSAGE_FOUND:
             return 0
         raise
     return int(reply["message"]["seq"])
@@ -71,11 +75,16 @@ class OrderedConsumer:
         filter_subject: the subject filter (may hold wildcards).
         start_after: deliver messages with a stream sequence greater than this.
         heartbeat: idle heartbeat in seconds; three missed ones recreate the consumer.
+
+    Attributes:
+        received: the stream sequence of the last message accepted (taken or buffered).
+        pending: matching messages the server still held after that one (as a decimal string).
+        closed: whether :meth:`close` was called.
+        resets: how many times the server-side consumer was recreated.
     """
 
     def __init__(self, nc: Client, api: JsApi, stream: str, filter_subject: str, *, start_after: int = 0,
                  heartbeat: float = 2.0) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.received = start_after
         self.pending = "0"
         self.closed = False
@@ -85,10 +94,18 @@ class OrderedConsumer:
         self._stream = stream
         self._filter = filter_subject
         self._heartbeat = heartbeat
-        self._dead = False
+        self._buf: list[Delivery] = []  # accepted, not taken yet
+        self._taken: list[Delivery] = []  # the batch the owner holds
+        self._flow_now: list[str] = []  # flow-control requests that came after (or among) the buffered messages
+        self._flow_due: list[str] = []  # flow-control requests that came with the batch the owner holds
+        self._waiter: asyncio.Future[None] | None = None
+        self._woken = False
         self._cseq = 0
         self._seen = 0
-        self._sub: Any = None
+        # the token of the subscription whose messages count; None while none does (closed, or a
+        # reset is due): a callback holding another token drops what it gets
+        self._live: object | None = None
+        self._sub: Subscription | None = None
         self._name: str | None = None
         self._reset_reason: str | None = None
         self._wake = asyncio.Event()
@@ -110,7 +127,7 @@ class OrderedConsumer:
         if self.closed:
             return
         self.closed = True
-        self._dead = True
+        self._live = None
         self._wake.set()
         self.interrupt()
 
@@ -125,27 +142,75 @@ class OrderedConsumer:
             self._sub = self._name = None
 
     def interrupt(self) -> None:
-        """Wake an owner waiting on :attr:`queue` without delivering anything."""
-        self.queue.put_nowait(None)
+        """Make the owner's :meth:`take` return (an empty batch when nothing is buffered)."""
+        self._woken = True
+        self._notify()
 
-    async def respond(self, msg: Msg) -> None:
-        """Answer a flow-control request (``accept`` returned :data:`FLOW_CONTROL`)."""
-        subject = msg.reply or (msg.headers or {}).get("Nats-Consumer-Stalled")
-        if subject and not self.closed:
+    # ---- the owner's side -------------------------------------------------------------------
+    async def take(self) -> list[Delivery]:
+        """The next accepted messages, in stream order, as ``(stream sequence, message)`` pairs.
+
+        Waits until there is at least one; returns an empty list when woken by :meth:`interrupt`
+        or :meth:`close` (re-check your own state then), and always once closed. Calling it
+        again means the previous batch is done: the flow-control requests that came with it
+        are answered first.
+        """
+        if self._flow_due:
+            due, self._flow_due = self._flow_due, []
+            for subject in due:
+                await self.respond(subject)
+        self._taken = []
+        while True:
+            if self.closed:
+                return []
+            batch = self._buf
+            if batch:
+                self._buf = []
+                self._flow_due, self._flow_now = self._flow_now, []
+                self._taken = batch
+                return batch
+            if self._flow_now:  # nothing before them is left to handle
+                now, self._flow_now = self._flow_now, []
+                for subject in now:
+                    await self.respond(subject)
+                continue
+            if self._woken:
+                self._woken = False
+                return []
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    def lag(self, done: int) -> int:
+        """Matching messages after stream sequence ``done`` that the owner has not handled: still
+        on the server (:attr:`pending`), buffered here, or in the batch taken last."""
+        taken = self._taken
+        unhandled = len(taken) - bisect_right(taken, done, key=_SEQUENCE) if taken else 0
+        return int(self.pending) + len(self._buf) + unhandled
+
+    async def respond(self, subject: str) -> None:
+        """Answer a flow-control request (best effort: a lost answer ends in a heartbeat-driven reset)."""
+        if not self.closed:
             with contextlib.suppress(Exception):
                 await self._nc.publish(subject, b"")
 
-    # ---- the hot path ---------------------------------------------------------------------
-    def accept(self, msg: Msg) -> int:
-        """Classify a message taken from :attr:`queue`.
+    # ---- the subscription's side (the hot path) ---------------------------------------------
+    def _notify(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-        Returns its stream sequence (> 0) when it is the next message to handle (and sets
-        :attr:`pending`), :data:`FLOW_CONTROL` for a flow-control request, ``0`` to skip it.
-        """
-        if self._dead:
-            return 0
-        reply = msg.reply
-        if reply.startswith(_ACK_PREFIX):
+    def _callback(self, token: object) -> Callable[[Msg], Awaitable[None]]:
+        async def deliver(msg: Msg) -> None:
+            if token is not self._live:
+                return
+            reply = msg.reply
+            if not reply.startswith(_ACK_PREFIX):
+                self._control(msg)
+                return
             tokens = reply.split(".")
             if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
                 cseq = int(tokens[6])
@@ -155,60 +220,57 @@ class OrderedConsumer:
                 sseq_text, pending = tokens[7], tokens[10]
             if cseq != self._cseq + 1:
                 self._request_reset(f"gap: consumer sequence {cseq} after {self._cseq}")
-                return 0
+                return
             self._cseq = cseq
             sseq = int(sseq_text)
             if sseq <= self.received:
-                return 0
+                return
             self.received = sseq
             self.pending = pending
-            return sseq
-        return self._control(msg)
+            buf = self._buf
+            buf.append((sseq, msg))
+            if len(buf) == 1:
+                self._notify()
 
-    def _control(self, msg: Msg) -> int:
+        return deliver
+
+    def _control(self, msg: Msg) -> None:
         self._seen += 1
         headers = msg.headers or {}
         status = headers.get("Status")
         if status == "100":
             if msg.reply:
-                return FLOW_CONTROL
+                self._flow_now.append(msg.reply)
+                self._notify()
+                return
             last = headers.get("Nats-Last-Consumer")
             if last is not None and last.isdigit() and int(last) != self._cseq:
                 self._request_reset(f"heartbeat reports consumer sequence {last}, received {self._cseq}")
-                return 0
-            if headers.get("Nats-Consumer-Stalled"):
-                return FLOW_CONTROL
+                return
+            stalled = headers.get("Nats-Consumer-Stalled")
+            if stalled:
+                self._flow_now.append(stalled)
+                self._notify()
         elif status is not None:
             self._request_reset(f"server status {status} {headers.get('Description', '')}".strip())
-        return 0
 
     # ---- server-side consumer ---------------------------------------------------------------
-    async def _subscribe(self, inbox: str) -> tuple[Any, asyncio.Queue[Any]]:
-        try:
-            sub = await self._nc.subscribe(inbox, pending_msgs_limit=_PENDING_MSGS_LIMIT, pending_bytes_limit=0)
-        except Exception as exc:
-            raise translate_nats_error(exc, f"subscribing to stream {self._stream!r}") from exc
-        queue = getattr(sub, _PENDING_QUEUE_ATTRIBUTE, None)
-        if isinstance(queue, asyncio.Queue):
-            return sub, queue
-        with contextlib.suppress(Exception):  # no pending queue in this nats-py: feed our own
-            await sub.unsubscribe()
-        own: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def feed(msg: Msg) -> None:
-            own.put_nowait(msg)
-
-        try:
-            sub = await self._nc.subscribe(inbox, cb=feed, pending_bytes_limit=0)
-        except Exception as exc:
-            raise translate_nats_error(exc, f"subscribing to stream {self._stream!r}") from exc
-        return sub, own
-
     async def _create(self) -> None:
-        start = self.received + 1
         inbox = self._nc.new_inbox()
-        sub, queue = await self._subscribe(inbox)
+        token = object()
+        try:
+            sub = await self._nc.subscribe(inbox, cb=self._callback(token), pending_msgs_limit=_PENDING_MSGS_LIMIT,
+                                           pending_bytes_limit=0)
+        except Exception as exc:
+            raise translate_nats_error(exc, f"subscribing to stream {self._stream!r}") from exc
         name = f"aether-{secrets.token_hex(8)}"
+        # switch to the new subscription before the server can deliver to it; from here on
+        # whatever the old one still brings is dropped, so the start below is final
+        old_sub, old_name = self._sub, self._name
+        self._sub, self._name = sub, name
+        self._cseq = 0
+        self._live = None if self.closed else token
+        start = self.received + 1
         hb = self._heartbeat
         config: dict[str, Any] = {
             "name": name,
@@ -225,21 +287,17 @@ class OrderedConsumer:
         }
         if start > 1:
             config.update(deliver_policy="by_start_sequence", opt_start_seq=start)
-        self._cseq = 0
         try:
             await self._api.api(f"CONSUMER.CREATE.{self._stream}.{name}",
                                 {"stream_name": self._stream, "config": config})
         except BaseException:
+            self._live = None  # the supervisor retries (or start() fails)
+            self._sub, self._name = old_sub, old_name
             await self._drop(sub, None)
             raise
-        old_sub, old_name, old_queue = self._sub, self._name, self.queue
-        self._sub, self._name, self.queue = sub, name, queue
-        self._cseq = 0
-        self._dead = self.closed
-        old_queue.put_nowait(None)  # an owner blocked on the old queue switches to the new one
         await self._drop(old_sub, old_name)
 
-    async def _drop(self, sub: Any, name: str | None) -> None:
+    async def _drop(self, sub: Subscription | None, name: str | None) -> None:
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -250,7 +308,7 @@ class OrderedConsumer:
     def _request_reset(self, reason: str) -> None:
         if self.closed:
             return
-        self._dead = True  # whatever else the current subscription holds is stale now
+        self._live = None  # whatever else the current subscription brings is stale now
         self._reset_reason = reason
         self._wake.set()
 
@@ -269,12 +327,12 @@ class OrderedConsumer:
                 self._wake.clear()
                 reason, self._reset_reason = self._reset_reason, None
             else:
-                # idle = nothing accepted and nothing waiting in the queue (a busy owner is not idle)
-                idle = self._seen == last_seen and self.received == last_received and self.queue.empty()
+                # idle = nothing accepted, no heartbeat or flow control seen and nothing buffered
+                idle = self._seen == last_seen and self.received == last_received and not self._buf
                 idle_checks = idle_checks + 1 if idle else 0
                 last_seen, last_received = self._seen, self.received
                 if idle_checks >= 3:
-                    self._dead = True
+                    self._live = None
                     reason = f"no message or heartbeat for {3 * self._heartbeat:g}s"
             if reason is None:
                 continue
