@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import urllib.request
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -29,7 +31,7 @@ from aether.projection import (
 )
 from aether.projection.checkpoint import checkpoint_key
 from aether.store import JetStreamEventStore
-from aether.testing import wait_for
+from aether.testing import NatsServer, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -454,7 +456,7 @@ async def test_exactly_one_runner_holds_the_lease_and_a_survivor_resumes(nc: Any
     assert len(total) == 150 and max(total.values()) == 1
 
 
-async def test_graceful_stop_hands_the_lease_over_at_once(nc: Any, unique_name: str) -> None:
+async def test_graceful_stop_hands_the_lease_over_at_once(nc: Any, nats_server: NatsServer, unique_name: str) -> None:
     """A standby hears the holder's key deletion through a KV watch: with a 60 s lease (the old
     standby retried every TTL/4 = 15 s) the takeover after stop() comes within seconds."""
     store = await make_store(nc, unique_name)
@@ -466,13 +468,20 @@ async def test_graceful_stop_hands_the_lease_over_at_once(nc: Any, unique_name: 
     await first.start()
     try:
         await wait_for(lambda: first.is_active, message="the first runner to hold the lease", timeout=60.0)
-        await second.start()
-        js = nc.jetstream()
+
+        def subscribed() -> bool:  # the server's view: a subscription on the lease bucket's keys
+            url = f"http://127.0.0.1:{nats_server.monitor_port}/connz?subs=1"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                connz = json.loads(resp.read())
+            return any(sub.startswith(f"$KV.{options.lease_bucket}.") for conn in connz["connections"]
+                       for sub in conn.get("subscriptions_list", []))
 
         async def standing_by() -> bool:  # tried, failed, and now follows the key with a KV watch
-            # (the holder has none: the watch's consumer on the lease bucket is the standby's)
-            return len(await js.consumers_info(f"KV_{options.lease_bucket}")) == 1
+            # (the holder has none: the subscription on the lease key is the standby's)
+            return await asyncio.to_thread(subscribed)
 
+        assert not await asyncio.to_thread(subscribed)  # the holder needs no watch: nobody follows the key yet
+        await second.start()
         await wait_for(standing_by, message="the standby to watch the lease key", timeout=60.0)
         assert not second.is_active
         loop = asyncio.get_running_loop()
