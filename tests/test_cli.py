@@ -279,6 +279,12 @@ class Lines:
         return sum(needle in line for line in self.lines)
 
 
+def _said(proc: Proc, out: Lines | None, err: Lines) -> Callable[[], str]:
+    """What a waiting test reports when a condition fails: the process's exit code and output."""
+    return lambda: (f"exit code: {proc.proc.poll()}\nstderr: {''.join(err.lines)!r}\n"
+                    f"stdout: {''.join(out.lines) if out is not None else '(not read)'!r}")
+
+
 async def _append_when_ready(url: str, stream: str, events: list[Event], **store_args: Any) -> None:
     """Append (each actor's events as one batch) once the (restarted) server's JetStream answers."""
     deadline = time.monotonic() + 60
@@ -318,18 +324,19 @@ async def test_events_tail_says_when_the_connection_is_lost_and_back(
                 env={"AETHER_RECONNECT_REMINDER": "1"})
     procs.append(tail)
     out, err = Lines(tail.proc.stdout), Lines(tail.proc.stderr)
-    wait_for_sync(lambda: err.count("following"), timeout=60)
+    said = _said(tail, out, err)
+    wait_for_sync(lambda: err.count("following"), timeout=60, diagnostics=said)
     await _append_when_ready(server.url, unique_name, [Event("E", a, 2, {"n": 2}) for a in actors], **store_args)
-    wait_for_sync(lambda: len(out.lines) == len(actors), timeout=60)
+    wait_for_sync(lambda: len(out.lines) == len(actors), timeout=60, diagnostics=said)
     server.kill_sync()
-    wait_for_sync(lambda: err.count("connection to NATS lost"), timeout=60)
-    wait_for_sync(lambda: err.count("still reconnecting to NATS"), timeout=60)
+    wait_for_sync(lambda: err.count("connection to NATS lost"), timeout=60, diagnostics=said)
+    wait_for_sync(lambda: err.count("still reconnecting to NATS"), timeout=60, diagnostics=said)
     assert tail.proc.poll() is None  # no --timeout: it keeps trying
     server.start_sync()  # the same port and store
-    wait_for_sync(lambda: err.count("connection to NATS is back"), timeout=60)
+    wait_for_sync(lambda: err.count("connection to NATS is back"), timeout=60, diagnostics=said)
     await _append_when_ready(server.url, unique_name,
                              [Event("E", a, v, {"n": v}) for a in actors for v in (3, 4)], **store_args)
-    wait_for_sync(lambda: len(out.lines) >= 3 * len(actors), timeout=60)
+    wait_for_sync(lambda: len(out.lines) >= 3 * len(actors), timeout=60, diagnostics=said)
     assert tail.stop() == 0  # SIGTERM
     out.join()
     got = sorted((json.loads(line)["actor_id"], json.loads(line)["version"]) for line in out.lines)
@@ -345,10 +352,12 @@ async def test_events_tail_timeout_ending_while_disconnected_exits_1(
     tail = Proc(["events", "tail", "--stream", unique_name, "--nats-url", server.url, "--timeout", "8"])
     procs.append(tail)
     err = Lines(tail.proc.stderr)
-    wait_for_sync(lambda: err.count("following"), timeout=60)
+    said = _said(tail, None, err)
+    wait_for_sync(lambda: err.count("following"), timeout=60, diagnostics=said)
     server.kill_sync()
     assert tail.proc.wait(60) == 1
-    wait_for_sync(lambda: err.count("--timeout ended while the connection to NATS was lost"), timeout=10)
+    wait_for_sync(lambda: err.count("--timeout ended while the connection to NATS was lost"), timeout=10,
+                  diagnostics=said)
     assert err.count("connection to NATS lost") == 1
 
 
