@@ -32,7 +32,7 @@ import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import nats.errors
 from nats.aio.client import Client
@@ -40,7 +40,8 @@ from nats.aio.client import Client
 from aether._nats import compose_error_callback
 from aether.errors import InvalidInputError, NatsConnectionError, PermissionDeniedError
 
-__all__ = ["DEFAULT_URL", "ENV_URL", "ConnectOptions", "check_url", "close", "connect", "resolve_servers"]
+__all__ = ["DEFAULT_URL", "ENV_URL", "ConnectCallbacks", "ConnectOptions", "check_url", "close", "connect",
+           "resolve_servers"]
 
 ENV_URL = "AETHER_NATS_URL"
 """Environment variable holding the default NATS URL (comma-separated for several servers)."""
@@ -51,6 +52,15 @@ log = logging.getLogger("aether.connect")
 
 Callback = Callable[[], Awaitable[None]]
 ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+class ConnectCallbacks(TypedDict, total=False):
+    """The connection callbacks :meth:`ConnectOptions.connect` passes on to :func:`connect`."""
+
+    error_cb: ErrorCallback
+    disconnected_cb: Callback
+    reconnected_cb: Callback
+    closed_cb: Callback
 
 
 def resolve_servers(url: str | Sequence[str] | None = None) -> list[str]:
@@ -335,12 +345,14 @@ class ConnectOptions:
     connect_timeout: float = 5.0
     retry_refused: bool = True
 
-    async def connect(self, **overrides: Any) -> Client:
-        """:func:`connect` with these options (``overrides`` take precedence; same errors)."""
+    async def connect(self, *, name: str | None = None, **callbacks: Unpack[ConnectCallbacks]) -> Client:
+        """:func:`connect` with these options (``name``, when given, replaces :attr:`name`) and these
+        callbacks (same errors)."""
         fields = asdict(self)
-        fields.update(overrides)
+        if name is not None:
+            fields["name"] = name
         url = fields.pop("url")
-        return await connect(url, **fields)
+        return await connect(url, **fields, **callbacks)
 
     def as_args(self) -> list[str]:
         """The non-secret options as ``aether`` command-line arguments (for child processes).

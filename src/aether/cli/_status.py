@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
+
+    from aether.connect import ConnectCallbacks
 
 __all__ = ["ConnectionStatus"]
 
@@ -66,7 +68,7 @@ class ConnectionStatus:
         """Seconds the connection has been lost (0 when connected)."""
         return 0.0 if self._lost_at is None else asyncio.get_running_loop().time() - self._lost_at
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> ConnectCallbacks:
         """The ``disconnected_cb`` / ``reconnected_cb`` arguments for :func:`aether.connect.connect`."""
         return {"disconnected_cb": self._on_lost, "reconnected_cb": self._on_back}
 
