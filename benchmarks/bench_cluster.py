@@ -111,31 +111,38 @@ class _Node:
                 self.kill()
 
 
-async def _status(nc: Client, cluster: str, node_id: str) -> dict[str, Any] | None:
+async def _status(nc: Client, cluster: str, node_id: str, timeout: float = 0.3) -> dict[str, Any] | None:
     try:
-        msg = await nc.request(node_subject("_aether", cluster, node_id, "status"), b"", timeout=0.3)
+        msg = await nc.request(node_subject("_aether", cluster, node_id, "status"), b"", timeout=timeout)
     except Exception:
         return None
     value: dict[str, Any] = json.loads(msg.data)
     return value
 
 
-async def _settled(nc: Client, cluster: str, shard_count: int, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+async def _settled(nc: Client, cluster: str, shard_count: int, timeout: float = 60.0, *, slack: int = 2,
+                   status_timeout: float = 0.3, interval: float = 0.05) -> dict[str, dict[str, Any]]:
+    """The nodes' statuses once every shard is owned, one leader, one map, and each node holds at least
+    its share minus ``slack`` shards (the rebalancing after a start or a restart is over).
+
+    Raises:
+        RuntimeError: not settled within ``timeout``.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = await asyncio.gather(*(_status(nc, cluster, n) for n in NODES))
+        found = await asyncio.gather(*(_status(nc, cluster, n, status_timeout) for n in NODES))
         if all(s is not None for s in found):
             ready = {s["node_id"]: s for s in found if s is not None}
             owned = sorted(x for s in ready.values() for x in s["owned"])
             leaders = [n for n, s in ready.items() if s["is_leader"]]
             # settled = every shard owned, one leader, one map, and the rebalancing after a restart
             # finished (every node holds about its share: placement is balanced to within one shard)
-            fair = shard_count // len(NODES) - 2
+            fair = shard_count // len(NODES) - slack
             if owned == list(range(shard_count)) and len(leaders) == 1 \
                     and len({s["map_version"] for s in ready.values()}) == 1 \
                     and all(len(s["owned"]) >= fair for s in ready.values()):
                 return ready
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(interval)
     raise RuntimeError("the benchmark cluster did not settle")
 
 

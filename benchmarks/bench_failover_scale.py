@@ -57,8 +57,8 @@ import nats
 from nats.aio.client import Client
 
 from aether.cluster import ClusterClient, ClusterOptions, ShardManager
-from aether.cluster._routing import node_subject
 from aether.testing import NatsServer
+from benchmarks import bench_cluster
 from benchmarks._harness import Report
 from benchmarks._scale_data import build_stream
 
@@ -90,31 +90,15 @@ DEFAULT = Sizes(100_000, 3_000)  # what `make bench` runs (a few minutes)
 QUICK = Sizes(20_000, 600)  # --quick
 
 
-class _Node:
+class _Node(bench_cluster._Node):
+    """A node process of this benchmark (start, SIGKILL, stop as in bench_cluster; its own command)."""
+
     def __init__(self, node_id: str, cmd: list[str], events_file: Path, log: Path) -> None:
         self.node_id = node_id
         self.cmd = cmd
         self.events_file = events_file
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # SIGKILL
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def lines(self) -> list[dict[str, Any]]:
         if not self.events_file.exists():
@@ -149,29 +133,12 @@ def _node_cmd(mode: str, url: str, node_id: str, cluster: str, events_file: Path
 
 
 async def _status(nc: Client, cluster: str, node_id: str) -> dict[str, Any] | None:
-    try:
-        msg = await nc.request(node_subject("_aether", cluster, node_id, "status"), b"", timeout=1)
-    except Exception:
-        return None
-    value: dict[str, Any] = json.loads(msg.data)
-    return value
+    return await bench_cluster._status(nc, cluster, node_id, timeout=1)
 
 
 async def _settled(nc: Client, cluster: str, shard_count: int, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = await asyncio.gather(*(_status(nc, cluster, n) for n in NODES))
-        if all(s is not None for s in found):
-            ready = {s["node_id"]: s for s in found if s is not None}
-            owned = sorted(x for s in ready.values() for x in s["owned"])
-            leaders = [n for n, s in ready.items() if s["is_leader"]]
-            fair = shard_count // len(NODES)  # balanced to within one shard: rebalancing is over
-            if owned == list(range(shard_count)) and len(leaders) == 1 \
-                    and len({s["map_version"] for s in ready.values()}) == 1 \
-                    and all(len(s["owned"]) >= fair for s in ready.values()):
-                return ready
-        await asyncio.sleep(0.1)
-    raise RuntimeError("the benchmark cluster did not settle")
+    # balanced to within one shard: rebalancing is over
+    return await bench_cluster._settled(nc, cluster, shard_count, timeout, slack=0, status_timeout=1, interval=0.1)
 
 
 async def _stable(nc: Client, cluster: str, shard_count: int) -> dict[str, dict[str, Any]]:

@@ -97,6 +97,23 @@ class JsApi:
             raise StoreError(f"{what}: no responders on {subject!r} (JetStream disabled or stream missing)")
         return msg
 
+    async def direct_last(self, stream_get: str, subject: str, *, what: str) -> tuple[int, Msg] | None:
+        """The last message on ``subject`` by direct get (``stream_get``: the stream's
+        ``$JS.API.DIRECT.GET.<stream>``) with its sequence, ``None`` when the subject holds none.
+
+        Raises:
+            StoreError: the server answered with another status (named in the message).
+            StoreUnavailableError, AetherTimeoutError, PermissionDeniedError: as :meth:`request`.
+        """
+        msg = await self.request(stream_get, _encode_json({"last_by_subj": subject}), what=what)
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status == "404":
+            return None
+        if status is not None:
+            raise StoreError(f"{what}: {status} {headers.get('Description', '')}")
+        return int(headers["Nats-Sequence"]), msg
+
     async def request_many(self, subject: str, payload: bytes, *, timeout: float | None = None,
                            what: str = "request") -> list[Msg]:
         """Send a request whose reply is several messages ended by a status message.

@@ -172,15 +172,7 @@ class HistoryReader:
 
     # ---- small server reads -----------------------------------------------------------------
     async def _last_of(self, stream_get: str, subject: str) -> tuple[int, Msg] | None:
-        msg = await self._api.request(stream_get, _encode_json({"last_by_subj": subject}),
-                                      what=f"reading the last message of {subject!r}")
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status == "404":
-            return None
-        if status is not None:
-            raise StoreError(f"reading the last message of {subject!r}: {status} {headers.get('Description', '')}")
-        return int(headers["Nats-Sequence"]), msg
+        return await self._api.direct_last(stream_get, subject, what=f"reading the last message of {subject!r}")
 
     async def _index(self, stream_get: str, index_subject: str) -> tuple[int, SeqIndex | None]:
         """(sequence of the index message or 0, the decoded index or None); never raises for a

@@ -836,16 +836,11 @@ class JetStreamEventStore:
         if self._units:
             return await self._unit(actor_id).get_latest_snapshot(actor_id)
         subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
-        msg = await self._api.request(self._direct_get, _encode_json({"last_by_subj": subject}),
-                                      what=f"reading the snapshot of {actor_id!r}")
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status == "404":
+        found = await self._api.direct_last(self._direct_get, subject, what=f"reading the snapshot of {actor_id!r}")
+        if found is None:
             return None
-        if status is not None:
-            raise StoreError(f"reading the snapshot of {actor_id!r}: {status} {headers.get('Description', '')}")
-        record = decode_snapshot(msg.data, stream=self.stream, sequence=int(headers["Nats-Sequence"]),
-                                 actor_id=actor_id)
+        sequence, msg = found
+        record = decode_snapshot(msg.data, stream=self.stream, sequence=sequence, actor_id=actor_id)
         if record.sequence:
             if len(self._anchors) >= self.options.cache_size:
                 del self._anchors[next(iter(self._anchors))]
