@@ -33,7 +33,6 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from aether._nats import JsApi
 from aether.codec import encode_event
@@ -46,6 +45,7 @@ from aether.store.partitioning import partition_for, partition_stream_name
 from aether.store.placement import rebalance
 from aether.testing import NatsCluster, NatsServer
 from benchmarks._harness import Report, Timer
+from benchmarks.bench_projection import raw_consumer
 
 __all__ = ["run"]
 
@@ -298,27 +298,6 @@ async def _runner_rate(nc: Client, store: JetStreamEventStore, n: int, name: str
     return n / seconds
 
 
-async def _raw_rate(nc: Client, source: EventSource, n: int) -> float:
-    js = nc.jetstream()
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    count = 0
-
-    async def on_msg(msg: Msg) -> None:
-        nonlocal count
-        count += 1
-        if count == n and not done.done():
-            done.set_result(None)
-
-    started = time.perf_counter()
-    subs = [await js.subscribe(part.event_filter, stream=part.stream, cb=on_msg, ordered_consumer=True)
-            for part in source.parts]
-    await asyncio.wait_for(done, 300)
-    seconds = time.perf_counter() - started
-    for sub in subs:
-        await sub.unsubscribe()
-    return n / seconds
-
-
 async def bench_catch_up(report: Report, quick: bool) -> None:
     n = 20_000 if quick else 100_000
     rounds = 3 if quick else 5
@@ -330,14 +309,14 @@ async def bench_catch_up(report: Report, quick: bool) -> None:
             await _populate(six, n)
             await _populate(one, n)
             best = {"six": 0.0, "one": 0.0, "raw": 0.0}
-            await _raw_rate(nc, EventSource.of(six), n)  # warm-up
-            await _raw_rate(nc, EventSource.of(one), n)
+            await raw_consumer(nc, EventSource.of(six), n)  # warm-up
+            await raw_consumer(nc, EventSource.of(one), n)
             for i in range(rounds):
                 order = ("six", "one") if i % 2 == 0 else ("one", "six")
                 for side in order:
                     store = six if side == "six" else one
                     best[side] = max(best[side], await _runner_rate(nc, store, n, f"bench-{side}-{i}"))
-                best["raw"] = max(best["raw"], await _raw_rate(nc, EventSource.of(six), n))
+                best["raw"] = max(best["raw"], await raw_consumer(nc, EventSource.of(six), n))
         finally:
             await nc.close()
     report.add(GROUP, f"ProjectionRunner catch-up over 6 partitions vs one stream, {n:,} events",

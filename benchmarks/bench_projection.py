@@ -52,6 +52,7 @@ async def populate(store: JetStreamEventStore, events: int, actors: int = 1000) 
 
 
 async def raw_consumer(nc: Client, source: EventSource, n: int) -> float:
+    """Events per second plain nats-py ordered consumers deliver ``n`` events of ``source``."""
     js = nc.jetstream()
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     count = 0
@@ -63,10 +64,12 @@ async def raw_consumer(nc: Client, source: EventSource, n: int) -> float:
             done.set_result(None)
 
     started = time.perf_counter()
-    sub = await js.subscribe(source.event_filter, cb=on_msg, ordered_consumer=True)
+    subs = [await js.subscribe(part.event_filter, stream=part.stream, cb=on_msg, ordered_consumer=True)
+            for part in source.parts]  # one ordered consumer per partition stream
     await asyncio.wait_for(done, 300)
     seconds = time.perf_counter() - started
-    await sub.unsubscribe()
+    for sub in subs:
+        await sub.unsubscribe()
     return n / seconds
 
 
