@@ -23,6 +23,7 @@ from aether.cluster import ClusterClient
 from aether.errors import AetherError
 from aether.store import JetStreamEventStore
 from aether.testing import NatsCluster, wait_for
+from test_durability import _read_when_available
 
 pytestmark = pytest.mark.anyio
 
@@ -137,18 +138,6 @@ async def test_single_writer_while_nodes_are_killed_and_restarted(nc: Client, na
         acked = sum(len(v) for v in work.acked.values())
         assert acked >= 500 and total >= acked
         await store.aclose()
-
-
-async def _read_when_available(store: JetStreamEventStore, actor: str) -> list[Any]:
-    """The actor's history; an R3 read needs the stream leader, which may be mid-election."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return await store.get_events(actor)
-        except AetherError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
 
 
 async def _r3_store(nc: Client, name: str) -> JetStreamEventStore:

@@ -22,18 +22,15 @@ from aether.projection import (
     Projection,
     ProjectionOptions,
     ProjectionRunner,
-    RetryPolicy,
 )
 from aether.projection.checkpoint import checkpoint_key
 from aether.store import JetStreamEventStore
 from aether.testing import wait_for
-from test_projection import Balances
+from test_projection import FAST, Balances
 from test_projection_process import Worker, applied_total, read_model
 
 pytestmark = pytest.mark.anyio
 
-FAST = ProjectionOptions(checkpoint_every=100, checkpoint_interval=0.1, heartbeat=0.5,
-                         retry=RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05))
 
 
 async def make_store(nc: Any, name: str, partitions: int = 3) -> JetStreamEventStore:
