@@ -361,6 +361,17 @@ async def test_events_tail_timeout_ending_while_disconnected_exits_1(
     assert err.count("connection to NATS lost") == 1
 
 
+def _lose_and_restore(server: NatsServer, proc: Proc, err: Lines, who: str) -> None:
+    """Kill the server under ``proc``, see ``who`` report the loss and a reminder while it keeps
+    running, restart the server on the same port, see ``who`` report the connection back."""
+    server.kill_sync()
+    wait_for_sync(lambda: err.count(f"{who}: connection to NATS lost"), timeout=60)
+    wait_for_sync(lambda: err.count(f"{who}: still reconnecting to NATS"), timeout=60)
+    assert proc.proc.poll() is None
+    server.start_sync()
+    wait_for_sync(lambda: err.count(f"{who}: connection to NATS is back"), timeout=60)
+
+
 async def test_node_says_when_the_connection_is_lost_and_back(
         nats_server_factory: Callable[..., NatsServer], unique_name: str, procs: list[Proc]) -> None:
     server = nats_server_factory()
@@ -369,12 +380,7 @@ async def test_node_says_when_the_connection_is_lost_and_back(
     procs.append(node)
     out, err = Lines(node.proc.stdout), Lines(node.proc.stderr)
     wait_for_sync(lambda: any('"ready"' in line for line in out.lines), timeout=90)
-    server.kill_sync()
-    wait_for_sync(lambda: err.count("node n1: connection to NATS lost"), timeout=60)
-    wait_for_sync(lambda: err.count("node n1: still reconnecting to NATS"), timeout=60)
-    assert node.proc.poll() is None
-    server.start_sync()
-    wait_for_sync(lambda: err.count("node n1: connection to NATS is back"), timeout=60)
+    _lose_and_restore(server, node, err, "node n1")
     assert node.stop() == 0  # SIGTERM
     assert any('"stopped"' in line for line in out.lines)
     assert err.count("connection to NATS lost") == 1 and err.count("connection to NATS is back") == 1
@@ -389,12 +395,7 @@ async def test_dashboard_says_when_the_connection_is_lost_and_back(
     procs.append(dash)
     out, err = Lines(dash.proc.stdout), Lines(dash.proc.stderr)
     wait_for_sync(lambda: any("aether dashboard of cluster" in line for line in out.lines), timeout=90)
-    server.kill_sync()
-    wait_for_sync(lambda: err.count("dashboard: connection to NATS lost"), timeout=60)
-    wait_for_sync(lambda: err.count("dashboard: still reconnecting to NATS"), timeout=60)
-    assert dash.proc.poll() is None
-    server.start_sync()
-    wait_for_sync(lambda: err.count("dashboard: connection to NATS is back"), timeout=60)
+    _lose_and_restore(server, dash, err, "dashboard")
     assert dash.stop() == 0  # SIGTERM
     assert err.count("connection to NATS lost") == 1 and err.count("connection to NATS is back") == 1
 

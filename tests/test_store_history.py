@@ -14,13 +14,14 @@ from aether import ActorSnapshot, Event
 from aether._nats import Inbox
 from aether.codec import encode_event
 from aether.connect import connect
-from aether.errors import AetherError, CorruptEventError, StoreError
+from aether.errors import CorruptEventError, StoreError
 from aether.names import encode_token, stream_name
 from aether.permissions import authorization_config, store_permissions
 from aether.store import JetStreamEventStore
 from aether.store._history import CHAIN_MAX, COUNT_MIN_WINDOW, DENSE_SPACING
 from aether.store._seqindex import SeqIndex, decode_index, encode_index
 from aether.testing import NatsCluster, NatsServer, wait_for
+from test_store_cluster import _create
 
 pytestmark = pytest.mark.anyio
 _json = msgspec.json.encode
@@ -317,21 +318,12 @@ async def test_stream_that_refuses_rollups_is_read_without_index(nc: Any, unique
         assert reader.history_stats.index_writes == 0 and reader.history_stats.events_by_sequence == 0
 
 
-async def _r3_store(nc: Any, name: str) -> JetStreamEventStore:
-    for _ in range(100):
-        try:
-            return await JetStreamEventStore.create(nc, name, replicas=3, timeout=2.0)
-        except AetherError:
-            await asyncio.sleep(0.2)
-    raise AssertionError("could not create an R3 stream")
-
-
 async def test_r3_reads_through_the_index_from_every_server(
         nats_cluster_factory: Callable[..., NatsCluster]) -> None:
     cluster = nats_cluster_factory(3)
     conns = [await nats.connect(servers=[url]) for url in cluster.urls]
     try:
-        writer = await _r3_store(conns[0], "R3H")
+        writer = await _create(conns[0], "R3H")
         for v in range(1, 31):
             await writer.save_event(Event("E", "acc", v))
             await writer.save_event(Event("E", f"other-{v % 4}", v // 4 + 1)) if v % 4 else None
@@ -340,7 +332,7 @@ async def test_r3_reads_through_the_index_from_every_server(
 
         async def all_replicas_agree() -> bool:
             for nc in conns:
-                reader = await _r3_store(nc, "R3H")
+                reader = await _create(nc, "R3H")
                 if [e.version for e in await reader.get_events("acc")] != list(range(1, 31)):
                     return False
             return True
@@ -348,7 +340,7 @@ async def test_r3_reads_through_the_index_from_every_server(
         await wait_for(all_replicas_agree, timeout=30)
         # every server answers a read through the index; a read right after a write sees it
         for i, nc in enumerate(conns):
-            store = await _r3_store(nc, "R3H")
+            store = await _create(nc, "R3H")
             await store.save_event(Event("E", "acc", 31 + i))
             versions = [e.version for e in await store.get_events("acc")]
             assert versions == list(range(1, 32 + i)), (i, versions[-3:])
