@@ -37,7 +37,7 @@ from typing import Any, TypedDict, Unpack
 import nats.errors
 from nats.aio.client import Client
 
-from aether._nats import compose_error_callback
+from aether._nats import ErrorCallback, compose_error_callback
 from aether._tasks import cancel_and_wait
 from aether.errors import InvalidInputError, NatsConnectionError, PermissionDeniedError
 
@@ -52,7 +52,6 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 log = logging.getLogger("aether.connect")
 
 Callback = Callable[[], Awaitable[None]]
-ErrorCallback = Callable[[Exception], Awaitable[None]]
 
 
 class ConnectCallbacks(TypedDict, total=False):
