@@ -37,7 +37,8 @@ from typing import Any, TypedDict, Unpack
 import nats.errors
 from nats.aio.client import Client
 
-from aether._nats import compose_error_callback
+from aether._nats import ErrorCallback, compose_error_callback
+from aether._tasks import cancel_and_wait
 from aether.errors import InvalidInputError, NatsConnectionError, PermissionDeniedError
 
 __all__ = ["DEFAULT_URL", "ENV_URL", "ConnectCallbacks", "ConnectOptions", "check_url", "close", "connect",
@@ -51,7 +52,6 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 log = logging.getLogger("aether.connect")
 
 Callback = Callable[[], Awaitable[None]]
-ErrorCallback = Callable[[Exception], Awaitable[None]]
 
 
 class ConnectCallbacks(TypedDict, total=False):
@@ -288,10 +288,7 @@ async def connect(url: str | Sequence[str] | None = None, *, user: str | None = 
     if task in done:
         failure = task.exception()
     else:
-        task.cancel()
-        await asyncio.wait({task})  # its own CancelledError stays in it; the caller's propagates
-        if not task.cancelled():
-            task.exception()  # retrieved
+        await cancel_and_wait(task)  # its own CancelledError stays in it; the caller's propagates
     with contextlib.suppress(Exception):
         await close(nc)
     if failure is None and last_error:

@@ -8,22 +8,18 @@ with :func:`watch_permission_denials`. Never installed by replacing a nats-py pr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
-
-from aether.errors import PermissionDeniedError
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from .errors import parse_permission_denial
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-__all__ = ["DenialListener", "ErrorCallback", "compose_error_callback", "refused_or", "watch_permission_denials"]
+__all__ = ["DenialListener", "ErrorCallback", "compose_error_callback", "watch_permission_denials"]
 
-T = TypeVar("T")
 _log = logging.getLogger("aether.nats")
 _unattached_logged: list[bool] = []  # the "not connected through aether.connect" note is logged once
 
@@ -48,46 +44,6 @@ def watch_permission_denials(nc: Client, listener: DenialListener) -> None:
     is not noticed. Connect with :func:`aether.connect.connect` to keep the immediate errors.
     """
     PermissionWatch.of(nc).apis.add(listener)
-
-
-class _DenialGuard:
-    __slots__ = ("__weakref__", "future", "match")
-
-    def __init__(self, match: Callable[[str], bool]) -> None:
-        self.match = match
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def _denied(self, kind: str, subject: str, text: str) -> None:
-        if not self.future.done() and self.match(subject.lower()):
-            self.future.set_exception(PermissionDeniedError(f"the NATS server refused: {text}"))
-
-
-async def refused_or(nc: Client, call: Awaitable[T], match: Callable[[str], bool]) -> T:
-    """Await ``call`` (a nats-py request, which would only time out on a refusal), but raise
-    :class:`PermissionDeniedError` at once if meanwhile the server reports a permission violation
-    on a subject for which ``match(lower-cased subject)`` is true."""
-    guard = _DenialGuard(match)
-    watch = PermissionWatch.of(nc)
-    watch.apis.add(guard)
-    task = asyncio.ensure_future(call)
-    try:
-        waiting: set[asyncio.Future[Any]] = {task, guard.future}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        task.cancel()
-        await asyncio.wait({task})  # its own CancelledError stays in it; ours propagates
-        if not task.cancelled():
-            task.exception()  # retrieved
-        raise cast(BaseException, guard.future.exception())
-    finally:
-        watch.apis.discard(guard)
-        if not task.done():  # we were cancelled
-            task.cancel()
-        if guard.future.done():
-            guard.future.exception()  # retrieved: no "exception never retrieved" log
-        else:
-            guard.future.cancel()
 
 
 class PermissionWatch:

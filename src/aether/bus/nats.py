@@ -427,8 +427,7 @@ class NATSEventBus(BusBase):
                     payloads.append(payload)
                 else:
                     self._add(batch, payload, trace)
-                seq = route.seq + 1
-                route.seq = seq
+                route.seq += 1
                 route.published += 1
                 subs = route.subs
                 if subs:

@@ -40,7 +40,6 @@ import struct
 
 import msgspec
 
-from aether.codec import EVENT_FORMAT_V1
 from aether.errors import CorruptEventError, InvalidInputError, InvalidNameError
 from aether.event import Event
 from aether.names import encode_token, validate_namespace, validate_subject_prefix
@@ -55,7 +54,6 @@ __all__ = [
     "MAGIC_TRACED_BATCH",
     "SINGLE",
     "TRACED_BATCH",
-    "batchable",
     "context_size",
     "decode_batch",
     "pack_batch",
@@ -89,11 +87,6 @@ _decode_traced = msgspec.msgpack.Decoder(tuple[list[Event], list[dict[str, str]]
 _MSGSPEC_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
-def batchable(payload: bytes) -> bool:
-    """Whether codec bytes can travel in a batch (format 1; later formats travel alone)."""
-    return payload.startswith(EVENT_FORMAT_V1)
-
-
 def context_size(context: dict[str, str]) -> int:
     """An upper bound of the bytes a trace context adds to a traced batch."""
     return sum(len(k) + len(v) for k, v in context.items()) * 2 + 8
@@ -108,7 +101,7 @@ def _array_header(n: int) -> bytes:
 
 
 def pack_batch(node: bytes, first: int, payloads: list[bytes], contexts: list[dict[str, str]] | None) -> bytes:
-    """A v2 message: the events (codec format-1 bytes, see :func:`batchable`) with sequences from ``first``.
+    """A v2 message: the events (codec format-1 bytes only: later formats travel alone) with sequences from ``first``.
 
     ``contexts`` (one trace-context map per event, empty when none) makes it a traced batch.
     """
