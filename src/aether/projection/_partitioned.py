@@ -34,7 +34,7 @@ from aether.projection.errors import ProjectionError
 from aether.projection.observer import ProjectionObserver
 from aether.projection.options import ProjectionOptions
 from aether.projection.projection import Projection
-from aether.projection.runner import ProjectionRunner, ProjectionStats, _Target
+from aether.projection.runner import _NEVER, ProjectionRunner, ProjectionStats, _Target
 from aether.projection.source import EventSource
 from aether.store.jetstream import JetStreamEventStore
 
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["PartitionRunner", "PartitionedRunner"]
 
 log = logging.getLogger("aether.projection")
-
-_NEVER = 1 << 62
 
 
 class _PartitionObserver:
