@@ -199,13 +199,14 @@ class Router:
         self._origin = origin
         self._local_node = local_node
         self._local = local
-        self._subjects: dict[str, str] = {}
+        self._subjects: dict[str, tuple[str, str]] = {}  # node id -> (its rpc subject, what sending there is)
 
-    def _subject(self, node_id: str) -> str:
-        subject = self._subjects.get(node_id)
-        if subject is None:
-            subject = self._subjects[node_id] = node_subject(self._prefix, self._cluster, node_id, "rpc")
-        return subject
+    def _subject(self, node_id: str) -> tuple[str, str]:
+        entry = self._subjects.get(node_id)
+        if entry is None:
+            subject = node_subject(self._prefix, self._cluster, node_id, "rpc")
+            entry = self._subjects[node_id] = (subject, f"sending a request to {subject!r}")
+        return entry
 
     async def _pause(self, seconds: float) -> None:
         """Wait for the next map change, at most ``seconds``."""
@@ -275,9 +276,8 @@ class Router:
         """One attempt; ``None`` when there was no usable answer (no responders, owner gone, timeout)."""
         loop = asyncio.get_running_loop()
         try:
-            subject = self._subject(owner)
-            token, future = await self._api.send(subject, encode(req), headers=_tracing.headers(),
-                                                 what=f"sending a request to {subject!r}")
+            subject, what = self._subject(owner)
+            token, future = await self._api.send(subject, encode(req), headers=_tracing.headers(), what=what)
         except AetherError as exc:
             logger.debug("request to %s failed to send: %s", owner, exc)
             await self._pause(min(0.05, max(0.0, deadline - loop.time())))

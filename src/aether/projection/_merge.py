@@ -71,7 +71,7 @@ class Merged:
             except Exception as exc:
                 await put((index, exc))
                 return
-            await put((index, StoredEvent(item.event, item.position, index)))
+            await put((index, item))  # the child names its partition already
 
     async def next(self) -> StoredEvent | None:
         """The next event (``None``: closed)."""

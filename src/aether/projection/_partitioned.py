@@ -34,7 +34,7 @@ from aether.projection.errors import ProjectionError
 from aether.projection.observer import ProjectionObserver
 from aether.projection.options import ProjectionOptions
 from aether.projection.projection import Projection
-from aether.projection.runner import ProjectionRunner, ProjectionStats, _Target
+from aether.projection.runner import _NEVER, ProjectionRunner, ProjectionStats, _Target
 from aether.projection.source import EventSource
 from aether.store.jetstream import JetStreamEventStore
 
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["PartitionRunner", "PartitionedRunner"]
 
 log = logging.getLogger("aether.projection")
-
-_NEVER = 1 << 62
 
 
 class _PartitionObserver:
@@ -82,6 +80,7 @@ class PartitionedRunner(ProjectionRunner):
                  node_id: str | None = None) -> None:
         super().__init__(nc, projection, source, options=options, observer=observer, node_id=node_id)
         count = self.source.partitions
+        self._parts = self.source.parts  # one single-stream source per partition (built once)
         self._children: list[PartitionRunner] | None = None
         self._positions = [0] * count
         self._saved_positions: tuple[int, ...] | None = None
@@ -185,7 +184,7 @@ class PartitionedRunner(ProjectionRunner):
         api = self._api
         assert api is not None
         heads = tuple(await asyncio.gather(*(head_sequence(api, part.stream, part.event_filter)
-                                             for part in self.source.parts)))
+                                             for part in self._parts)))
         await self.wait_until(heads, timeout)
         return sum(heads)
 
@@ -310,7 +309,7 @@ class PartitionRunner(ProjectionRunner):
     it starts where the parent says, saves through the parent and shares its dead-letter stream."""
 
     def __init__(self, parent: PartitionedRunner, index: int, start_after: int) -> None:
-        super().__init__(parent._nc, parent.projection, parent.source.parts[index], options=parent.options,
+        super().__init__(parent._nc, parent.projection, parent._parts[index], options=parent.options,
                          observer=_PartitionObserver(parent._observer))
         self._parent = parent
         self._index = index

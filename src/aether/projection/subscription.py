@@ -62,11 +62,14 @@ class CatchUpSubscription(StartsAndCloses):
                  timeout: float = 5.0) -> None:
         check_client(nc, "CatchUpSubscription")
         self._merged: Merged | None = None
+        self._partition = 0  # the partition this subscription reads (set by a merging parent)
         if source.partitions > 1:
             positions = partition_positions(after, source.partitions)
             children = [CatchUpSubscription(nc, part, after=start, event_types=event_types, actor_prefix=actor_prefix,
                                             heartbeat=heartbeat, timeout=timeout)
                         for part, start in zip(source.parts, positions, strict=True)]
+            for index, child in enumerate(children):
+                child._partition = index
             self._merged = Merged(children, positions)
             after = 0
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
@@ -177,6 +180,7 @@ class CatchUpSubscription(StartsAndCloses):
         subject_filter = self._subject_filter
         stream = self.source.stream
         prefix_len = self._prefix_len
+        partition = self._partition
         while True:
             if self._closed:
                 raise StopAsyncIteration
@@ -193,7 +197,7 @@ class CatchUpSubscription(StartsAndCloses):
             event = decode_stored(msg.data, subject, seq, stream, prefix_len)
             if types is not None and event.event_type not in types:
                 continue
-            return StoredEvent(event, seq)
+            return StoredEvent(event, seq, partition)
 
     def close(self) -> None:
         """End the iteration (synchronous, idempotent); server-side cleanup runs in the background."""

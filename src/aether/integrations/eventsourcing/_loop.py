@@ -15,9 +15,7 @@ from eventsourcing.persistence import PersistenceError
 
 from aether.errors import (
     AetherError,
-    AetherTimeoutError,
     InvalidInputError,
-    NatsConnectionError,
     PermissionDeniedError,
 )
 from aether.integrations.eventsourcing.errors import (
@@ -39,9 +37,7 @@ def translate(exc: AetherError) -> Exception:
         return JetStreamProgrammingError(str(exc))
     if isinstance(exc, InvalidInputError):
         return JetStreamDataError(str(exc))
-    if isinstance(exc, NatsConnectionError | AetherTimeoutError):
-        return JetStreamOperationalError(str(exc))
-    return JetStreamOperationalError(str(exc))
+    return JetStreamOperationalError(str(exc))  # connection trouble, timeouts, server failures
 
 
 class LoopThread:

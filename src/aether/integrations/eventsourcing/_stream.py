@@ -478,14 +478,8 @@ class StreamStore:
         if self.replicated:
             message = await leader_get(self.api, self.stream, {"last_by_subj": subject}, what=what)
             return None if message is None else (message.seq, self._event_record(message.data, subject))
-        msg = await self.api.request(self._direct, _encode_json({"last_by_subj": subject}), what=what)
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status == "404":
-            return None
-        if status is not None:
-            raise JetStreamOperationalError(f"{what}: direct get failed: {status}")
-        return int(headers.get("Nats-Sequence", "0")), self._event_record(msg.data, subject)
+        last = await self.api.direct_last(self._direct, subject, what=what)  # StoreError: translated by the loop
+        return None if last is None else (last[0], self._event_record(last[1].data, subject))
 
     async def select_events(self, originator_id: UUID | str, *, gt: int | None, lte: int | None, desc: bool,
                             limit: int | None) -> list[StoredEvent]:
