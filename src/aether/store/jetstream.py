@@ -516,12 +516,15 @@ class JetStreamEventStore:
             CorruptEventError: the actor's last stored message is not an Aether event.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
-        if self._units:
-            check_event(event)
-            await _untraced(JetStreamEventStore.save_event)(self._unit(event.actor_id), event)
-            return
-        started = time.perf_counter()
         check_event(event)
+        if self._units:
+            await self._unit(event.actor_id)._append(event)  # checked once, here
+            return
+        await self._append(event)
+
+    async def _append(self, event: Event) -> None:
+        """:meth:`save_event` on this (single-stream) store, ``event`` already checked."""
+        started = time.perf_counter()
         payload = encode_within(event, self._max_event_size)  # bad input fails before any I/O
         actor_id = event.actor_id
         version = event.version
@@ -613,8 +616,12 @@ class JetStreamEventStore:
         """
         check_batch(events)
         if self._units:
-            await _untraced(JetStreamEventStore.save_events)(self._unit(events[0].actor_id), events)
+            await self._unit(events[0].actor_id)._append_batch(events)  # checked once, here
             return
+        await self._append_batch(events)
+
+    async def _append_batch(self, events: Sequence[Event]) -> None:
+        """:meth:`save_events` on this (single-stream) store, ``events`` already checked."""
         if len(events) == 1:
             await self.save_event(events[0])
             return
