@@ -800,7 +800,7 @@ class JetStreamEventStore:
             await self._unit(snapshot.actor_id).save_snapshot(snapshot)
             return
         actor_id = snapshot.actor_id
-        subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
+        subject = self._snapshot_prefix + encode_token(actor_id)  # checked above
         entry = self._cache.get(actor_id)
         seq = entry.seq if entry is not None and entry.version == snapshot.version else 0
         payload = encode_snapshot(snapshot, seq)
@@ -842,7 +842,7 @@ class JetStreamEventStore:
         check_actor_id(actor_id)
         if self._units:
             return await self._unit(actor_id).get_latest_snapshot(actor_id)
-        subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
+        subject = self._snapshot_prefix + encode_token(actor_id)  # checked above
         found = await self._api.direct_last(self._direct_get, subject, what=f"reading the snapshot of {actor_id!r}")
         if found is None:
             return None
