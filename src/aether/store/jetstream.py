@@ -51,7 +51,7 @@ from aether.errors import (
 )
 from aether.event import ActorSnapshot, Event
 from aether.names import decode_token, encode_token, stream_name, validate_actor_id
-from aether.store._history import HistoryReader, HistoryStats, ReadPosition
+from aether.store._history import HistoryReader, HistoryStats, ReadPosition, decode_actor_event
 from aether.store._trace import trace_from_env
 from aether.store._validation import (
     check_actor_id,
@@ -435,11 +435,7 @@ class JetStreamEventStore:
         return latest
 
     def _decode(self, data: bytes, actor_id: str, seq: int) -> Event:
-        event = decode_event(data, stream=self.stream, sequence=seq, actor_id=actor_id)
-        if event.actor_id != actor_id:
-            raise CorruptEventError(f"message belongs to actor {event.actor_id!r}", actor_id=actor_id,
-                                    stream=self.stream, sequence=seq)
-        return event
+        return decode_actor_event(data, actor_id, self.stream, seq)
 
     async def _event_after(self, actor_id: str, subject: str, seq: int) -> Event | None:
         """The actor's first event stored after stream sequence ``seq`` (asked of the leader)."""
