@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -78,13 +78,6 @@ if TYPE_CHECKING:
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 
 _log = logging.getLogger("aether.store")
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _untraced(method: _F) -> _F:
-    """``method`` without its tracing wrapper: a partitioned store's call is one span (its own),
-    not a second one around the partition store's call."""
-    return cast(_F, getattr(method, "__wrapped__", method))
 
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
@@ -699,11 +692,8 @@ class JetStreamEventStore:
         """
         check_actor_id(actor_id)
         check_from_version(from_version)
-        if self._units:
-            async for event in self._unit(actor_id).iter_events(actor_id, from_version):
-                yield event
-            return
-        async for page in self._pages(actor_id, from_version):
+        store = self._unit(actor_id) if self._units else self  # a partition store reads, unchecked
+        async for page in store._pages(actor_id, from_version):
             for event in page:
                 yield event
 
@@ -758,11 +748,10 @@ class JetStreamEventStore:
         """
         check_actor_id(actor_id)
         check_from_version(from_version)
-        if self._units:
-            return await _untraced(JetStreamEventStore.get_events)(self._unit(actor_id), actor_id, from_version)
+        store = self._unit(actor_id) if self._units else self  # a partition store reads, unchecked
         started = time.perf_counter()
         events: list[Event] = []
-        async for page in self._pages(actor_id, from_version):
+        async for page in store._pages(actor_id, from_version):
             events.extend(page)
         if self._observer is not None:
             self._observer.on_read(self._ns_label, len(events), time.perf_counter() - started)
@@ -778,9 +767,8 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         check_actor_id(actor_id)
-        if self._units:
-            return await _untraced(JetStreamEventStore.get_latest_version)(self._unit(actor_id), actor_id)
-        latest = await self._fetch_latest(actor_id, self._subject(actor_id))
+        store = self._unit(actor_id) if self._units else self  # a partition store reads, unchecked
+        latest = await store._fetch_latest(actor_id, store._subject(actor_id))
         return latest.version
 
     # ---- SnapshotStore ------------------------------------------------------------------
