@@ -72,14 +72,8 @@ def partition_for(actor_id: str, partitions: int) -> int:
     validate_partitions(partitions)
     if partitions == 1:
         return 0
-    try:
-        raw = actor_id.encode("utf-8")
-    except UnicodeEncodeError:
-        from aether.names import encode_token
-
-        encode_token(actor_id)  # raises the InvalidNameError naming the rule
-        raise
-    return int.from_bytes(blake2b(raw, digest_size=8).digest(), "little") % partitions
+    # validate_actor_id refused lone surrogates: the id encodes as UTF-8
+    return int.from_bytes(blake2b(actor_id.encode("utf-8"), digest_size=8).digest(), "little") % partitions
 
 
 def partition_stream_name(stream: str, partition: int) -> str:
