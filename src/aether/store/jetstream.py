@@ -68,6 +68,7 @@ from aether.store.partitioning import (
     PARTITION_METADATA_KEY,
     PARTITIONS_METADATA_KEY,
     partition_for,
+    partition_index,
     partition_stream_name,
 )
 from aether.store.placement import PartitionPlacement, current_placement, rebalance
@@ -368,7 +369,8 @@ class JetStreamEventStore:
         return partition_for(actor_id, self.partitions)
 
     def _unit(self, actor_id: str) -> JetStreamEventStore:
-        return self._units[partition_for(actor_id, self.partitions)]
+        """The partition store of ``actor_id`` (every caller has checked the id)."""
+        return self._units[partition_index(actor_id, self.partitions)]
 
     # ---- helpers ------------------------------------------------------------------------
     def _note(self, kind: str, **fields: Any) -> None:
