@@ -44,7 +44,7 @@ from aether.store._seqindex import SeqIndex, decode_index, encode_index
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-__all__ = ["DENSE_SPACING", "HistoryReader", "HistoryStats", "ReadPosition", "sequence_at"]
+__all__ = ["DENSE_SPACING", "HistoryReader", "HistoryStats", "ReadPosition", "decode_actor_event", "sequence_at"]
 
 # bytes per scan page: with the next page prefetched, at most ~2 pages are on their way to the
 # client, far below the server's per-client max_pending (64 MiB)
@@ -74,6 +74,19 @@ def _predecessor(seq: int, headers: dict[str, str]) -> int:
     atomic batch) follows its predecessor directly."""
     expected = headers.get("Nats-Expected-Last-Subject-Sequence")
     return int(expected) if expected is not None and expected.isdigit() else seq - 1
+
+
+def decode_actor_event(data: bytes, actor_id: str, stream: str, seq: int | None) -> Event:
+    """The event in ``data``, which must belong to ``actor_id``.
+
+    Raises:
+        CorruptEventError: not an Aether event, or another actor's.
+    """
+    event = decode_event(data, stream=stream, sequence=seq, actor_id=actor_id)
+    if event.actor_id != actor_id:
+        raise CorruptEventError(f"message belongs to actor {event.actor_id!r}", actor_id=actor_id,
+                                stream=stream, sequence=seq)
+    return event
 
 
 def _dense(seqs: list[int]) -> bool:
@@ -284,7 +297,7 @@ class HistoryReader:
         if latest is None:
             return
         last_seq, last_msg = latest
-        last = self._decode(last_msg.data, actor_id, stream, last_seq)
+        last = decode_actor_event(last_msg.data, actor_id, stream, last_seq)
         top = last.version
         if want >= top:
             position.advance(top, last_seq)
@@ -414,13 +427,6 @@ class HistoryReader:
                 return None
             event, seq = found, prev
             chain.append((event, seq))
-
-    def _decode(self, data: bytes, actor_id: str, stream: str, seq: int | None) -> Event:
-        event = decode_event(data, stream=stream, sequence=seq, actor_id=actor_id)
-        if event.actor_id != actor_id:
-            raise CorruptEventError(f"message belongs to actor {event.actor_id!r}", actor_id=actor_id,
-                                    stream=stream, sequence=seq)
-        return event
 
     async def _by_sequence(self, stream: str, stream_get: str, actor_id: str, subject: str, seqs: list[int],
                            want: int, top: int, last: Event, last_seq: int, what: str,
@@ -562,7 +568,7 @@ class HistoryReader:
                                  f"last version is {top}: {exc.description}") from exc
             message = reply.get("message") or {}
             seq = int(message.get("seq", 0))
-            event = self._decode(base64.b64decode(message.get("data") or ""), actor_id, stream, seq)
+            event = decode_actor_event(base64.b64decode(message.get("data") or ""), actor_id, stream, seq)
             if position.version and event.version != position.version + 1:
                 raise StoreError(f"{what}: version {event.version} follows version {position.version}: "
                                  "the history read has a gap (messages lost or deleted)")

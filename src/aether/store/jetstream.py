@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -51,7 +51,7 @@ from aether.errors import (
 )
 from aether.event import ActorSnapshot, Event
 from aether.names import decode_token, encode_token, stream_name, validate_actor_id
-from aether.store._history import HistoryReader, HistoryStats, ReadPosition
+from aether.store._history import HistoryReader, HistoryStats, ReadPosition, decode_actor_event
 from aether.store._trace import trace_from_env
 from aether.store._validation import (
     check_actor_id,
@@ -68,6 +68,7 @@ from aether.store.partitioning import (
     PARTITION_METADATA_KEY,
     PARTITIONS_METADATA_KEY,
     partition_for,
+    partition_index,
     partition_stream_name,
 )
 from aether.store.placement import PartitionPlacement, current_placement, rebalance
@@ -78,13 +79,6 @@ if TYPE_CHECKING:
 __all__ = ["JetStreamEventStore", "JetStreamOptions"]
 
 _log = logging.getLogger("aether.store")
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _untraced(method: _F) -> _F:
-    """``method`` without its tracing wrapper: a partitioned store's call is one span (its own),
-    not a second one around the partition store's call."""
-    return cast(_F, getattr(method, "__wrapped__", method))
 
 _NS = 1_000_000_000
 _HEADER_ALLOWANCE = 512  # room kept below max_payload for the headers Aether adds
@@ -375,7 +369,8 @@ class JetStreamEventStore:
         return partition_for(actor_id, self.partitions)
 
     def _unit(self, actor_id: str) -> JetStreamEventStore:
-        return self._units[partition_for(actor_id, self.partitions)]
+        """The partition store of ``actor_id`` (every caller has checked the id)."""
+        return self._units[partition_index(actor_id, self.partitions)]
 
     # ---- helpers ------------------------------------------------------------------------
     def _note(self, kind: str, **fields: Any) -> None:
@@ -435,11 +430,7 @@ class JetStreamEventStore:
         return latest
 
     def _decode(self, data: bytes, actor_id: str, seq: int) -> Event:
-        event = decode_event(data, stream=self.stream, sequence=seq, actor_id=actor_id)
-        if event.actor_id != actor_id:
-            raise CorruptEventError(f"message belongs to actor {event.actor_id!r}", actor_id=actor_id,
-                                    stream=self.stream, sequence=seq)
-        return event
+        return decode_actor_event(data, actor_id, self.stream, seq)
 
     async def _event_after(self, actor_id: str, subject: str, seq: int) -> Event | None:
         """The actor's first event stored after stream sequence ``seq`` (asked of the leader)."""
@@ -516,12 +507,15 @@ class JetStreamEventStore:
             CorruptEventError: the actor's last stored message is not an Aether event.
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
-        if self._units:
-            check_event(event)
-            await _untraced(JetStreamEventStore.save_event)(self._unit(event.actor_id), event)
-            return
-        started = time.perf_counter()
         check_event(event)
+        if self._units:
+            await self._unit(event.actor_id)._append(event)  # checked once, here
+            return
+        await self._append(event)
+
+    async def _append(self, event: Event) -> None:
+        """:meth:`save_event` on this (single-stream) store, ``event`` already checked."""
+        started = time.perf_counter()
         payload = encode_within(event, self._max_event_size)  # bad input fails before any I/O
         actor_id = event.actor_id
         version = event.version
@@ -613,8 +607,12 @@ class JetStreamEventStore:
         """
         check_batch(events)
         if self._units:
-            await _untraced(JetStreamEventStore.save_events)(self._unit(events[0].actor_id), events)
+            await self._unit(events[0].actor_id)._append_batch(events)  # checked once, here
             return
+        await self._append_batch(events)
+
+    async def _append_batch(self, events: Sequence[Event]) -> None:
+        """:meth:`save_events` on this (single-stream) store, ``events`` already checked."""
         if len(events) == 1:
             await self.save_event(events[0])
             return
@@ -696,11 +694,8 @@ class JetStreamEventStore:
         """
         check_actor_id(actor_id)
         check_from_version(from_version)
-        if self._units:
-            async for event in self._unit(actor_id).iter_events(actor_id, from_version):
-                yield event
-            return
-        async for page in self._pages(actor_id, from_version):
+        store = self._unit(actor_id) if self._units else self  # a partition store reads, unchecked
+        async for page in store._pages(actor_id, from_version):
             for event in page:
                 yield event
 
@@ -755,11 +750,10 @@ class JetStreamEventStore:
         """
         check_actor_id(actor_id)
         check_from_version(from_version)
-        if self._units:
-            return await _untraced(JetStreamEventStore.get_events)(self._unit(actor_id), actor_id, from_version)
+        store = self._unit(actor_id) if self._units else self  # a partition store reads, unchecked
         started = time.perf_counter()
         events: list[Event] = []
-        async for page in self._pages(actor_id, from_version):
+        async for page in store._pages(actor_id, from_version):
             events.extend(page)
         if self._observer is not None:
             self._observer.on_read(self._ns_label, len(events), time.perf_counter() - started)
@@ -775,9 +769,8 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         check_actor_id(actor_id)
-        if self._units:
-            return await _untraced(JetStreamEventStore.get_latest_version)(self._unit(actor_id), actor_id)
-        latest = await self._fetch_latest(actor_id, self._subject(actor_id))
+        store = self._unit(actor_id) if self._units else self  # a partition store reads, unchecked
+        latest = await store._fetch_latest(actor_id, store._subject(actor_id))
         return latest.version
 
     # ---- SnapshotStore ------------------------------------------------------------------
@@ -793,7 +786,7 @@ class JetStreamEventStore:
             await self._unit(snapshot.actor_id).save_snapshot(snapshot)
             return
         actor_id = snapshot.actor_id
-        subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
+        subject = self._snapshot_prefix + encode_token(actor_id)  # checked above
         entry = self._cache.get(actor_id)
         seq = entry.seq if entry is not None and entry.version == snapshot.version else 0
         payload = encode_snapshot(snapshot, seq)
@@ -835,7 +828,7 @@ class JetStreamEventStore:
         check_actor_id(actor_id)
         if self._units:
             return await self._unit(actor_id).get_latest_snapshot(actor_id)
-        subject = self._snapshot_prefix + encode_token(validate_actor_id(actor_id))
+        subject = self._snapshot_prefix + encode_token(actor_id)  # checked above
         found = await self._api.direct_last(self._direct_get, subject, what=f"reading the snapshot of {actor_id!r}")
         if found is None:
             return None

@@ -33,6 +33,7 @@ __all__ = [
     "PARTITIONS_METADATA_KEY",
     "PARTITION_METADATA_KEY",
     "partition_for",
+    "partition_index",
     "partition_stream_name",
     "parse_partition_stream_name",
     "validate_partitions",
@@ -70,16 +71,15 @@ def partition_for(actor_id: str, partitions: int) -> int:
     """
     validate_actor_id(actor_id)
     validate_partitions(partitions)
+    return partition_index(actor_id, partitions)
+
+
+def partition_index(actor_id: str, partitions: int) -> int:
+    """:func:`partition_for` without its checks, for a caller that has checked both arguments (the
+    store routes every call after checking its input; a lone surrogate would raise UnicodeEncodeError)."""
     if partitions == 1:
         return 0
-    try:
-        raw = actor_id.encode("utf-8")
-    except UnicodeEncodeError:
-        from aether.names import encode_token
-
-        encode_token(actor_id)  # raises the InvalidNameError naming the rule
-        raise
-    return int.from_bytes(blake2b(raw, digest_size=8).digest(), "little") % partitions
+    return int.from_bytes(blake2b(actor_id.encode("utf-8"), digest_size=8).digest(), "little") % partitions
 
 
 def partition_stream_name(stream: str, partition: int) -> str:
