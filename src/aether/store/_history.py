@@ -27,7 +27,6 @@ has verified.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator
 from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from aether._nats import JetStreamApiError, JsApi
+from aether._nats.leader import leader_next
 from aether._tasks import cancel_and_wait
 from aether.codec import decode_event
 from aether.errors import AetherError, CorruptEventError, PermissionDeniedError, StoreError
@@ -560,15 +560,15 @@ class HistoryReader:
                            what: str) -> AsyncIterator[tuple[Event, int]]:
         """Events after ``position`` up to version ``top``, one by one from the stream leader."""
         while position.version < top:
-            try:
-                reply = await self._api.api(f"STREAM.MSG.GET.{stream}",
-                                            {"seq": position.seq + 1, "next_by_subj": subject})
+            ends = f"{what}: the history ends at version {position.version} but the actor's last version is {top}"
+            try:  # waits through a leader election within the timeout, as the leader's last version did
+                message = await leader_next(self._api, stream, subject, position.seq, what=what)
             except JetStreamApiError as exc:
-                raise StoreError(f"{what}: the history ends at version {position.version} but the actor's "
-                                 f"last version is {top}: {exc.description}") from exc
-            message = reply.get("message") or {}
-            seq = int(message.get("seq", 0))
-            event = decode_actor_event(base64.b64decode(message.get("data") or ""), actor_id, stream, seq)
+                raise StoreError(f"{ends}: {exc.description}") from exc
+            if message is None:
+                raise StoreError(f"{ends}: no message found")
+            seq = message.seq
+            event = decode_actor_event(message.data, actor_id, stream, seq)
             if position.version and event.version != position.version + 1:
                 raise StoreError(f"{what}: version {event.version} follows version {position.version}: "
                                  "the history read has a gap (messages lost or deleted)")
