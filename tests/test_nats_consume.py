@@ -14,7 +14,8 @@ from nats.aio.subscription import Subscription
 from aether._nats import JsApi
 from aether._nats import consume as consume_module
 from aether._nats.consume import OrderedConsumer, head_sequence
-from aether.testing import wait_for
+from aether.errors import AetherTimeoutError
+from aether.testing import NatsServer, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -141,3 +142,45 @@ async def test_flow_control_is_answered_after_the_owner_takes_again(
         assert consumer.resets == 0
     finally:
         await consumer.aclose()
+
+
+class FirstCreatesUnanswered(Client):
+    """A nats-py client that drops its first ``drop`` CONSUMER.CREATE requests, as a cluster that is
+    still settling after a server died may leave them unanswered (only the public ``publish``,
+    through which every request goes, is overridden)."""
+
+    def __init__(self, drop: int) -> None:
+        super().__init__()
+        self.drop = drop
+        self.dropped = 0
+
+    async def publish(self, subject: str, payload: bytes = b"", reply: str = "",
+                      headers: dict[str, str] | None = None) -> None:
+        if subject.startswith("$JS.API.CONSUMER.CREATE.") and self.dropped < self.drop:
+            self.dropped += 1
+            return
+        await super().publish(subject, payload, reply, headers)
+
+
+@pytest.mark.parametrize("drop", [2, 3])
+async def test_start_asks_again_when_a_consumer_creation_goes_unanswered(
+        nc: Client, nats_server: NatsServer, stream: str, drop: int) -> None:
+    """Up to three creation requests: two unanswered ones are retried (every message then arrives
+    once); three are an AetherTimeoutError, and no consumer is left behind by the client."""
+    await publish(nc, stream, 1, 20)
+    dropping = FirstCreatesUnanswered(drop)
+    await dropping.connect(nats_server.url)
+    api = JsApi(dropping, timeout=0.5)
+    consumer = OrderedConsumer(dropping, api, stream, f"{stream}.>", heartbeat=0.5)
+    try:
+        if drop < 3:
+            await consumer.start()
+            assert await take_until(consumer, 20) == list(range(1, 21))
+        else:
+            with pytest.raises(AetherTimeoutError):
+                await consumer.start()
+        assert dropping.dropped == drop
+    finally:
+        await consumer.aclose()
+        await api.aclose()
+        await dropping.close()

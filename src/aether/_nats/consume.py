@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aether._nats import ERR_NO_MESSAGE_FOUND, JetStreamApiError, JsApi, translate_nats_error
 from aether._tasks import cancel_and_wait
-from aether.errors import AetherError
+from aether.errors import AetherError, AetherTimeoutError
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -45,6 +45,7 @@ Delivery = tuple[int, "Msg"]
 """A message taken from an :class:`OrderedConsumer`: ``(stream sequence, message)``."""
 
 _NS = 1_000_000_000
+_CREATE_ATTEMPTS = 3  # creation requests start() sends before an unanswered one is an error
 _ACK_PREFIX = "$JS.ACK."
 _PENDING_MSGS_LIMIT = 1024 * 1024  # nats-py's queue in front of the callback; flow control bounds it
 _SEQUENCE = itemgetter(0)
@@ -115,11 +116,25 @@ class OrderedConsumer:
     async def start(self) -> None:
         """Create the server-side consumer and start receiving.
 
+        A creation request left without reply is asked again, with a new consumer name, up to
+        :data:`_CREATE_ATTEMPTS` times in all: just after a server of a cluster died, a
+        ``CONSUMER.CREATE`` may go unanswered for longer than the API timeout (seen in
+        test_partitions_cluster beside busy processes) while the cluster settles on its leaders.
+        An unanswered consumer has no subscriber and expires after its inactivity threshold.
+
         Raises:
             StoreError: the stream does not exist or the consumer cannot be created.
-            StoreUnavailableError / AetherTimeoutError: the server cannot be reached.
+            StoreUnavailableError: not connected.
+            AetherTimeoutError: no reply to any of the creation requests.
         """
-        await self._create()
+        for attempt in range(1, _CREATE_ATTEMPTS + 1):
+            try:
+                await self._create()
+                break
+            except AetherTimeoutError as exc:
+                if attempt == _CREATE_ATTEMPTS:
+                    raise
+                log.warning("creating a consumer on %s: %s; asking again", self._stream, exc)
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="aether-consumer")
 
     def close(self) -> None:
