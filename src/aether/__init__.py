@@ -3,16 +3,18 @@
 from aether import errors
 from aether.bus import EventBroadcaster, EventBus, NATSEventBus, Subscription
 from aether.errors import *  # noqa: F403  (the whole error tree: aether.errors.__all__)
-from aether.event import ActorSnapshot, Event, EventStore, SnapshotStore
+from aether.event import ActorHead, ActorSnapshot, Event, EventStore, HeadReader, SnapshotStore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorHead",
     "ActorSnapshot",
     "Event",
     "EventBroadcaster",
     "EventBus",
     "EventStore",
+    "HeadReader",
     "NATSEventBus",
     "SnapshotStore",
     "Subscription",

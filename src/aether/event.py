@@ -28,7 +28,8 @@ import msgspec
 from aether._ids import new_id
 from aether.errors import InvalidInputError, InvalidNameError, InvalidVersionError
 
-__all__ = ["MAX_DEPTH", "ActorSnapshot", "Event", "EventStore", "SnapshotStore", "decode_trusted", "utc_now"]
+__all__ = ["MAX_DEPTH", "ActorHead", "ActorSnapshot", "Event", "EventStore", "HeadReader", "SnapshotStore",
+           "decode_trusted", "utc_now"]
 
 T = TypeVar("T")
 
@@ -343,6 +344,14 @@ class ActorSnapshot(msgspec.Struct, frozen=True):
         _check_timestamp(self.timestamp, "ActorSnapshot.timestamp")
 
 
+class ActorHead(msgspec.Struct, frozen=True):
+    """An actor's latest stored version (0: no events) and its newest snapshot (or ``None``),
+    read together by :meth:`HeadReader.get_heads`."""
+
+    version: int
+    snapshot: ActorSnapshot | None = None
+
+
 @runtime_checkable
 class EventStore(Protocol):
     """Append-only, per-actor event histories with optimistic concurrency.
@@ -383,4 +392,14 @@ class SnapshotStore(Protocol):
 
     async def get_latest_snapshot(self, actor_id: str) -> ActorSnapshot | None:
         """The snapshot with the highest version, or ``None``."""
+        ...
+
+
+@runtime_checkable
+class HeadReader(Protocol):
+    """A store that reads many actors' heads in one go (both stores are): what the
+    :class:`~aether.aggregate.Repository` uses to activate a burst of actors cheaply."""
+
+    async def get_heads(self, actor_ids: Sequence[str]) -> dict[str, ActorHead]:
+        """Each actor's latest version and newest snapshot; every id is in the result."""
         ...

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
 
-__all__ = ["JsApi", "PubAck"]
+__all__ = ["MULTI_LAST_MAX", "JsApi", "PubAck"]
+
+MULTI_LAST_MAX = 1024  # nats-server answers a multi_last with at most this many messages (else 413)
 
 
 class PubAck(msgspec.Struct):
@@ -128,6 +130,38 @@ class JsApi:
         await self._inbox.exchange(subject, payload, None, self.timeout if timeout is None else timeout, what,
                                    collector)
         return collector.msgs
+
+    async def direct_multi_last(self, stream_get: str, subjects: list[str], *, what: str,
+                                max_bytes: int = 0) -> tuple[list[tuple[str, int, Msg]], int]:
+        """The last message of each of ``subjects`` that holds any, by one batched direct get
+        (``multi_last``, ADR-31; at most :data:`MULTI_LAST_MAX` subjects), as ``(subject,
+        sequence, message)``; and how many the server left unsent (it stops once it has sent
+        ``max_bytes``, by default its ``max_pending``).
+
+        Raises:
+            StoreError: more subjects than allowed, or the server answered with another status.
+            StoreUnavailableError, AetherTimeoutError, PermissionDeniedError: as :meth:`request`.
+        """
+        if len(subjects) > MULTI_LAST_MAX:
+            raise StoreError(f"{what}: {len(subjects)} subjects in one multi_last (at most {MULTI_LAST_MAX})")
+        if not subjects:
+            return [], 0
+        body: dict[str, Any] = {"multi_last": subjects}
+        if max_bytes:
+            body["max_bytes"] = max_bytes
+        msgs = await self.request_many(stream_get, _encode_json(body), what=what)
+        found: list[tuple[str, int, Msg]] = []
+        for msg in msgs[:-1]:
+            headers = msg.headers or {}
+            found.append((headers["Nats-Subject"], int(headers["Nats-Sequence"]), msg))
+        end = msgs[-1].headers or {}
+        status = end.get("Status")
+        if status == "404" and not found:
+            return [], 0
+        if status != "204":
+            raise StoreError(f"{what}: {status} {end.get('Description', '')}".rstrip())
+        pending = end.get("Nats-Num-Pending", "0")
+        return found, int(pending) if pending.isdigit() else 0
 
     async def direct_get_each(self, stream_get: str, seqs: list[int], *, timeout: float | None = None,
                               what: str = "direct get", with_headers: bool = False) -> list[Msg | None]:

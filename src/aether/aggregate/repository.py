@@ -32,12 +32,14 @@ import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
+from aether.aggregate._heads import HeadBatcher
 from aether.aggregate.base import COMMAND_KEY, Aggregate
 from aether.aggregate.errors import ConflictRetriesExhaustedError
 from aether.errors import InvalidInputError, VersionConflictError
-from aether.event import ActorSnapshot, Event, EventStore, SnapshotStore
+from aether.event import ActorSnapshot, Event, EventStore, HeadReader, SnapshotStore
+from aether.names import validate_actor_id
 
 __all__ = ["CommandResult", "Repository", "RepositoryStats"]
 
@@ -132,6 +134,11 @@ class Repository(Generic[A]):
         self._cache: OrderedDict[str, A] = OrderedDict()
         self._locks: dict[str, _ActorLock] = {}
         self._snapshot_tasks: dict[str, asyncio.Task[None]] = {}
+        # loads of many actors at once read their heads (latest version + snapshot) in batches,
+        # when the store can and the snapshots live in it
+        self._heads: HeadBatcher | None = None
+        if isinstance(store, HeadReader) and (snapshots is None or snapshots is cast(object, store)):
+            self._heads = HeadBatcher(store.get_heads)
 
     # ---- loading -------------------------------------------------------------------------
     async def load(self, actor_id: str) -> A:
@@ -144,17 +151,23 @@ class Repository(Generic[A]):
         """
         self.stats.loads += 1
         aggregate: A | None = None
-        snapshots = self.snapshots
-        if snapshots is not None:
-            snapshot = await snapshots.get_latest_snapshot(actor_id)
-            if snapshot is not None:
-                aggregate = self.aggregate_type.from_snapshot(actor_id, snapshot.version, snapshot.state)
-                if aggregate is None:
-                    log.debug("ignoring incompatible snapshot of %r at version %d", actor_id, snapshot.version)
-                else:
-                    aggregate._snapshot_base = snapshot.version
+        snapshot: ActorSnapshot | None = None
+        latest: int | None = None  # the latest stored version, when the head was read
+        if self._heads is not None:
+            head = await self._heads.get(validate_actor_id(actor_id))
+            latest, snapshot = head.version, head.snapshot if self.snapshots is not None else None
+        elif self.snapshots is not None:
+            snapshot = await self.snapshots.get_latest_snapshot(actor_id)
+        if snapshot is not None:
+            aggregate = self.aggregate_type.from_snapshot(actor_id, snapshot.version, snapshot.state)
+            if aggregate is None:
+                log.debug("ignoring incompatible snapshot of %r at version %d", actor_id, snapshot.version)
+            else:
+                aggregate._snapshot_base = snapshot.version
         if aggregate is None:
             aggregate = self.aggregate_type(actor_id)
+        if latest is not None and latest <= aggregate.version:
+            return aggregate  # the snapshot (or nothing) is the whole history: no events to read
         events = await self.store.get_events(actor_id, aggregate.version + 1)
         apply = aggregate.apply
         for event in events:

@@ -27,6 +27,7 @@ from aether._nats import (
     ERR_BATCH_DUPLICATE_MSG_ID,
     ERR_MESSAGE_TOO_LARGE,
     ERR_STREAM_NOT_FOUND,
+    MULTI_LAST_MAX,
     WRONG_LAST_SEQUENCE_CODES,
     JetStreamApiError,
     JsApi,
@@ -49,7 +50,7 @@ from aether.errors import (
     StoreError,
     VersionConflictError,
 )
-from aether.event import ActorSnapshot, Event
+from aether.event import ActorHead, ActorSnapshot, Event
 from aether.names import decode_token, encode_token, stream_name, validate_actor_id
 from aether.store._history import HistoryReader, HistoryStats, ReadPosition, decode_actor_event
 from aether.store._trace import trace_from_env
@@ -148,6 +149,7 @@ class JetStreamEventStore:
         # on a replicated stream any replica may answer a direct get, and a follower may not have
         # applied the latest writes yet: history reads are then completed from the stream leader
         self._replicated = self.options.replicas > 1
+        self._heads_max_bytes = 8 * 1024 * 1024  # one get_heads reply at most (the rest is asked one by one)
 
     # ---- construction -----------------------------------------------------------------
     @classmethod
@@ -833,7 +835,80 @@ class JetStreamEventStore:
         if found is None:
             return None
         sequence, msg = found
-        record = decode_snapshot(msg.data, stream=self.stream, sequence=sequence, actor_id=actor_id)
+        return self._snapshot_record(actor_id, sequence, msg.data)
+
+    async def get_heads(self, actor_ids: Sequence[str]) -> dict[str, ActorHead]:
+        """Each actor's latest version and newest snapshot, read for many actors at once: what a
+        burst of activations (a failover, a cold start) needs before it reads any event.
+
+        On a single-replica stream one batched direct get (``multi_last``) answers 512 actors;
+        on a replicated stream, where any replica may answer a direct get and a follower can lag,
+        each actor is asked of the stream leader as :meth:`get_latest_version` does. Either way
+        ``version`` is what the server held when asked (0: no events) and ``snapshot`` is what
+        :meth:`get_latest_snapshot` returns. Every id is in the result.
+
+        Raises:
+            InvalidNameError: a bad actor id (before any I/O).
+            CorruptEventError: an actor's last message or its snapshot is not Aether's.
+            StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
+        """
+        ids = list(dict.fromkeys(actor_ids))
+        for actor_id in ids:
+            check_actor_id(actor_id)
+        if self._units:
+            groups: dict[int, list[str]] = {}
+            for actor_id in ids:
+                groups.setdefault(partition_index(actor_id, self.partitions), []).append(actor_id)
+            parts = await asyncio.gather(*(self._units[i].get_heads(group) for i, group in groups.items()))
+            return {actor_id: head for part in parts for actor_id, head in part.items()}
+        if self._replicated:
+            async def one(actor_id: str) -> tuple[str, ActorHead]:
+                version, snapshot = await asyncio.gather(self.get_latest_version(actor_id),
+                                                         self.get_latest_snapshot(actor_id))
+                return actor_id, ActorHead(version, snapshot)
+            return dict(await asyncio.gather(*(one(actor_id) for actor_id in ids)))
+        step = MULTI_LAST_MAX // 2
+        parts = await asyncio.gather(*(self._heads_batch(ids[i:i + step]) for i in range(0, len(ids), step)))
+        return {actor_id: head for part in parts for actor_id, head in part.items()}
+
+    async def _heads_batch(self, ids: list[str]) -> dict[str, ActorHead]:
+        """:meth:`get_heads` of at most 512 actors of this single-replica stream: one ``multi_last``."""
+        wanted: dict[str, tuple[str, bool]] = {}  # subject -> (actor, is the snapshot subject)
+        for actor_id in ids:
+            wanted[self._subject(actor_id)] = (actor_id, False)
+            wanted[self._snapshot_prefix + encode_token(actor_id)] = (actor_id, True)
+        found, unsent = await self._api.direct_multi_last(self._direct_get, list(wanted),
+                                                          what=f"reading the heads of {len(ids)} actors",
+                                                          max_bytes=self._heads_max_bytes)
+        versions: dict[str, tuple[int, int]] = {}
+        snapshots: dict[str, ActorSnapshot] = {}
+        for subject, seq, msg in found:
+            actor_id, is_snapshot = wanted[subject]
+            if is_snapshot:
+                snapshots[actor_id] = self._snapshot_record(actor_id, seq, msg.data)
+            else:
+                versions[actor_id] = (self._decode(msg.data, actor_id, seq).version, seq)
+        heads: dict[str, ActorHead] = {}
+        unsure: list[str] = []
+        for actor_id in ids:
+            if unsent and (actor_id not in versions or actor_id not in snapshots):
+                unsure.append(actor_id)  # the server stopped at the byte limit before it, perhaps
+                continue
+            version, seq = versions.get(actor_id, (0, 0))
+            if seq:
+                self._remember(actor_id, version, seq, self._subject(actor_id))
+            heads[actor_id] = ActorHead(version, snapshots.get(actor_id))
+        if unsure:
+            versions_, snapshots_ = await asyncio.gather(
+                asyncio.gather(*(self.get_latest_version(actor_id) for actor_id in unsure)),
+                asyncio.gather(*(self.get_latest_snapshot(actor_id) for actor_id in unsure)))
+            for actor_id, version, snapshot in zip(unsure, versions_, snapshots_, strict=True):
+                heads[actor_id] = ActorHead(version, snapshot)
+        return heads
+
+    def _snapshot_record(self, actor_id: str, sequence: int, data: bytes) -> ActorSnapshot:
+        """Decode a stored snapshot and remember where its last event is (the read's start)."""
+        record = decode_snapshot(data, stream=self.stream, sequence=sequence, actor_id=actor_id)
         if record.sequence:
             if len(self._anchors) >= self.options.cache_size:
                 del self._anchors[next(iter(self._anchors))]

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from aether.codec import decode_snapshot, encode_snapshot
 from aether.errors import DuplicateEventIdError, EventTooLargeError, InvalidInputError, VersionConflictError
-from aether.event import ActorSnapshot, Event
+from aether.event import ActorHead, ActorSnapshot, Event
 from aether.store import _validation  # the checks both stores share
 
 __all__ = ["InMemoryEventStore"]
@@ -153,6 +153,18 @@ class InMemoryEventStore:
         """
         _validation.check_actor_id(actor_id)
         return self._snapshots.get(actor_id)
+
+    async def get_heads(self, actor_ids: Sequence[str]) -> dict[str, ActorHead]:
+        """Each actor's latest version and newest snapshot (see :class:`~aether.event.HeadReader`).
+
+        Raises:
+            InvalidNameError: a bad actor id.
+        """
+        ids = list(dict.fromkeys(actor_ids))
+        for actor_id in ids:
+            _validation.check_actor_id(actor_id)
+        return {actor_id: ActorHead(len(self._events.get(actor_id) or ()), self._snapshots.get(actor_id))
+                for actor_id in ids}
 
     async def actor_ids(self) -> list[str]:
         """All actor ids with at least one event."""
