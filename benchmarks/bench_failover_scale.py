@@ -24,7 +24,7 @@ from the SIGKILL and from the moment its shard was acquired (p50 / p90 / p99 / m
 within 2 s); for the ``load`` modes also where the time went (the node's activation: history read
 and fold; the wait before the handler started).
 
-Modes (``AETHER_BENCH_FAILOVER_MODES``, default all four):
+Modes (``AETHER_BENCH_FAILOVER_MODES``, default all five):
 
 * ``echo`` — ``NODE_MODULE`` without a stream: the node replies with its id; no store is touched, so
   this is the floor set by failure detection, takeover and routing the requests;
@@ -33,7 +33,12 @@ Modes (``AETHER_BENCH_FAILOVER_MODES``, default all four):
 * ``load`` — ``benchmarks._failover_node``: a request activates the actor (reads its whole history
   with ``get_events`` and folds it) and then appends; active actors stay in memory;
 * ``snapshots`` — the same with ``--snapshots``: the warm-up saves a snapshot of every actor, and an
-  activation reads the snapshot and the events after it.
+  activation reads the snapshot and the events after it;
+* ``query`` — the same with ``--snapshots --queries``: the first request after the failover
+  activates the actor and answers with its state, without appending.
+
+The ``load`` node serves requests through an :class:`~aether.aggregate.Repository`: concurrent
+activations share batched head reads (``get_heads``).
 
 The stream's events are shared by the modes (each mode appends two events to each victim actor).
 There is no raw baseline: the row is a time to recover, compared with the issue's 2 s.
@@ -129,7 +134,8 @@ def _node_cmd(mode: str, url: str, node_id: str, cluster: str, events_file: Path
         return [sys.executable, "-m", NODE_MODULE, *common[:6], "--events-file", str(events_file)]
     if mode == "append":
         return [sys.executable, "-m", NODE_MODULE, *common]
-    return [sys.executable, "-m", LOAD_NODE_MODULE, *common, *(["--snapshots"] if mode == "snapshots" else [])]
+    flags = {"load": [], "snapshots": ["--snapshots"], "query": ["--snapshots", "--queries"]}[mode]
+    return [sys.executable, "-m", LOAD_NODE_MODULE, *common, *flags]
 
 
 async def _status(nc: Client, cluster: str, node_id: str) -> dict[str, Any] | None:
@@ -252,8 +258,9 @@ async def _mode(report: Report, url: str, mode: str, all_actors: list[str], even
     within_takeover = sum(1 for x in from_takeover if x <= TARGET_S) / len(actors)
     what = {"echo": f"{NODE_MODULE} without --stream: reply with the node id (no store: routing only)",
             "append": f"{NODE_MODULE} --stream: read the latest version and the last event, append one",
-            "load": "activate: get_events of the whole history + fold, then append one",
-            "snapshots": "activate: latest snapshot + get_events after it + fold, then append one"}[mode]
+            "load": "Repository: activate (whole history) then append one",
+            "snapshots": "Repository: activate (newest snapshot + events after it) then append one",
+            "query": "Repository: activate (newest snapshot + events after it), answer with the state"}[mode]
     label = f"{mode}: {len(actors):,} actors of the SIGKILLed node ({events:,}-event stream)"
     report.add(GROUP, f"{label}: takeover (SIGKILL -> last of its {len(victim_shards)} shards acquired)",
                aether=takeover, baseline=None, unit="s",
@@ -285,7 +292,8 @@ async def run(report: Report, quick: bool) -> None:
     sizes = QUICK if quick else FULL if os.environ.get("AETHER_BENCH_FAILOVER_FULL") else DEFAULT
     events = int(os.environ.get("AETHER_BENCH_FAILOVER_EVENTS", sizes.events))
     actors = int(os.environ.get("AETHER_BENCH_FAILOVER_ACTORS", sizes.actors))
-    modes = [m.strip() for m in os.environ.get("AETHER_BENCH_FAILOVER_MODES", "echo,append,load,snapshots").split(",")]
+    modes = [m.strip() for m in os.environ.get("AETHER_BENCH_FAILOVER_MODES",
+                                               "echo,append,load,snapshots,query").split(",")]
     keep = os.environ.get("AETHER_BENCH_FAILOVER_DIR")  # keep the node logs there (else a temporary folder)
     if keep:
         os.makedirs(keep, exist_ok=True)
