@@ -36,6 +36,7 @@ class HeadBatcher:
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def get(self, actor_id: str) -> ActorHead:
         """The actor's head, read alone or in a batch with other actors asked for meanwhile.
@@ -43,12 +44,15 @@ class HeadBatcher:
         Raises:
             whatever the store's ``get_heads`` raises for this actor.
         """
-        future: asyncio.Future[ActorHead] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # used from another event loop: what the old one held is gone
+            self._loop, self._waiting, self._in_flight, self._scheduled = loop, {}, 0, False
+        future: asyncio.Future[ActorHead] = loop.create_future()
         self._waiting.setdefault(actor_id, []).append(future)
         if not self._scheduled and self._in_flight < _MAX_IN_FLIGHT:
             # start after the current loop iteration: loads started in it join this batch
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._start)
+            loop.call_soon(self._start)
         return await future
 
     def _start(self) -> None:
@@ -63,6 +67,7 @@ class HeadBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _read(self, batch: dict[str, list[asyncio.Future[ActorHead]]]) -> None:
+        loop = self._loop
         try:
             live = [actor_id for actor_id, futures in batch.items() if not all(f.done() for f in futures)]
             try:
@@ -80,16 +85,18 @@ class HeadBatcher:
             for actor_id, head in heads.items():
                 _settle(batch.get(actor_id, []), head)
         except BaseException:  # cancelled (the loop is closing): nobody waits in vain
-            for futures in batch.values():
-                for future in futures:
-                    future.cancel()
+            if loop is not None and not loop.is_closed():
+                for futures in batch.values():
+                    for future in futures:
+                        future.cancel()
             raise
         finally:
-            self._in_flight -= 1
-            for futures in batch.values():  # an id the store left out of its answer
-                _settle(futures, StoreError("the store's get_heads returned no head for this actor"))
-            if self._waiting and not self._scheduled:
-                self._start()
+            if loop is self._loop and loop is not None and not loop.is_closed():  # else: reset by get()
+                self._in_flight -= 1
+                for futures in batch.values():  # an id the store left out of its answer
+                    _settle(futures, StoreError("the store's get_heads returned no head for this actor"))
+                if self._waiting and not self._scheduled:
+                    self._start()
 
 
 def _settle(futures: list[asyncio.Future[ActorHead]], outcome: ActorHead | BaseException) -> None:
