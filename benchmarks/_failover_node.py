@@ -39,6 +39,7 @@ from aether.cluster import ClusterManager, ClusterOptions, ShardManager
 from aether.cluster.types import ActorRequest
 from aether.event import ActorSnapshot, Event
 from aether.store import JetStreamEventStore
+from aether.testing.node_process import parse_cluster_options
 
 __all__ = ["main"]
 
@@ -121,7 +122,8 @@ async def _run(args: argparse.Namespace, out: TextIO) -> None:
     nc = await nats.connect(args.nats_url, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     store = await JetStreamEventStore.create(nc, args.stream, timeout=args.store_timeout)
     node = _Node(store, out, args.snapshots, args.queries)
-    manager = ClusterManager(nc, node_id=args.node_id, cluster=args.cluster, options=ClusterOptions(),
+    options = ClusterOptions(**parse_cluster_options(args.opt))
+    manager = ClusterManager(nc, node_id=args.node_id, cluster=args.cluster, options=options,
                              handler=node.handle)
     manager.on_shards_acquired(lambda shards: node.log("acquired", shards=sorted(shards)))
     manager.on_shards_released(node.release)
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", required=True)
     parser.add_argument("--events-file", required=True)
     parser.add_argument("--snapshots", action="store_true")
+    parser.add_argument("--opt", action="append", default=[], help="ClusterOptions field=value (repeatable)")
     parser.add_argument("--queries", action="store_true", help="requests after the warm-up answer without appending")
     parser.add_argument("--store-timeout", type=float, default=30.0)
     args = parser.parse_args(argv)

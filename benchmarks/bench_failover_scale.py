@@ -80,6 +80,8 @@ CONCURRENCY = int(os.environ.get("AETHER_BENCH_FAILOVER_CONCURRENCY", "200"))  #
 # stream) at 32 in flight saturated this 2-core machine's nats-server at 1M events: the nodes' lease
 # writes timed out and shards flapped for minutes (docs/benchmarks.md, failover at scale).
 WARM_CONCURRENCY = int(os.environ.get("AETHER_BENCH_FAILOVER_WARM_CONCURRENCY", "4"))
+# ClusterOptions of the nodes, "field=value,field=value" (default: ClusterOptions(), failure_timeout 1.5 s)
+CLUSTER_OPTS = [x for x in os.environ.get("AETHER_BENCH_FAILOVER_OPTS", "").split(",") if x.strip()]
 TARGET_S = 2.0
 STREAM = "failover"
 
@@ -128,10 +130,11 @@ def _flaps(nodes: dict[str, _Node]) -> str:
 
 
 def _node_cmd(mode: str, url: str, node_id: str, cluster: str, events_file: Path) -> list[str]:
+    opts = [arg for item in CLUSTER_OPTS for arg in ("--opt", item)]
     common = ["--nats-url", url, "--node-id", node_id, "--cluster", cluster, "--stream", STREAM,
-              "--events-file", str(events_file)]
+              "--events-file", str(events_file), *opts]
     if mode == "echo":
-        return [sys.executable, "-m", NODE_MODULE, *common[:6], "--events-file", str(events_file)]
+        return [sys.executable, "-m", NODE_MODULE, *common[:6], "--events-file", str(events_file), *opts]
     if mode == "append":
         return [sys.executable, "-m", NODE_MODULE, *common]
     flags = {"load": [], "snapshots": ["--snapshots"], "query": ["--snapshots", "--queries"]}[mode]
@@ -266,7 +269,8 @@ async def _mode(report: Report, url: str, mode: str, all_actors: list[str], even
                aether=takeover, baseline=None, unit="s",
                notes=f"first shard acquired after {first_takeover:.2f} s; warm-up of the {len(actors):,} actors "
                      f"on the victim took {warm_s:.1f} s ({WARM_CONCURRENCY} in flight); request = {what}; "
-                     f"node flaps over warm-up and failover: {_flaps(nodes)}")
+                     f"node flaps over warm-up and failover: {_flaps(nodes)}; cluster options: "
+                     f"{', '.join(CLUSTER_OPTS) or 'defaults (failure_timeout 1.5 s)'}")
     report.add(GROUP, f"{label}: first request served, from SIGKILL (p99)", aether=_pct(from_kill, 0.99),
                baseline=None, unit="s",
                notes=f"{_dist(from_kill)}; {within_kill:.1%} within {TARGET_S:g} s; all served after "

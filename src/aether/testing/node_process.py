@@ -38,7 +38,7 @@ from aether.errors import AetherError
 from aether.event import Event
 from aether.store import JetStreamEventStore
 
-__all__ = ["main", "run_node"]
+__all__ = ["main", "parse_cluster_options", "run_node"]
 
 T = TypeVar("T")
 
@@ -53,7 +53,12 @@ class _EventLog:
         self._out.flush()
 
 
-def _parse_opts(items: list[str]) -> dict[str, Any]:
+def parse_cluster_options(items: list[str]) -> dict[str, Any]:
+    """``ClusterOptions`` fields from ``field=value`` strings (the ``--opt`` arguments).
+
+    Raises:
+        SystemExit: an unknown field.
+    """
     fields = {f.name: f.type for f in ClusterOptions.__dataclass_fields__.values()}
     parsed: dict[str, Any] = {}
     for item in items:
@@ -90,7 +95,7 @@ async def run_node(args: argparse.Namespace, log: _EventLog) -> None:
     servers = [u for u in args.nats_url.split(",") if u]
     nc = await connect(servers, connect_timeout=10.0, reconnect_time_wait=0.1, name=f"aether-node-{args.node_id}")
     store = None
-    options = ClusterOptions(**{"replicas": args.replicas, **_parse_opts(args.opt)})
+    options = ClusterOptions(**{"replicas": args.replicas, **parse_cluster_options(args.opt)})
     if args.stream:
         store = await _retry(lambda: JetStreamEventStore.create(nc, args.stream, replicas=args.replicas))
         handler = _append_handler(store)
