@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
+import os
 import signal
 import sys
 import time
@@ -151,8 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", action="store_true", help="requests after the warm-up answer without appending")
     parser.add_argument("--store-timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
+    profile_dir = os.environ.get("AETHER_BENCH_PROFILE_DIR")  # diagnostics: cProfile of the node's life
     with open(args.events_file, "a", encoding="utf-8") as out:
-        asyncio.run(_run(args, out))
+        if not profile_dir:
+            asyncio.run(_run(args, out))
+            return 0
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            asyncio.run(_run(args, out))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"{args.node_id}-{os.getpid()}.prof"))
     return 0
 
 
