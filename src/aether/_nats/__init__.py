@@ -6,6 +6,8 @@
 * :mod:`.inbox` — one multiplexed request/reply inbox per connection (single and multi-message
   replies, pipelined bursts, deadlines, probes);
 * :mod:`.jsapi` — JetStream API calls over that inbox (:class:`JsApi`);
+* :mod:`.headers` — a faster drop-in for nats-py's header-block parser, given to every client
+  that gets an inbox;
 * :mod:`.denials` — the error-callback chain composed at connect time and the permission watch
   that turns the server's refusals into immediate :class:`~aether.errors.PermissionDeniedError`.
 
@@ -16,14 +18,16 @@ from __future__ import annotations
 
 from aether.errors import JetStreamApiError
 
-from . import denials, errors, inbox, jsapi
+from . import denials, errors, headers, inbox, jsapi
 from .denials import *  # noqa: F403  (each submodule's __all__ is re-exported as is)
 from .errors import *  # noqa: F403
+from .headers import *  # noqa: F403
 from .inbox import *  # noqa: F403
 from .jsapi import *  # noqa: F403
 
 __all__ = ["JetStreamApiError"]
 __all__ += denials.__all__
 __all__ += errors.__all__
+__all__ += headers.__all__
 __all__ += inbox.__all__
 __all__ += jsapi.__all__

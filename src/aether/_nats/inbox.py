@@ -29,6 +29,7 @@ from aether.errors import AetherError, AetherTimeoutError, PermissionDeniedError
 
 from .denials import PermissionWatch
 from .errors import STORE_ERRORS, ErrorClasses, translate_nats_error
+from .headers import install_header_parser
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -132,6 +133,7 @@ class Inbox:
 
     def __init__(self, nc: Client) -> None:
         self.nc = nc
+        install_header_parser(nc)  # every component's connection has an inbox: parse its headers fast
         self.prefix = ""  # "<inbox root>.<random>." once subscribed
         self._prefix_len = 0
         self._sub: Any = None
