@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,9 +22,9 @@ pytestmark = pytest.mark.anyio
 
 
 async def _store(nats_url: str, name: str, **options: Any) -> tuple[Any, JetStreamEventStore]:
+    """A store on a stream of its own (a fresh name per call: the server is shared by the session)."""
     nc = await nats.connect(nats_url)
-    store = await JetStreamEventStore.create(nc, name, **options)
-    await store._api.api(f"STREAM.PURGE.{store.stream}")
+    store = await JetStreamEventStore.create(nc, f"{name}{uuid.uuid4().hex[:8]}", **options)
     return nc, store
 
 
@@ -80,10 +81,9 @@ async def test_heads_of_many_actors_in_batches_match_one_by_one(nats_url: str) -
 
 
 async def test_heads_past_the_reply_byte_limit_are_asked_one_by_one(nats_url: str) -> None:
-    nc, store = await _store(nats_url, "HEADS2")
+    nc, store = await _store(nats_url, "HEADS2", max_reply_bytes=600)  # the server stops after a few messages
     try:
         expected = await _populate(store, 40, snapshot_every=1)
-        store._heads_max_bytes = 600  # the server stops after a few messages
         asked: list[str] = []
         one_by_one = store.get_latest_version
 
@@ -101,7 +101,7 @@ async def test_heads_past_the_reply_byte_limit_are_asked_one_by_one(nats_url: st
 
 async def test_heads_of_a_partitioned_store(nats_url: str) -> None:
     nc = await nats.connect(nats_url)
-    store = await JetStreamEventStore.create(nc, "HEADSP", partitions=3)
+    store = await JetStreamEventStore.create(nc, f"HEADSP{uuid.uuid4().hex[:8]}", partitions=3)
     try:
         expected = await _populate(store, 60)
         assert len({store.partition_of(a) for a in expected}) == 3

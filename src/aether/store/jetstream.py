@@ -149,7 +149,6 @@ class JetStreamEventStore:
         # on a replicated stream any replica may answer a direct get, and a follower may not have
         # applied the latest writes yet: history reads are then completed from the stream leader
         self._replicated = self.options.replicas > 1
-        self._heads_max_bytes = 8 * 1024 * 1024  # one get_heads reply at most (the rest is asked one by one)
 
     # ---- construction -----------------------------------------------------------------
     @classmethod
@@ -879,7 +878,7 @@ class JetStreamEventStore:
             wanted[self._snapshot_prefix + encode_token(actor_id)] = (actor_id, True)
         found, unsent = await self._api.direct_multi_last(self._direct_get, list(wanted),
                                                           what=f"reading the heads of {len(ids)} actors",
-                                                          max_bytes=self._heads_max_bytes)
+                                                          max_bytes=self.options.max_reply_bytes)
         versions: dict[str, tuple[int, int]] = {}
         snapshots: dict[str, ActorSnapshot] = {}
         for subject, seq, msg in found:

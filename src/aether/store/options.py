@@ -41,6 +41,8 @@ class JetStreamOptions:
         max_event_size: largest encoded event accepted (capped by the server's max payload;
             default 1 MiB - 512 B, the same as InMemoryEventStore).
         page_size: events fetched per request when reading a history.
+        max_reply_bytes: the most bytes one batched reply of :meth:`get_heads` may bring (the
+            server stops there; the actors it did not answer are read one by one).
         timeout: seconds to wait for any single server reply.
         publish_retries: how often a publish that got no ack is re-sent (idempotently).
         subject_prefix: first subject token(s) of every Aether subject.
@@ -60,6 +62,7 @@ class JetStreamOptions:
     cache_size: int = 100_000
     max_event_size: int = DEFAULT_MAX_EVENT_SIZE
     page_size: int = 1000
+    max_reply_bytes: int = 8 * 1024 * 1024
     timeout: float = 5.0
     publish_retries: int = 2
     subject_prefix: str = "aether"
@@ -71,7 +74,7 @@ class JetStreamOptions:
         from aether.names import validate_subject_prefix
 
         for name in ("replicas", "max_bytes", "max_msgs", "cache_size", "max_event_size", "page_size",
-                     "publish_retries"):
+                     "publish_retries", "max_reply_bytes"):
             value = getattr(self, name)
             if type(value) is not int:
                 raise InvalidInputError(f"{name} must be an int, got {type(value).__name__} {value!r}")
@@ -93,6 +96,8 @@ class JetStreamOptions:
             raise InvalidInputError("page_size must be 1..1000")
         if self.timeout <= 0:
             raise InvalidInputError("timeout must be > 0")
+        if self.max_reply_bytes < 1:
+            raise InvalidInputError("max_reply_bytes must be >= 1")
         if self.publish_retries < 0:
             raise InvalidInputError("publish_retries must be >= 0")
         if self.max_event_size < 64:
