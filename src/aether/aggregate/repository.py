@@ -7,6 +7,8 @@
 
 * **Load** = the latest snapshot (if its aggregate type and snapshot version fit) plus the
   events after it (``get_events(actor, snapshot.version + 1)``), each upcast, then applied.
+  Concurrent loads read their heads (latest version + snapshot) in shared batches when the store
+  can (:class:`~aether.event.HeadReader`): a node taking over thousands of actors at once.
 * **Execute** runs the command on the loaded aggregate; the events it records are saved with
   one atomic ``save_events``. On :class:`~aether.errors.VersionConflictError` (someone else
   wrote first) the aggregate is reloaded and the command runs again, at most
@@ -143,6 +145,10 @@ class Repository(Generic[A]):
     # ---- loading -------------------------------------------------------------------------
     async def load(self, actor_id: str) -> A:
         """The aggregate rebuilt from the store (version 0 when the actor has no events).
+
+        When the store is a :class:`~aether.event.HeadReader` holding the snapshots too, the
+        loads running at the same time read their heads (latest version and snapshot) in shared
+        batches, and a load whose snapshot is the latest version reads no events.
 
         Raises:
             AggregateError (UnknownEventError, EventSchemaError): the history cannot be applied.
