@@ -200,6 +200,15 @@ class CountingStore:
         self.reads.append((actor_id, from_version))
         return list(await self.inner.get_events(actor_id, from_version))
 
+    # spelled out, not left to __getattr__: since Python 3.12 isinstance() against a runtime
+    # protocol (SnapshotStore, the repository's check) looks methods up statically
+    async def save_snapshot(self, snapshot: ActorSnapshot) -> None:
+        await self.inner.save_snapshot(snapshot)
+
+    async def get_latest_snapshot(self, actor_id: str) -> ActorSnapshot | None:
+        snapshot: ActorSnapshot | None = await self.inner.get_latest_snapshot(actor_id)
+        return snapshot
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
@@ -227,6 +236,7 @@ async def test_concurrent_loads_read_heads_in_batches_and_equal_plain_loads(nats
         expected = await _expected_totals(inner, actors)
         store = CountingStore(inner)
         repo = Repository(store, Counter)
+        assert repo.snapshots is store  # the snapshots live in the store: heads carry them
         loaded = await asyncio.gather(*(repo.load(actor) for actor in actors))
         assert {a.actor_id: (a.version, a.total) for a in loaded} == expected
         assert sum(len(b) for b in store.batches) == len(actors)
