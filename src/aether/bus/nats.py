@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -333,6 +334,7 @@ class NATSEventBus(BusBase):
         self._end_pending = False  # the end-of-iteration callback is scheduled
         self._sender: asyncio.Task[None] | None = None  # sends the open batch after an iteration
         self._send_failure: AetherError | None = None  # a coalesced message that could not be sent
+        self._unflushed = False  # handed messages to nats-py since the last round trip (aclose flushes them)
         self._nc = nc
         self._node = os.urandom(8)
         self._head = MAGIC + self._node
@@ -455,6 +457,7 @@ class NATSEventBus(BusBase):
         route.seq = seq
         try:
             await self._nc.publish(subject, pack_header(self._head, seq) + payload, headers=trace)
+            self._unflushed = True
         except NOT_SENT_ERRORS as exc:
             if route.seq == seq:
                 route.seq = seq - 1  # nothing was queued: receivers must not see a gap
@@ -497,6 +500,7 @@ class NATSEventBus(BusBase):
             data = pack_batch(self._node, batch.first, payloads, batch.contexts)
         try:
             await self._nc.publish(batch.subject, data, headers=context or None)
+            self._unflushed = True
         except Exception as exc:
             error = _translate(exc, f"publishing {len(payloads)} coalesced events to {batch.route.namespace!r}")
             if report:
@@ -598,6 +602,7 @@ class NATSEventBus(BusBase):
             await self._send_batch(batch, report=False)
         try:
             async with asyncio.timeout(limit):
+                self._unflushed = False
                 await self._roundtrip(limit)
                 # nats-py offers no event for "queue handled": poll its public counter
                 while any(g.nats_sub is not None and g.nats_sub.pending_msgs  # noqa: ASYNC110
@@ -660,7 +665,8 @@ class NATSEventBus(BusBase):
         return sum(route.gaps for route in list(self._routes.values()))
 
     async def aclose(self) -> None:
-        """Close the bus: unsubscribe from NATS, end every subscription's iteration (after its
+        """Close the bus: send what it still holds and wait (within the bus's timeout) until the
+        server has it, unsubscribe from NATS, end every subscription's iteration (after its
         buffered events). Further publish/subscribe raise BusClosedError. The nats-py client
         stays open. Idempotent."""
         if not self._closed:
@@ -682,6 +688,12 @@ class NATSEventBus(BusBase):
         inbox, self._inbox_held = self._inbox_held, False
         if inbox:
             await self._inbox.release()
+        if self._unflushed and self._nc.is_connected:
+            # what it published reaches the server before aclose() returns: nats-py only queues
+            # it, and a round trip on another connection (a receiver's flush) does not order after it
+            self._unflushed = False
+            with contextlib.suppress(Exception):  # a closing bus reports no connection trouble
+                await self._nc.flush(max(1, math.ceil(self._timeout)))  # nats-py takes whole seconds
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
