@@ -6,7 +6,7 @@ get returns carries six headers the server adds, plus Aether's own) with
 time in a generator: in a burst of activations that read the heads of thousands of actors it was
 half of the client's CPU. :func:`parse_header_lines` returns exactly what nats-py 2.16's does (a
 property test holds them equal), with the whitespace test done by one regular-expression search;
-:func:`install` gives it to one client. A nats-py without that method is left alone.
+:func:`install_header_parser` gives it to one client. A nats-py without that method is left alone.
 """
 
 from __future__ import annotations

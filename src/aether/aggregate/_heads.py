@@ -69,7 +69,7 @@ class HeadBatcher:
     async def _read(self, batch: dict[str, list[asyncio.Future[ActorHead]]]) -> None:
         loop = self._loop
         try:
-            live = [actor_id for actor_id, futures in batch.items() if not all(f.done() for f in futures)]
+            live = [actor_id for actor_id, futures in batch.items() if _waiting(futures)]
             try:
                 heads = await self._fetch(live) if live else {}
             except Exception as exc:
@@ -93,10 +93,16 @@ class HeadBatcher:
         finally:
             if loop is self._loop and loop is not None and not loop.is_closed():  # else: reset by get()
                 self._in_flight -= 1
-                for futures in batch.values():  # an id the store left out of its answer
-                    _settle(futures, StoreError("the store's get_heads returned no head for this actor"))
+                for futures in batch.values():
+                    if _waiting(futures):  # an id the store left out of its answer
+                        _settle(futures, StoreError("the store's get_heads returned no head for this actor"))
                 if self._waiting and not self._scheduled:
                     self._start()
+
+
+def _waiting(futures: list[asyncio.Future[ActorHead]]) -> bool:
+    """Whether a load still waits on one of ``futures`` (not all were answered or cancelled)."""
+    return not all(future.done() for future in futures)
 
 
 def _settle(futures: list[asyncio.Future[ActorHead]], outcome: ActorHead | BaseException) -> None:

@@ -41,7 +41,6 @@ from aether.aggregate.base import COMMAND_KEY, Aggregate
 from aether.aggregate.errors import ConflictRetriesExhaustedError
 from aether.errors import InvalidInputError, VersionConflictError
 from aether.event import ActorSnapshot, Event, EventStore, HeadReader, SnapshotStore
-from aether.names import validate_actor_id
 
 __all__ = ["CommandResult", "Repository", "RepositoryStats"]
 
@@ -160,7 +159,7 @@ class Repository(Generic[A]):
         snapshot: ActorSnapshot | None = None
         latest: int | None = None  # the latest stored version, when the head was read
         if self._heads is not None:
-            head = await self._heads.get(validate_actor_id(actor_id))
+            head = await self._heads.get(actor_id)  # a bad id fails in the store, for this load alone
             latest, snapshot = head.version, head.snapshot if self.snapshots is not None else None
         elif self.snapshots is not None:
             snapshot = await self.snapshots.get_latest_snapshot(actor_id)

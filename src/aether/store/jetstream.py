@@ -827,14 +827,22 @@ class JetStreamEventStore:
             StoreUnavailableError / AetherTimeoutError / StoreError: server trouble.
         """
         check_actor_id(actor_id)
-        if self._units:
-            return await self._unit(actor_id).get_latest_snapshot(actor_id)
-        subject = self._snapshot_prefix + encode_token(actor_id)  # checked above
+        store = self._unit(actor_id) if self._units else self  # a partition store reads, unchecked
+        return await store._latest_snapshot(actor_id)
+
+    async def _latest_snapshot(self, actor_id: str) -> ActorSnapshot | None:
+        """:meth:`get_latest_snapshot` on this (single-stream) store, ``actor_id`` already checked."""
+        subject = self._snapshot_prefix + encode_token(actor_id)
         found = await self._api.direct_last(self._direct_get, subject, what=f"reading the snapshot of {actor_id!r}")
         if found is None:
             return None
         sequence, msg = found
         return self._snapshot_record(actor_id, sequence, msg.data)
+
+    async def _head(self, actor_id: str) -> ActorHead:
+        """One actor's head on this (single-stream) store, its version asked of the stream leader."""
+        version, snapshot = await asyncio.gather(self.get_latest_version(actor_id), self._latest_snapshot(actor_id))
+        return ActorHead(version, snapshot)
 
     async def get_heads(self, actor_ids: Sequence[str]) -> dict[str, ActorHead]:
         """Each actor's latest version and newest snapshot, read for many actors at once: what a
@@ -854,18 +862,19 @@ class JetStreamEventStore:
         ids = list(dict.fromkeys(actor_ids))
         for actor_id in ids:
             check_actor_id(actor_id)
-        if self._units:
-            groups: dict[int, list[str]] = {}
-            for actor_id in ids:
-                groups.setdefault(partition_index(actor_id, self.partitions), []).append(actor_id)
-            parts = await asyncio.gather(*(self._units[i].get_heads(group) for i, group in groups.items()))
-            return {actor_id: head for part in parts for actor_id, head in part.items()}
+        if not self._units:
+            return await self._heads(ids)
+        groups: dict[int, list[str]] = {}
+        for actor_id in ids:
+            groups.setdefault(partition_index(actor_id, self.partitions), []).append(actor_id)
+        parts = await asyncio.gather(*(self._units[i]._heads(group) for i, group in groups.items()))
+        return {actor_id: head for part in parts for actor_id, head in part.items()}
+
+    async def _heads(self, ids: list[str]) -> dict[str, ActorHead]:
+        """:meth:`get_heads` on this (single-stream) store, ``ids`` distinct and already checked."""
         if self._replicated:
-            async def one(actor_id: str) -> tuple[str, ActorHead]:
-                version, snapshot = await asyncio.gather(self.get_latest_version(actor_id),
-                                                         self.get_latest_snapshot(actor_id))
-                return actor_id, ActorHead(version, snapshot)
-            return dict(await asyncio.gather(*(one(actor_id) for actor_id in ids)))
+            heads = await asyncio.gather(*(self._head(actor_id) for actor_id in ids))
+            return dict(zip(ids, heads, strict=True))
         step = MULTI_LAST_MAX // 2
         parts = await asyncio.gather(*(self._heads_batch(ids[i:i + step]) for i in range(0, len(ids), step)))
         return {actor_id: head for part in parts for actor_id, head in part.items()}
@@ -876,7 +885,8 @@ class JetStreamEventStore:
         for actor_id in ids:
             wanted[self._subject(actor_id)] = (actor_id, False)
             wanted[self._snapshot_prefix + encode_token(actor_id)] = (actor_id, True)
-        found, unsent = await self._api.direct_multi_last(self._direct_get, list(wanted),
+        subjects = list(wanted)  # an actor's event subject at 2 * i, its snapshot subject at 2 * i + 1
+        found, unsent = await self._api.direct_multi_last(self._direct_get, subjects,
                                                           what=f"reading the heads of {len(ids)} actors",
                                                           max_bytes=self.options.max_reply_bytes)
         versions: dict[str, tuple[int, int]] = {}
@@ -889,20 +899,17 @@ class JetStreamEventStore:
                 versions[actor_id] = (self._decode(msg.data, actor_id, seq).version, seq)
         heads: dict[str, ActorHead] = {}
         unsure: list[str] = []
-        for actor_id in ids:
+        for i, actor_id in enumerate(ids):
             if unsent and (actor_id not in versions or actor_id not in snapshots):
                 unsure.append(actor_id)  # the server stopped at the byte limit before it, perhaps
                 continue
             version, seq = versions.get(actor_id, (0, 0))
             if seq:
-                self._remember(actor_id, version, seq, self._subject(actor_id))
+                self._remember(actor_id, version, seq, subjects[2 * i])
             heads[actor_id] = ActorHead(version, snapshots.get(actor_id))
         if unsure:
-            versions_, snapshots_ = await asyncio.gather(
-                asyncio.gather(*(self.get_latest_version(actor_id) for actor_id in unsure)),
-                asyncio.gather(*(self.get_latest_snapshot(actor_id) for actor_id in unsure)))
-            for actor_id, version, snapshot in zip(unsure, versions_, snapshots_, strict=True):
-                heads[actor_id] = ActorHead(version, snapshot)
+            for actor_id, head in zip(unsure, await asyncio.gather(*(self._head(a) for a in unsure)), strict=True):
+                heads[actor_id] = head
         return heads
 
     def _snapshot_record(self, actor_id: str, sequence: int, data: bytes) -> ActorSnapshot:
